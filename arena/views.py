@@ -1,0 +1,66 @@
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from arena.hub import get_hub
+from battles.forms import PromptForm
+from llm_providers.models import LLMModel
+
+
+def home_context(request: HttpRequest) -> dict:
+    return {
+        "form": PromptForm(),
+        "active_models": list(
+            LLMModel.objects.active().only("name", "organization").order_by("name")
+        ),
+    }
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    return render(request, "arena/home.html", home_context(request))
+
+
+def _database_ok() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return True
+    except Exception:
+        return False
+
+
+def _broker_ok() -> bool:
+    if settings.ARENA_TASK_MODE != "celery":
+        return True
+    from config.celery import app
+
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        return True
+    except Exception:
+        return False
+
+
+@never_cache
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness for load balancers: database, broker and hub; no versions, no secrets."""
+    database = _database_ok()
+    hub = get_hub().ping()
+    broker = _broker_ok()
+    active = LLMModel.objects.active().count() if database else None
+    healthy = database and hub and broker
+    body = {
+        "status": "ok" if healthy else "unavailable",
+        "database": "ok" if database else "unavailable",
+        "broker": ("ok" if broker else "unavailable") if settings.ARENA_TASK_MODE == "celery"
+        else "in-process",
+        "hub": ("ok" if hub else "unavailable") if settings.ARENA_HUB == "redis" else "in-process",
+        "active_models": active,
+    }
+    return JsonResponse(body, status=200 if healthy else 503)

@@ -1,0 +1,43 @@
+from django import forms
+from django.conf import settings
+
+from battles.models import Vote
+
+
+class PromptForm(forms.Form):
+    prompt = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "Ask anything…"}),
+        strip=True,
+        error_messages={"required": "Type a prompt first: it cannot be empty."},
+    )
+
+    def clean_prompt(self) -> str:
+        prompt = self.cleaned_data["prompt"]
+        if "\x00" in prompt:
+            raise forms.ValidationError("The prompt contains a NUL character; remove it.")
+        limit = settings.ARENA_PROMPT_MAX_CHARS
+        if len(prompt) > limit:
+            raise forms.ValidationError(
+                f"The prompt is {len(prompt):,} characters long; the limit is {limit:,}."
+            )
+        return prompt
+
+
+class VoteForm(forms.Form):
+    choice = forms.ChoiceField(
+        choices=Vote.Choice.choices,
+        error_messages={
+            "required": "Choose A, B, tie or both bad.",
+            "invalid_choice": "Unknown vote. Choose A, B, tie or both bad.",
+        },
+    )
+
+
+class RenameForm(forms.Form):
+    title = forms.CharField(max_length=120, strip=True)
+
+    def clean_title(self) -> str:
+        title = " ".join(self.cleaned_data["title"].split())
+        if not title or "\x00" in title:
+            raise forms.ValidationError("Give the session a name.")
+        return title

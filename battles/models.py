@@ -1,0 +1,169 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+from llm_providers.models import LLMModel
+
+
+class Conversation(models.Model):
+    """A sidebar session: one or more battles under one title, owned by one visitor."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    owner_key = models.CharField(max_length=64, db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    title = models.CharField(max_length=120)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+    # Deleting a session hides it from its owner; its votes stay for the leaderboard.
+    hidden_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["owner_key", "-updated_at"], name="conv_owner_recent")]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Battle(models.Model):
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        VOTED = "voted", "Voted"
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="battles")
+    owner_key = models.CharField(max_length=64, db_index=True)
+    model_a = models.ForeignKey(LLMModel, on_delete=models.PROTECT, related_name="+")
+    model_b = models.ForeignKey(LLMModel, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
+    # The probability with which this ordered pair was drawn (for inverse-propensity analysis).
+    pair_probability = models.FloatField()
+    sampling = models.JSONField(default=dict, blank=True)
+    visitor_hash = models.CharField(max_length=32)
+    ip_hash = models.CharField(max_length=32, blank=True)
+    user_agent_family = models.CharField(max_length=40, blank=True)
+    turn_count = models.PositiveSmallIntegerField(default=0)
+    identity_leak = models.BooleanField(default=False)
+    had_failed_side = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    voted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=~Q(model_a=F("model_b")), name="battle_distinct_models"),
+            models.CheckConstraint(condition=Q(status__in=["open", "voted"]), name="battle_status_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Battle {self.uuid}"
+
+    def model_for(self, side: str) -> LLMModel:
+        return self.model_a if side == "a" else self.model_b
+
+
+class Turn(models.Model):
+    battle = models.ForeignKey(Battle, on_delete=models.CASCADE, related_name="turns")
+    index = models.PositiveSmallIntegerField()
+    prompt = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["index"]
+        constraints = [
+            models.UniqueConstraint(fields=["battle", "index"], name="turn_unique_index"),
+        ]
+
+    def stream_key(self) -> str:
+        return f"turn:{self.pk}"
+
+
+class Reply(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        STREAMING = "streaming", "Streaming"
+        DONE = "done", "Done"
+        STOPPED = "stopped", "Stopped"
+        FAILED = "failed", "Failed"
+
+    FINISHED = (Status.DONE, Status.STOPPED)
+
+    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="replies")
+    side = models.CharField(max_length=1, choices=[("a", "A"), ("b", "B")])
+    model = models.ForeignKey(LLMModel, on_delete=models.PROTECT, related_name="replies")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempt = models.PositiveSmallIntegerField(default=1)
+    text = models.TextField(blank=True)
+    finish_reason = models.CharField(max_length=40, blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    retries = models.PositiveSmallIntegerField(default=0)
+    error_code = models.CharField(max_length=40, blank=True)
+    error_message = models.CharField(max_length=300, blank=True)
+    error_detail = models.TextField(blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["side"]
+        constraints = [
+            models.UniqueConstraint(fields=["turn", "side"], name="reply_unique_side"),
+            models.CheckConstraint(condition=Q(side__in=["a", "b"]), name="reply_side_valid"),
+            models.CheckConstraint(
+                condition=Q(status__in=["pending", "streaming", "done", "stopped", "failed"]),
+                name="reply_status_valid",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "heartbeat_at"], name="reply_status_heartbeat")]
+
+    @property
+    def finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        if not self.completion_tokens or not self.latency_ms or self.ttft_ms is None:
+            return None
+        seconds = (self.latency_ms - self.ttft_ms) / 1000
+        return round(self.completion_tokens / seconds, 1) if seconds > 0 else None
+
+
+class Vote(models.Model):
+    class Choice(models.TextChoices):
+        A = "a", "A is better"
+        B = "b", "B is better"
+        TIE = "tie", "Tie"
+        BOTH_BAD = "bothbad", "Both are bad"
+
+    battle = models.OneToOneField(Battle, on_delete=models.CASCADE, related_name="vote")
+    choice = models.CharField(max_length=8, choices=Choice.choices)
+    # Copied from the battle at vote time so the rating aggregation reads one table.
+    model_a = models.ForeignKey(LLMModel, on_delete=models.PROTECT, related_name="+")
+    model_b = models.ForeignKey(LLMModel, on_delete=models.PROTECT, related_name="+")
+    visitor_hash = models.CharField(max_length=32, db_index=True)
+    ip_hash = models.CharField(max_length=32, blank=True, db_index=True)
+    # Categories, computed once at write time.
+    turns = models.PositiveSmallIntegerField(default=1)
+    prompt_chars = models.PositiveIntegerField(default=0)
+    has_code = models.BooleanField(default=False)
+    language = models.CharField(max_length=16, blank=True)
+    # Style features (A minus B is derived at aggregation): reply length and markdown counts.
+    style = models.JSONField(default=dict, blank=True)
+    # A vote is counted unless one of these says otherwise; each is counted in the snapshot.
+    identity_leak = models.BooleanField(default=False)
+    flagged_invalid = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(choice__in=["a", "b", "tie", "bothbad"]), name="vote_choice_valid"
+            ),
+        ]

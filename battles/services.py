@@ -1,0 +1,487 @@
+"""Writes for battles: start, follow up, generate, stop, retry, vote, sessions."""
+
+import logging
+import random
+import re
+import threading
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Count, F, Q
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from arena.dispatch import enqueue, enqueue_now
+from arena.hub import get_hub
+from arena.visitors import Visitor, salted_hash
+from battles import identity, sampling
+from battles.models import Battle, Conversation, Reply, Turn, Vote
+from llm_providers.client import ProviderError, Timeouts, chat_stream
+from llm_providers.models import LLMModel
+from llm_providers.services import model_record_failure, model_record_success
+
+log = logging.getLogger(__name__)
+
+
+class BattleError(Exception):
+    """A request the battle cannot take; `message` is fit to show, `status` the HTTP code."""
+
+    status = 409
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+
+
+class NotEnoughModels(BattleError):
+    status = 503
+
+
+class AlreadyVoted(BattleError):
+    status = 409
+
+
+def _title(prompt: str) -> str:
+    line = " ".join(prompt.split())
+    return line if len(line) <= 60 else line[:57].rstrip() + "…"
+
+
+def _draw(rng: random.Random | None = None) -> sampling.Draw:
+    models = list(LLMModel.objects.sampleable().values("id", "weight"))
+    votes = dict(
+        Vote.objects.filter(Q(model_a__in=[m["id"] for m in models]))
+        .values_list("model_a")
+        .annotate(n=Count("id"))
+    )
+    for model_b, n in (
+        Vote.objects.filter(model_b__in=[m["id"] for m in models])
+        .values_list("model_b")
+        .annotate(n=Count("id"))
+    ):
+        votes[model_b] = votes.get(model_b, 0) + n
+    candidates = [
+        sampling.Candidate(id=m["id"], weight=m["weight"], votes=votes.get(m["id"], 0))
+        for m in models
+    ]
+    draw = sampling.draw_pair(
+        candidates,
+        boost=settings.ARENA_NEW_MODEL_BOOST,
+        boost_below=settings.ARENA_NEW_MODEL_VOTES,
+        rng=rng,
+    )
+    if draw is None:
+        raise NotEnoughModels(
+            "The arena needs at least two available models to start a battle, and fewer are "
+            "available right now. Please try again later."
+        )
+    return draw
+
+
+def _create_turn(battle: Battle, index: int, prompt: str) -> Turn:
+    turn = Turn.objects.create(battle=battle, index=index, prompt=prompt)
+    replies = Reply.objects.bulk_create(
+        [
+            Reply(turn=turn, side="a", model_id=battle.model_a_id),
+            Reply(turn=turn, side="b", model_id=battle.model_b_id),
+        ]
+    )
+    from battles.tasks import reply_generate_task
+
+    for reply in replies:
+        enqueue(reply_generate_task, reply.pk)
+    return turn
+
+
+def battle_start(
+    *,
+    visitor: Visitor,
+    prompt: str,
+    ip: str = "",
+    user_agent_family: str = "",
+    conversation: Conversation | None = None,
+    user=None,
+) -> Battle:
+    draw = _draw()
+    with transaction.atomic():
+        if conversation is None:
+            conversation = Conversation.objects.create(
+                owner_key=visitor.key, user=user, title=_title(prompt)
+            )
+        else:
+            Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+        battle = Battle.objects.create(
+            conversation=conversation,
+            owner_key=visitor.key,
+            model_a_id=draw.model_a,
+            model_b_id=draw.model_b,
+            pair_probability=draw.probability,
+            sampling={"weights": {str(k): v for k, v in draw.weights.items()}},
+            visitor_hash=visitor.hashed,
+            ip_hash=salted_hash(f"ip:{ip}") if ip else "",
+            user_agent_family=user_agent_family[:40],
+            turn_count=1,
+        )
+        _create_turn(battle, 0, prompt)
+    return battle
+
+
+def _last_turn(battle: Battle) -> Turn:
+    return battle.turns.order_by("-index").first()
+
+
+def turn_add(*, battle: Battle, prompt: str) -> Turn:
+    """A follow-up: both models answer, each seeing only its own earlier replies."""
+    with transaction.atomic():
+        locked = Battle.objects.select_for_update().get(pk=battle.pk)
+        if locked.status != Battle.Status.OPEN:
+            raise BattleError("This battle is closed. Start a new round to keep chatting.")
+        if locked.turn_count >= settings.ARENA_MAX_TURNS:
+            raise BattleError(
+                f"This battle has reached its limit of {settings.ARENA_MAX_TURNS} turns. "
+                "Vote, then start a new round."
+            )
+        last = _last_turn(locked)
+        states = set(last.replies.values_list("status", flat=True))
+        if states - set(Reply.FINISHED):
+            raise BattleError("Wait until both answers are finished (or retry the failed side).")
+        turn = _create_turn(locked, last.index + 1, prompt)
+        Battle.objects.filter(pk=locked.pk).update(turn_count=F("turn_count") + 1)
+        Conversation.objects.filter(pk=locked.conversation_id).update(updated_at=timezone.now())
+    return turn
+
+
+def _restart(reply_ids: list[int]) -> int:
+    from battles.tasks import reply_generate_task
+
+    count = 0
+    for pk in reply_ids:
+        # Only a reply that has ended may start again; a double click is a no-op.
+        restarted = Reply.objects.filter(
+            pk=pk, status__in=[Reply.Status.FAILED, Reply.Status.DONE, Reply.Status.STOPPED]
+        ).update(
+            status=Reply.Status.PENDING,
+            attempt=F("attempt") + 1,
+            text="",
+            finish_reason="",
+            error_code="",
+            error_message="",
+            error_detail="",
+            prompt_tokens=None,
+            completion_tokens=None,
+            ttft_ms=None,
+            latency_ms=None,
+            heartbeat_at=None,
+            started_at=None,
+            finished_at=None,
+        )
+        if restarted:
+            enqueue(reply_generate_task, pk)
+            count += 1
+    return count
+
+
+def reply_retry(*, battle: Battle, side: str) -> None:
+    """Run one failed side of the last turn again."""
+    with transaction.atomic():
+        locked = Battle.objects.select_for_update().get(pk=battle.pk)
+        if locked.status != Battle.Status.OPEN:
+            raise BattleError("This battle is closed.")
+        reply = Reply.objects.filter(turn=_last_turn(locked), side=side).first()
+        if reply is None or reply.status != Reply.Status.FAILED:
+            raise BattleError("Only a failed answer can be retried.")
+        _restart([reply.pk])
+
+
+def turn_regenerate(*, battle: Battle) -> None:
+    """Both sides of the last turn answer again (allowed before the vote, and logged)."""
+    with transaction.atomic():
+        locked = Battle.objects.select_for_update().get(pk=battle.pk)
+        if locked.status != Battle.Status.OPEN:
+            raise BattleError("This battle is closed.")
+        last = _last_turn(locked)
+        replies = list(last.replies.all())
+        if any(r.status in (Reply.Status.PENDING, Reply.Status.STREAMING) for r in replies):
+            raise BattleError("Wait until both answers are finished before regenerating.")
+        _restart([r.pk for r in replies])
+        log.info("battle %s: turn %s regenerated", locked.uuid, last.index)
+
+
+def turn_stop(*, battle: Battle) -> None:
+    last = _last_turn(battle)
+    get_hub().set_flag(f"stop:{last.pk}")
+
+
+# --- generation ---------------------------------------------------------------------------
+
+
+def _messages(reply: Reply) -> list[dict]:
+    """The chat history this side's model sees: its own system prompt and its own replies."""
+    model = reply.model
+    messages = [{"role": "system", "content": model.system_prompt}] if model.system_prompt else []
+    earlier = Reply.objects.filter(
+        turn__battle_id=reply.turn.battle_id, turn__index__lt=reply.turn.index, side=reply.side
+    ).select_related("turn").order_by("turn__index")
+    for previous in earlier:
+        messages.append({"role": "user", "content": previous.turn.prompt})
+        messages.append({"role": "assistant", "content": previous.text})
+    messages.append({"role": "user", "content": reply.turn.prompt})
+    return messages
+
+
+def pane_html(reply: Reply, *, streaming_text: str = "") -> str:
+    return render_to_string(
+        "battles/_pane.html",
+        {"reply": reply, "turn": reply.turn, "streaming_text": streaming_text, "live": True},
+    )
+
+
+def _publish_pane(reply: Reply) -> None:
+    get_hub().publish(reply.turn.stream_key(), f"pane-{reply.side}", pane_html(reply))
+
+
+def _publish_turn_end_if_finished(turn: Turn) -> None:
+    states = set(Reply.objects.filter(turn=turn).values_list("status", flat=True))
+    if not states & {Reply.Status.PENDING, Reply.Status.STREAMING}:
+        get_hub().publish(turn.stream_key(), "turn-end", "")
+
+
+class _Checkpoint(threading.Thread):
+    """Heartbeat and text checkpoint every few seconds, off the token path.
+
+    The DB sees the partial text and a fresh heartbeat without one write per token; a reply
+    whose heartbeat stops (worker killed) is found by the reaper.
+    """
+
+    def __init__(self, reply_id: int, parts: list[str]):
+        super().__init__(daemon=True, name=f"checkpoint-{reply_id}")
+        self.reply_id = reply_id
+        self.parts = parts
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self.stopped.wait(settings.ARENA_HEARTBEAT_SECONDS):
+                Reply.objects.filter(pk=self.reply_id, status=Reply.Status.STREAMING).update(
+                    heartbeat_at=timezone.now(), text="".join(self.parts)
+                )
+        except Exception:
+            log.exception("checkpoint for reply %s failed", self.reply_id)
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=5)
+
+
+def reply_generate(*, reply_id: int) -> None:
+    now = timezone.now()
+    claimed = Reply.objects.filter(pk=reply_id, status=Reply.Status.PENDING).update(
+        status=Reply.Status.STREAMING, started_at=now, heartbeat_at=now
+    )
+    if not claimed:
+        return  # already taken by another worker, or no longer wanted
+    reply = Reply.objects.select_related("turn__battle", "model").get(pk=reply_id)
+    hub = get_hub()
+    stream = reply.turn.stream_key()
+    _publish_pane(reply)
+    parts: list[str] = []
+    stop_key = f"stop:{reply.turn_id}"
+    last_check = [0.0, False]
+
+    def on_delta(text: str) -> None:
+        parts.append(text)
+        hub.publish(stream, f"delta-{reply.side}", text)
+
+    def should_stop() -> bool:
+        # The flag lives in the hub (Redis in service mode); look at most a few times a second.
+        now_m = time.monotonic()
+        if now_m - last_check[0] >= 0.25:
+            last_check[0] = now_m
+            last_check[1] = hub.has_flag(stop_key)
+        return last_check[1]
+
+    checkpoint = _Checkpoint(reply.pk, parts)
+    checkpoint.start()
+    try:
+        result = chat_stream(
+            reply.model.endpoint(),
+            _messages(reply),
+            on_delta=on_delta,
+            should_stop=should_stop,
+            timeouts=Timeouts(
+                connect=settings.LLM_TIMEOUT_CONNECT,
+                first_token=settings.LLM_TIMEOUT_FIRST_TOKEN,
+                idle=settings.LLM_TIMEOUT_IDLE,
+                total=settings.LLM_TIMEOUT_TOTAL,
+            ),
+            max_retries=settings.LLM_MAX_RETRIES,
+        )
+    except ProviderError as exc:
+        checkpoint.stop()
+        _reply_fail(reply, exc, partial="".join(parts))
+    except Exception as exc:
+        checkpoint.stop()
+        log.exception("reply %s: unexpected failure", reply.pk)
+        _reply_fail(
+            reply,
+            ProviderError("internal", "Something went wrong on our side.", retryable=False,
+                          detail=repr(exc)),
+            partial="".join(parts),
+        )
+    else:
+        checkpoint.stop()
+        text = result.text
+        if not text.strip() and not result.stopped:
+            _reply_fail(
+                reply,
+                ProviderError("empty", "The model returned an empty answer.", retryable=False),
+                partial=text,
+            )
+        else:
+            Reply.objects.filter(pk=reply.pk, status=Reply.Status.STREAMING).update(
+                status=Reply.Status.STOPPED if result.stopped else Reply.Status.DONE,
+                text=text,
+                finish_reason="stopped" if result.stopped else (result.finish_reason or ""),
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens,
+                ttft_ms=result.ttft_ms,
+                latency_ms=result.latency_ms,
+                retries=result.retries,
+                finished_at=timezone.now(),
+            )
+            model_record_success(model_id=reply.model_id)
+            _check_identity(reply, text)
+    reply.refresh_from_db()
+    _publish_pane(reply)
+    _publish_turn_end_if_finished(reply.turn)
+
+
+def _reply_fail(reply: Reply, exc: ProviderError, *, partial: str) -> None:
+    Reply.objects.filter(pk=reply.pk, status=Reply.Status.STREAMING).update(
+        status=Reply.Status.FAILED,
+        text=partial,
+        error_code=exc.code[:40],
+        error_message=exc.message[:300],
+        error_detail=(getattr(exc, "detail", "") or "")[:5000],
+        finished_at=timezone.now(),
+    )
+    Battle.objects.filter(pk=reply.turn.battle_id).update(had_failed_side=True)
+    if exc.code not in ("stopped", "internal"):
+        model_record_failure(model_id=reply.model_id, error=exc.message)
+
+
+def _check_identity(reply: Reply, text: str) -> None:
+    model = reply.model
+    terms = identity.identity_terms(
+        name=model.name, slug=model.slug, upstream=model.model, organization=model.organization
+    )
+    found = identity.leaked_terms(text, terms)
+    if found:
+        log.info("battle %s: reply %s names %s", reply.turn.battle.uuid, reply.side, found)
+        Battle.objects.filter(pk=reply.turn.battle_id).update(identity_leak=True)
+
+
+def replies_reap() -> dict[str, int]:
+    """Fail replies whose worker stopped making progress; re-enqueue ones never picked up."""
+    from battles.tasks import reply_generate_task
+
+    now = timezone.now()
+    stall = timedelta(seconds=settings.ARENA_REPLY_STALL_SECONDS)
+    stuck = list(
+        Reply.objects.filter(status=Reply.Status.STREAMING, heartbeat_at__lt=now - stall)
+        .select_related("turn")
+    )
+    failed = 0
+    for reply in stuck:
+        updated = Reply.objects.filter(
+            pk=reply.pk, status=Reply.Status.STREAMING, heartbeat_at__lt=now - stall
+        ).update(
+            status=Reply.Status.FAILED,
+            error_code="stalled",
+            error_message="The model stopped responding before it finished. Retry this side.",
+            finished_at=now,
+        )
+        if updated:
+            failed += 1
+            Battle.objects.filter(pk=reply.turn.battle_id).update(had_failed_side=True)
+            reply.refresh_from_db()
+            _publish_pane(reply)
+            _publish_turn_end_if_finished(reply.turn)
+    requeued = 0
+    for pk in Reply.objects.filter(
+        status=Reply.Status.PENDING, created_at__lt=now - stall
+    ).values_list("pk", flat=True)[:500]:
+        enqueue_now(reply_generate_task, pk)
+        requeued += 1
+    return {"failed": failed, "requeued": requeued}
+
+
+# --- votes and sessions -----------------------------------------------------------------------
+
+_CODE_RE = re.compile(r"```|^\s{4}\S|\bdef \w+\(|\bfunction\b|#include|;\s*$|</\w+>", re.M)
+
+
+def style_features(text: str) -> dict[str, int]:
+    return {
+        "length": len(text),
+        "headers": len(re.findall(r"^#{1,6}\s", text, re.M)),
+        "lists": len(re.findall(r"^\s*(?:[-*+]|\d+\.)\s", text, re.M)),
+        "bold": len(re.findall(r"\*\*[^*\n]+\*\*|__[^_\n]+__", text)),
+    }
+
+
+def vote_cast(*, battle: Battle, visitor: Visitor, choice: str) -> Vote:
+    if choice not in Vote.Choice.values:
+        raise BattleError("Unknown vote. Choose A, B, tie or both bad.", status=400)
+    if battle.owner_key != visitor.key:
+        raise BattleError("This battle is not yours.", status=404)
+    try:
+        with transaction.atomic():
+            locked = Battle.objects.select_for_update().get(pk=battle.pk)
+            if locked.status != Battle.Status.OPEN or hasattr(locked, "vote"):
+                raise AlreadyVoted("This battle already has your vote.")
+            turns = list(locked.turns.prefetch_related("replies"))
+            replies = [r for t in turns for r in t.replies.all()]
+            if any(r.status not in Reply.FINISHED for r in replies):
+                raise BattleError(
+                    "Both answers must finish before you vote (retry a failed side first)."
+                )
+            text_a = "\n".join(r.text for r in replies if r.side == "a")
+            text_b = "\n".join(r.text for r in replies if r.side == "b")
+            prompts = "\n".join(t.prompt for t in turns)
+            vote = Vote.objects.create(
+                battle=locked,
+                choice=choice,
+                model_a_id=locked.model_a_id,
+                model_b_id=locked.model_b_id,
+                visitor_hash=locked.visitor_hash,
+                ip_hash=locked.ip_hash,
+                turns=len(turns),
+                prompt_chars=len(turns[0].prompt),
+                has_code=bool(_CODE_RE.search(prompts + "\n" + text_a + "\n" + text_b)),
+                style={"a": style_features(text_a), "b": style_features(text_b)},
+                identity_leak=locked.identity_leak,
+            )
+            updated = Battle.objects.filter(pk=locked.pk, status=Battle.Status.OPEN).update(
+                status=Battle.Status.VOTED, voted_at=timezone.now()
+            )
+            if not updated:
+                raise AlreadyVoted("This battle already has your vote.")
+    except IntegrityError:
+        raise AlreadyVoted("This battle already has your vote.") from None
+    return vote
+
+
+def conversation_rename(*, conversation: Conversation, title: str) -> None:
+    Conversation.objects.filter(pk=conversation.pk).update(title=title)
+
+
+def conversation_hide(*, conversation: Conversation) -> None:
+    Conversation.objects.filter(pk=conversation.pk).update(hidden_at=timezone.now())

@@ -1,0 +1,21 @@
+from django.urls import path
+
+from battles import views
+
+app_name = "battles"
+
+urlpatterns = [
+    path("battle/", views.start, name="start"),
+    path("c/<uuid:uuid>/", views.conversation_detail, name="conversation"),
+    path("c/<uuid:uuid>/continue/", views.conversation_continue, name="continue"),
+    path("c/<uuid:uuid>/rename/", views.conversation_rename, name="rename"),
+    path("c/<uuid:uuid>/delete/", views.conversation_delete, name="delete"),
+    path("sessions/", views.sidebar, name="sidebar"),
+    path("b/<uuid:uuid>/follow-up/", views.follow_up, name="follow_up"),
+    path("b/<uuid:uuid>/retry/<str:side>/", views.retry_side, name="retry"),
+    path("b/<uuid:uuid>/regenerate/", views.regenerate, name="regenerate"),
+    path("b/<uuid:uuid>/stop/", views.stop, name="stop"),
+    path("b/<uuid:uuid>/vote/", views.vote, name="vote"),
+    path("b/<uuid:uuid>/actions/", views.actions, name="actions"),
+    path("b/<uuid:uuid>/turns/<int:index>/events/", views.turn_events, name="events"),
+]

@@ -1,0 +1,248 @@
+"""Django settings for llmbattler, driven by the environment.
+
+With no environment at all this is the embedded default: SQLite, tasks in a thread pool in the
+web process, an in-process stream hub, DEBUG on and a generated development secret.
+Setting DATABASE_URL and REDIS_URL switches to service mode (PostgreSQL, Celery over Redis,
+Redis Streams). Every variable is listed in .env.example and the README.
+"""
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("ARENA_DATA_DIR", str(BASE_DIR / "var")))
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+DEBUG = env_bool("DEBUG", True)
+
+
+def _secret_key() -> str:
+    key = env_str("SECRET_KEY")
+    if key:
+        return key
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+    # A development secret that survives restarts, so signed visitor cookies stay valid.
+    path = DATA_DIR / "dev-secret-key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+if not DEBUG and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DEBUG is off.")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django_htmx",
+    "template_partials",
+    "arena",
+    "llm_providers",
+    "battles",
+    "leaderboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "arena.middleware.visitor_middleware",
+    "arena.middleware.security_headers_middleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "arena.context_processors.arena",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------------------
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {
+        "default": dj_database_url.parse(
+            DATABASE_URL,
+            conn_max_age=env_int("DB_CONN_MAX_AGE", 60, minimum=0),
+            conn_health_checks=True,
+        )
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(DATA_DIR / "arena.sqlite3"),
+            # WAL lets the page read while the generation threads write; IMMEDIATE
+            # transactions take the write lock up front instead of failing on upgrade.
+            "OPTIONS": {
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+            },
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis, tasks, stream hub, cache --------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+ARENA_TASK_MODE = env_choice(
+    "ARENA_TASK_MODE", "celery" if REDIS_URL else "inprocess", {"celery", "inprocess"}
+)
+ARENA_HUB = env_choice("ARENA_HUB", "redis" if REDIS_URL else "memory", {"redis", "memory"})
+if (ARENA_TASK_MODE == "celery" or ARENA_HUB == "redis") and not REDIS_URL:
+    raise ImproperlyConfigured("REDIS_URL must be set for ARENA_TASK_MODE=celery or ARENA_HUB=redis.")
+ARENA_INPROCESS_WORKERS = env_int("ARENA_INPROCESS_WORKERS", 8, minimum=1)
+
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "arena",
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TIMEZONE = "UTC"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_timeout": 5, "socket_connect_timeout": 5}
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A generation may stream for minutes; the hard limit is a backstop above the client's own
+# total timeout so a stuck call cannot hold a worker slot forever.
+LLM_TIMEOUT_CONNECT = env_float("LLM_TIMEOUT_CONNECT", 10.0, minimum=0.1)
+LLM_TIMEOUT_FIRST_TOKEN = env_float("LLM_TIMEOUT_FIRST_TOKEN", 60.0, minimum=0.1)
+LLM_TIMEOUT_IDLE = env_float("LLM_TIMEOUT_IDLE", 60.0, minimum=0.1)
+LLM_TIMEOUT_TOTAL = env_float("LLM_TIMEOUT_TOTAL", 300.0, minimum=1.0)
+LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2, minimum=0)
+CELERY_TASK_SOFT_TIME_LIMIT = int(LLM_TIMEOUT_TOTAL) + 30
+CELERY_TASK_TIME_LIMIT = int(LLM_TIMEOUT_TOTAL) + 60
+CELERY_TASK_ROUTES = {
+    "battles.tasks.reply_generate_task": {"queue": "llm"},
+}
+CELERY_TASK_DEFAULT_QUEUE = "default"
+
+ARENA_RECOMPUTE_INTERVAL_SECONDS = env_int("ARENA_RECOMPUTE_INTERVAL_SECONDS", 3600, minimum=10)
+ARENA_REAPER_INTERVAL_SECONDS = env_int("ARENA_REAPER_INTERVAL_SECONDS", 30, minimum=1)
+CELERY_BEAT_SCHEDULE = {
+    "ratings-recompute": {
+        "task": "leaderboard.tasks.ratings_recompute_task",
+        "schedule": float(ARENA_RECOMPUTE_INTERVAL_SECONDS),
+    },
+    "replies-reap": {
+        "task": "battles.tasks.replies_reap_task",
+        "schedule": float(ARENA_REAPER_INTERVAL_SECONDS),
+    },
+}
+
+# --- Arena behaviour --------------------------------------------------------------------------
+ARENA_PROMPT_MAX_CHARS = env_int("ARENA_PROMPT_MAX_CHARS", 10_000, minimum=1)
+ARENA_MAX_TURNS = env_int("ARENA_MAX_TURNS", 10, minimum=1)
+ARENA_NEW_MODEL_BOOST = env_float("ARENA_NEW_MODEL_BOOST", 2.0, minimum=1.0)
+ARENA_NEW_MODEL_VOTES = env_int("ARENA_NEW_MODEL_VOTES", 50, minimum=0)
+ARENA_CIRCUIT_FAILURES = env_int("ARENA_CIRCUIT_FAILURES", 3, minimum=1)
+ARENA_CIRCUIT_COOLDOWN_SECONDS = env_int("ARENA_CIRCUIT_COOLDOWN_SECONDS", 60, minimum=1)
+ARENA_HEARTBEAT_SECONDS = env_float("ARENA_HEARTBEAT_SECONDS", 5.0, minimum=0.05)
+ARENA_REPLY_STALL_SECONDS = env_float("ARENA_REPLY_STALL_SECONDS", 45.0, minimum=0.2)
+ARENA_HUB_TTL_SECONDS = env_int("ARENA_HUB_TTL_SECONDS", 3600, minimum=60)
+ARENA_MIN_VOTES_TO_SHOW = env_int("ARENA_MIN_VOTES_TO_SHOW", 5, minimum=0)
+ARENA_PROVISIONAL_VOTES = env_int("ARENA_PROVISIONAL_VOTES", 30, minimum=0)
+ARENA_HASH_SALT = env_str("ARENA_HASH_SALT", SECRET_KEY)
+ARENA_LOCAL_MODEL_URL = env_str("ARENA_LOCAL_MODEL_URL", "http://127.0.0.1:8089/v1")
+ARENA_TRUSTED_PROXIES = env_list("ARENA_TRUSTED_PROXIES")
+
+# --- Auth, i18n, static -----------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "admin:login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+
+# --- Security -------------------------------------------------------------------------------
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("TRUST_X_FORWARDED_PROTO", False) else None
+)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = not DEBUG
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"httpx": {"level": "WARNING"}, "openai": {"level": "WARNING"}},
+}

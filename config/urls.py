@@ -1,0 +1,9 @@
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", include("arena.urls")),
+    path("", include("battles.urls")),
+    path("", include("leaderboard.urls")),
+]

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class LlmProvidersConfig(AppConfig):
+    name = "llm_providers"
+    verbose_name = "LLM providers"

@@ -1,0 +1,129 @@
+import os
+import re
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, URLValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from llm_providers.client import Endpoint
+
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def validate_env_name(value: str) -> None:
+    if value and not ENV_NAME_RE.match(value):
+        raise ValidationError(
+            "Give the NAME of an environment variable (letters, digits, underscore), "
+            "never the key itself."
+        )
+
+
+class LLMModelQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(status=LLMModel.Status.ACTIVE)
+
+    def sampleable(self, now=None):
+        """Active models whose circuit breaker is closed (or whose cool-down has passed)."""
+        now = now or timezone.now()
+        return self.active().filter(
+            Q(circuit_open_until__isnull=True) | Q(circuit_open_until__lte=now)
+        )
+
+
+class LLMModel(models.Model):
+    """One entry of the model catalog: an OpenAI-compatible endpoint plus its settings."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        INACTIVE = "inactive", "Inactive"
+        RETIRED = "retired", "Retired"
+
+    slug = models.SlugField(
+        "id", max_length=100, unique=True, help_text="Stable identifier (the `id` in models.yaml)."
+    )
+    name = models.CharField("public name", max_length=200, unique=True)
+    organization = models.CharField(max_length=200, blank=True)
+    license = models.CharField(max_length=100, blank=True)
+    base_url = models.CharField(
+        "base URL",
+        max_length=500,
+        validators=[URLValidator(schemes=["http", "https"])],
+        help_text="OpenAI-compatible API root, e.g. http://localhost:11434/v1",
+    )
+    model = models.CharField("upstream model name", max_length=300)
+    api_key_env = models.CharField(
+        "API key env var",
+        max_length=100,
+        blank=True,
+        validators=[validate_env_name],
+        help_text="Name of the environment variable that holds the API key. Empty for local servers.",
+    )
+    temperature = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)]
+    )
+    top_p = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)]
+    )
+    max_tokens = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(1_000_000)]
+    )
+    system_prompt = models.TextField(blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.INACTIVE)
+    weight = models.FloatField(
+        "sampling weight",
+        default=1.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1000.0)],
+        help_text="Relative chance of being picked for a battle.",
+    )
+    url = models.URLField("link", blank=True, help_text="Model card or homepage.")
+    notes = models.TextField(blank=True)
+
+    # Circuit breaker: consecutive provider failures take the model out of sampling for a while.
+    consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
+    circuit_open_until = models.DateTimeField(null=True, blank=True, editable=False)
+    last_error = models.CharField(max_length=300, blank=True, editable=False)
+    last_error_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = LLMModelQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "LLM model"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["active", "inactive", "retired"]),
+                name="llmmodel_status_valid",
+            ),
+            models.CheckConstraint(condition=Q(weight__gte=0), name="llmmodel_weight_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def api_key(self) -> str | None:
+        """The key is read from the environment at call time and never stored."""
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    @property
+    def api_key_missing(self) -> bool:
+        return bool(self.api_key_env) and not self.api_key
+
+    @property
+    def circuit_open(self) -> bool:
+        return self.circuit_open_until is not None and self.circuit_open_until > timezone.now()
+
+    def endpoint(self) -> Endpoint:
+        return Endpoint(
+            base_url=self.base_url,
+            model=self.model,
+            api_key=self.api_key,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_tokens=self.max_tokens,
+        )

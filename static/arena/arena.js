@@ -1,0 +1,63 @@
+// Small behaviours htmx does not cover: theme, copy, keyboard shortcuts, Enter to send.
+(function () {
+  "use strict";
+  var root = document.documentElement;
+  var stored = localStorage.getItem("arena-theme");
+  if (stored) root.setAttribute("data-theme", stored);
+
+  document.addEventListener("click", function (event) {
+    var toggle = event.target.closest("[data-theme-toggle]");
+    if (toggle) {
+      var dark = root.getAttribute("data-theme") === "dark" ||
+        (root.getAttribute("data-theme") === "auto" && matchMedia("(prefers-color-scheme: dark)").matches);
+      var next = dark ? "light" : "dark";
+      root.setAttribute("data-theme", next);
+      localStorage.setItem("arena-theme", next);
+      return;
+    }
+    if (event.target.closest("[data-toggle-sidebar]")) {
+      document.body.classList.toggle("sidebar-open");
+      return;
+    }
+    var copy = event.target.closest(".copy-btn");
+    if (copy) {
+      var source = copy.dataset.copy === "code"
+        ? copy.closest(".code-block").querySelector("pre")
+        : copy.closest(".pane").querySelector(".reply-body");
+      if (source && navigator.clipboard) {
+        navigator.clipboard.writeText(source.innerText).then(function () {
+          copy.textContent = "Copied";
+          setTimeout(function () { copy.textContent = "Copy"; }, 1500);
+        });
+      }
+    }
+  });
+
+  document.addEventListener("submit", function (event) {
+    var message = event.target.getAttribute("data-confirm");
+    if (message && !window.confirm(message)) event.preventDefault();
+  }, true);
+
+  document.addEventListener("keydown", function (event) {
+    var target = event.target;
+    if (target.matches && target.matches("textarea[data-submit-on-enter]") &&
+        event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      if (target.value.trim()) target.form.requestSubmit();
+      return;
+    }
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    if (target.closest && target.closest("input, textarea, select, [contenteditable]")) return;
+    var button = document.querySelector('.vote-form button[data-key="' + event.key + '"]');
+    if (button) {
+      event.preventDefault();
+      button.click();
+    }
+  });
+
+  // Keep the page from being submitted twice while htmx is busy.
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var form = event.target.closest && event.target.closest("form");
+    if (form) form.querySelectorAll("button").forEach(function (b) { b.disabled = true; });
+  });
+})();
