@@ -8,13 +8,14 @@ class PromptForm(forms.Form):
     prompt = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": "Ask anything…"}),
         strip=True,
-        error_messages={"required": "Type a prompt first: it cannot be empty."},
+        error_messages={
+            "required": "Type a prompt first: it cannot be empty.",
+            "null_characters_not_allowed": "The prompt contains a NUL character; remove it.",
+        },
     )
 
     def clean_prompt(self) -> str:
         prompt = self.cleaned_data["prompt"]
-        if "\x00" in prompt:
-            raise forms.ValidationError("The prompt contains a NUL character; remove it.")
         limit = settings.ARENA_PROMPT_MAX_CHARS
         if len(prompt) > limit:
             raise forms.ValidationError(

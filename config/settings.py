@@ -189,7 +189,6 @@ ARENA_HUB_TTL_SECONDS = env_int("ARENA_HUB_TTL_SECONDS", 3600, minimum=60)
 ARENA_MIN_VOTES_TO_SHOW = env_int("ARENA_MIN_VOTES_TO_SHOW", 5, minimum=0)
 ARENA_PROVISIONAL_VOTES = env_int("ARENA_PROVISIONAL_VOTES", 30, minimum=0)
 ARENA_HASH_SALT = env_str("ARENA_HASH_SALT", SECRET_KEY)
-ARENA_LOCAL_MODEL_URL = env_str("ARENA_LOCAL_MODEL_URL", "http://127.0.0.1:8089/v1")
 ARENA_TRUSTED_PROXIES = env_list("ARENA_TRUSTED_PROXIES")
 
 # --- Auth, i18n, static -----------------------------------------------------------------------
@@ -209,6 +208,9 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {

@@ -1,8 +1,9 @@
 import os
 import re
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator, URLValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -10,6 +11,22 @@ from django.utils import timezone
 from llm_providers.client import Endpoint
 
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def validate_base_url(value: str) -> None:
+    """http(s) URL with a host; unlike URLValidator, bare service names (http://ollama:11434)
+    are fine, since that is how containers reach each other."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValidationError("Enter a valid http(s) URL.") from None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or any(c.isspace() for c in value)
+    ):
+        raise ValidationError("Enter a valid http(s) URL, e.g. http://localhost:11434/v1.")
 
 
 def validate_env_name(value: str) -> None:
@@ -49,7 +66,7 @@ class LLMModel(models.Model):
     base_url = models.CharField(
         "base URL",
         max_length=500,
-        validators=[URLValidator(schemes=["http", "https"])],
+        validators=[validate_base_url],
         help_text="OpenAI-compatible API root, e.g. http://localhost:11434/v1",
     )
     model = models.CharField("upstream model name", max_length=300)

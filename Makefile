@@ -1,0 +1,33 @@
+# The two commands: `make run` (quick start) and `make test` (the whole suite).
+.PHONY: run test install install-test lint worker beat web bench-ratings test-llm-server
+
+run: install
+	.venv/bin/python manage.py runarena
+
+test: install-test
+	scripts/test.sh
+
+install:
+	scripts/install.sh run
+
+install-test:
+	scripts/install.sh test
+
+lint:
+	.venv/bin/python -m ruff check .
+
+# Service mode pieces (see docker-compose.yml for the same with containers).
+web:
+	.venv/bin/gunicorn config.asgi:application -k uvicorn_worker.UvicornWorker -b 0.0.0.0:8000 -w 2
+
+worker:
+	.venv/bin/celery -A config worker -Q llm,default -P threads -c 32 --loglevel INFO
+
+beat:
+	.venv/bin/celery -A config beat --loglevel INFO --schedule var/celerybeat-schedule
+
+test-llm-server:
+	.venv/bin/python -m llm_providers.testing --host 127.0.0.1 --port 8765
+
+bench-ratings:
+	.venv/bin/python -m benchmarks.ratings

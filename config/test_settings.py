@@ -1,0 +1,23 @@
+"""Settings for the test suite: the real settings, with short timeouts so fault tests are quick."""
+
+import os
+
+for name, value in {
+    "ARENA_HEARTBEAT_SECONDS": "0.2",
+    "ARENA_REPLY_STALL_SECONDS": "3",
+    "LLM_TIMEOUT_CONNECT": "3",
+    "LLM_TIMEOUT_FIRST_TOKEN": "5",
+    "LLM_TIMEOUT_IDLE": "3",
+    "LLM_TIMEOUT_TOTAL": "30",
+    "LLM_MAX_RETRIES": "2",
+    "ARENA_CIRCUIT_COOLDOWN_SECONDS": "2",
+}.items():
+    os.environ.setdefault(name, value)
+
+from config.settings import *  # noqa: E402, F403
+from config.settings import DATA_DIR, DATABASES  # noqa: E402
+
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # A file, not memory: the generation threads and the test server share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-{os.getpid()}.sqlite3")}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,199 @@
+"""Shared fixtures: visitors, staff, models on the test LLM server, a live arena, the worker.
+
+Everything is real: the test LLM server speaks HTTP, the arena is served by uvicorn, and in
+service mode (REDIS_URL set) a real Celery worker process runs the generation tasks against
+the test database.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from llm_providers.testing import running_server
+
+ROOT = Path(__file__).resolve().parent
+SERVICE_MODE = settings.ARENA_TASK_MODE == "celery"
+
+
+def pytest_collection_modifyitems(config, items):
+    if not SERVICE_MODE:
+        skip = pytest.mark.skip(reason="needs the Celery worker: runs in the service-mode pass")
+        for item in items:
+            if "worker" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def llm_server():
+    """Base URL of the project's test LLM server (http://127.0.0.1:<port>/v1)."""
+    with running_server() as base_url:
+        yield base_url
+
+
+@pytest.fixture
+def make_model(db, llm_server):
+    from llm_providers.models import LLMModel
+
+    def make(name: str | None = None, *, knobs: str = "", **fields):
+        name = name or f"model-{uuid.uuid4().hex[:6]}"
+        upstream = f"{name.lower()}?{knobs}" if knobs else name.lower()
+        defaults = {
+            "slug": name.lower().replace(" ", "-"),
+            "name": name,
+            "organization": fields.pop("organization", f"{name} Labs"),
+            "license": "test",
+            "base_url": llm_server,
+            "model": upstream,
+            "status": LLMModel.Status.ACTIVE,
+        }
+        return LLMModel.objects.create(**(defaults | fields))
+
+    return make
+
+
+@pytest.fixture
+def two_models(make_model):
+    """Two active models on the test server, fast enough for browser tests."""
+    return (
+        make_model("Alpha", knobs="ttft=0.05&tps=200&tokens=30"),
+        make_model("Bravo", knobs="ttft=0.05&tps=200&tokens=30"),
+    )
+
+
+class _VisitorClient:
+    """A Django test client that is one anonymous visitor (its own signed cookie)."""
+
+    def __init__(self):
+        from django.test import Client
+
+        self.client = Client()
+        self.client.get("/")  # receive the visitor cookie
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    @property
+    def key(self) -> str:
+        from django.http import HttpRequest
+
+        from arena.visitors import visitor_from_request
+
+        request = HttpRequest()
+        request.COOKIES = {k: v.value for k, v in self.client.cookies.items()}
+        return visitor_from_request(request).key
+
+
+@pytest.fixture
+def visitor(db):
+    return _VisitorClient()
+
+
+@pytest.fixture
+def other_visitor(db):
+    return _VisitorClient()
+
+
+@pytest.fixture
+def staff(db, client):
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_user(
+        "staff", "staff@example.com", "pw-staff-123", is_staff=True, is_superuser=True
+    )
+    client.force_login(user)
+    client.user = user
+    return client
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def arena_server(transactional_db, celery_worker):
+    """The arena served by uvicorn (ASGI, so SSE streams) on a free port; yields its URL."""
+    import uvicorn
+
+    from config.asgi import application
+
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True, name="arena-uvicorn")
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def _worker_process(django_db_setup, django_db_blocker):
+    """Service mode: one real Celery worker process on the test database, for the session."""
+    if not SERVICE_MODE:
+        yield None
+        return
+    import redis
+
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    db = settings.DATABASES["default"]
+    env = os.environ | {
+        "DJANGO_SETTINGS_MODULE": "config.test_settings",
+        "DATABASE_URL": (
+            f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+        ),
+    }
+    log = open(ROOT / "var" / "test-worker.log", "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "llm,default",
+         "-P", "threads", "-c", "16", "--loglevel", "INFO", "--without-gossip",
+         "--without-mingle", "-n", f"test-{os.getpid()}@%h"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    from config.celery import app
+
+    deadline = time.monotonic() + 60
+    while True:
+        replies = app.control.ping(timeout=0.5)
+        if replies:
+            break
+        assert process.poll() is None, "the Celery worker exited; see var/test-worker.log"
+        assert time.monotonic() < deadline, "the Celery worker did not answer; see var/test-worker.log"
+    yield process
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+    log.close()
+
+
+@pytest.fixture
+def celery_worker(_worker_process):
+    return _worker_process
+
+
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05, message: str = ""):
+    """Poll until predicate() is truthy; fail with the message after the timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(message or "condition not met in time")
