@@ -142,6 +142,54 @@ def arena_server(transactional_db, celery_worker):
     thread.join(timeout=10)
 
 
+class WorkerProcess:
+    """A real `celery worker` process on the test database (service mode)."""
+
+    def __init__(self, database_name: str):
+        db = settings.DATABASES["default"]
+        self.env = os.environ | {
+            "DJANGO_SETTINGS_MODULE": "config.test_settings",
+            "DATABASE_URL": (
+                f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{database_name}"
+            ),
+        }
+        self.process: subprocess.Popen | None = None
+        self.log_path = ROOT / "var" / "test-worker.log"
+
+    def start(self) -> None:
+        from config.celery import app
+
+        log = open(self.log_path, "a")  # noqa: SIM115 - handed to the child
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "llm,default",
+             "-P", "threads", "-c", "16", "--loglevel", "INFO", "--without-gossip",
+             "--without-mingle", "-n", f"test-{os.getpid()}-{time.monotonic_ns()}@%h"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + 60
+        while not app.control.ping(timeout=0.5):
+            assert self.process.poll() is None, "the Celery worker exited; see var/test-worker.log"
+            assert time.monotonic() < deadline, "the Celery worker did not answer in 60 s"
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(timeout=15)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def ensure_running(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            self.start()
+
+
 @pytest.fixture(scope="session")
 def _worker_process(django_db_setup, django_db_blocker):
     """Service mode: one real Celery worker process on the test database, for the session."""
@@ -151,40 +199,16 @@ def _worker_process(django_db_setup, django_db_blocker):
     import redis
 
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
-    db = settings.DATABASES["default"]
-    env = os.environ | {
-        "DJANGO_SETTINGS_MODULE": "config.test_settings",
-        "DATABASE_URL": (
-            f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-        ),
-    }
-    log = open(ROOT / "var" / "test-worker.log", "w")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "llm,default",
-         "-P", "threads", "-c", "16", "--loglevel", "INFO", "--without-gossip",
-         "--without-mingle", "-n", f"test-{os.getpid()}@%h"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    from config.celery import app
-
-    deadline = time.monotonic() + 60
-    while True:
-        replies = app.control.ping(timeout=0.5)
-        if replies:
-            break
-        assert process.poll() is None, "the Celery worker exited; see var/test-worker.log"
-        assert time.monotonic() < deadline, "the Celery worker did not answer; see var/test-worker.log"
-    yield process
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-    log.close()
+    worker = WorkerProcess(settings.DATABASES["default"]["NAME"])
+    worker.start()
+    yield worker
+    worker.stop()
 
 
 @pytest.fixture
 def celery_worker(_worker_process):
+    if _worker_process is not None:
+        _worker_process.ensure_running()
     return _worker_process
 
 

@@ -9,6 +9,7 @@ service mode uses Redis Streams, so any web process can serve any stream.
 import asyncio
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -97,7 +98,8 @@ class RedisHub:
         self.url = url
         self.ttl = ttl
         self._sync = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-        self._async_clients: dict[int, object] = {}
+        # One async client per event loop (a client is bound to the loop that created it).
+        self._async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._async_lock = threading.Lock()
 
     def _key(self, stream: str) -> str:
@@ -116,10 +118,13 @@ class RedisHub:
 
         loop = asyncio.get_running_loop()
         with self._async_lock:
-            client = self._async_clients.get(id(loop))
+            client = self._async_clients.get(loop)
             if client is None:
-                client = redis.asyncio.Redis.from_url(self.url, socket_connect_timeout=5)
-                self._async_clients[id(loop)] = client
+                # The read timeout must outlast XREAD BLOCK (at most 10 s here).
+                client = redis.asyncio.Redis.from_url(
+                    self.url, socket_connect_timeout=5, socket_timeout=30
+                )
+                self._async_clients[loop] = client
             return client
 
     async def read(self, stream: str, after: str | None, timeout: float) -> list[Event]:

@@ -35,7 +35,7 @@ class visitor_middleware(MiddlewareMixin):  # noqa: N801 - named like a function
                 max_age=COOKIE_MAX_AGE,
                 httponly=True,
                 samesite="Lax",
-                secure=not settings.DEBUG,
+                secure=settings.SESSION_COOKIE_SECURE,
             )
         return response
 

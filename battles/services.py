@@ -1,5 +1,6 @@
 """Writes for battles: start, follow up, generate, stop, retry, vote, sessions."""
 
+import html
 import logging
 import random
 import re
@@ -297,7 +298,9 @@ def reply_generate(*, reply_id: int) -> None:
 
     def on_delta(text: str) -> None:
         parts.append(text)
-        hub.publish(stream, f"delta-{reply.side}", text)
+        # Deltas are swapped into the page as HTML: escape them (the final pane is sanitised
+        # markdown, rendered by arena.markdown).
+        hub.publish(stream, f"delta-{reply.side}", html.escape(text, quote=False))
 
     def should_stop() -> bool:
         # The flag lives in the hub (Redis in service mode); look at most a few times a second.
@@ -345,7 +348,8 @@ def reply_generate(*, reply_id: int) -> None:
                 partial=text,
             )
         else:
-            Reply.objects.filter(pk=reply.pk, status=Reply.Status.STREAMING).update(
+            _reply_finish(
+                reply,
                 status=Reply.Status.STOPPED if result.stopped else Reply.Status.DONE,
                 text=text,
                 finish_reason="stopped" if result.stopped else (result.finish_reason or ""),
@@ -358,13 +362,27 @@ def reply_generate(*, reply_id: int) -> None:
             )
             model_record_success(model_id=reply.model_id)
             _check_identity(reply, text)
-    reply.refresh_from_db()
+
+
+def _reply_finish(reply: Reply, **fields) -> None:
+    """Publish the final pane, then record the end, then maybe end the turn.
+
+    In this order a turn-end event (sent once every reply of the turn is finished in the DB)
+    always follows the final pane of both sides in the stream.
+    """
+    for name, value in fields.items():
+        setattr(reply, name, value)
     _publish_pane(reply)
+    Reply.objects.filter(pk=reply.pk, status=Reply.Status.STREAMING).update(**fields)
     _publish_turn_end_if_finished(reply.turn)
 
 
 def _reply_fail(reply: Reply, exc: ProviderError, *, partial: str) -> None:
-    Reply.objects.filter(pk=reply.pk, status=Reply.Status.STREAMING).update(
+    Battle.objects.filter(pk=reply.turn.battle_id).update(had_failed_side=True)
+    if exc.code not in ("stopped", "internal"):
+        model_record_failure(model_id=reply.model_id, error=exc.message)
+    _reply_finish(
+        reply,
         status=Reply.Status.FAILED,
         text=partial,
         error_code=exc.code[:40],
@@ -372,9 +390,6 @@ def _reply_fail(reply: Reply, exc: ProviderError, *, partial: str) -> None:
         error_detail=(getattr(exc, "detail", "") or "")[:5000],
         finished_at=timezone.now(),
     )
-    Battle.objects.filter(pk=reply.turn.battle_id).update(had_failed_side=True)
-    if exc.code not in ("stopped", "internal"):
-        model_record_failure(model_id=reply.model_id, error=exc.message)
 
 
 def _check_identity(reply: Reply, text: str) -> None:

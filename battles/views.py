@@ -1,3 +1,4 @@
+import logging
 import time
 
 from asgiref.sync import sync_to_async
@@ -13,6 +14,8 @@ from arena.visitors import client_ip
 from battles import selectors, services
 from battles.forms import PromptForm, RenameForm, VoteForm
 from battles.models import Battle, Reply, Turn
+
+log = logging.getLogger(__name__)
 
 
 def _ua_family(request: HttpRequest) -> str:
@@ -256,6 +259,7 @@ async def turn_events(request: HttpRequest, uuid, index: int) -> StreamingHttpRe
                 batch = await hub.read(stream_key, after, timeout=10.0)
             except Exception:
                 # Hub unreachable: let the browser reconnect and resume from its last id.
+                log.warning("stream %s: hub read failed", stream_key, exc_info=True)
                 return
             if batch:
                 after = batch[-1].id
