@@ -30,7 +30,7 @@ from llm_providers.testing.server import generate_text
 pytestmark = pytest.mark.browser
 
 SLOW = "ttft=0.2&tps=15&tokens=60"  # about 4 s per answer: slow enough to watch it stream
-FAST = "ttft=0.05&tps=400&tokens=30"
+FAST = "ttft=0.05&tps=400&tokens=40"
 
 
 @pytest.fixture(autouse=True)
@@ -137,11 +137,11 @@ def test_a_reload_mid_stream_shows_the_text_so_far_and_finishes_without_repeats(
         )
 
     seen = sample(page, stream_texts, until=lambda texts: None in texts, every=0.03)
-    # While it streams after the reload, each pane holds a prefix of its answer: nothing lost
-    # at the start, nothing repeated.
+    # Right after the reload both panes catch up with what was already written; while they
+    # keep streaming, each holds a prefix of its answer: nothing lost, nothing repeated.
     streamed = [texts for texts in seen if None not in texts]
-    assert streamed, "the reloaded page never showed the streaming panes"
-    assert any(len(a) >= 40 and len(b) >= 40 for a, b in streamed[:3]), streamed[:3]
+    assert any(len(a) >= 40 and len(b) >= 40 for a, b in streamed[:10]), streamed[:10]
+    assert any(len(a) < len(expected["a"]) - 40 for a, _ in streamed), "finished too soon"
     for texts in streamed:
         for side, text in zip("ab", texts, strict=True):
             assert expected[side].startswith(text), (side, text, expected[side])
@@ -171,8 +171,8 @@ def test_a_follow_up_adds_a_second_turn_that_streams_and_counts_down(
     expect(page.locator(".turn").last.locator(".prompt-bubble")).to_have_text("And another one?")
     wait_turn_done(page)
     for side in "ab":
-        expect(pane(page, side, turn=1).locator(".reply-body li").first).to_be_visible()
-        expect(pane(page, side, turn=0).locator(".reply-body li").first).to_be_visible()
+        expect(pane(page, side, turn=1).locator(".reply-body p").first).to_be_visible()
+        expect(pane(page, side, turn=0).locator(".reply-body p").first).to_be_visible()
     expect(page.locator(".follow-up")).to_contain_text("8 follow-ups left")
     assert page.log.console_errors == [] and page.log.page_errors == []
 
@@ -212,7 +212,7 @@ def test_a_failed_side_shows_a_plain_error_and_its_retry_streams_an_answer(
     expect(error).to_contain_text("This side failed.")
     for leak in ("Traceback", "Error(", "status=", "request_id", llm_server, "bravo"):
         assert leak not in error.inner_text(), leak
-    expect(pane(page, ok).locator(".reply-body li").first).to_be_visible()
+    expect(pane(page, ok).locator(".reply-body p").first).to_be_visible()
     retry = page.get_by_role("button", name=f"Retry model {failed.upper()}")
     expect(retry).to_be_visible()
     expect(page.locator(".vote-form")).to_have_count(0)
@@ -223,7 +223,7 @@ def test_a_failed_side_shows_a_plain_error_and_its_retry_streams_an_answer(
 
     expect(pane(page, failed).locator(".pane-error")).to_have_count(0)
     wait_turn_done(page)
-    expect(pane(page, failed).locator(".reply-body li").first).to_be_visible()
+    expect(pane(page, failed).locator(".reply-body p").first).to_be_visible()
     page.get_by_role("button", name="B is better").click()
     expect(page.locator(".reveal")).to_contain_text("B is better")
     assert battle_on_page(page).vote.choice == "b"
