@@ -58,7 +58,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
     body = {
         "status": "ok" if healthy else "unavailable",
         "database": "ok" if database else "unavailable",
-        "broker": ("ok" if broker else "unavailable") if settings.ARENA_TASK_MODE == "celery"
+        "broker": ("ok" if broker else "unavailable")
+        if settings.ARENA_TASK_MODE == "celery"
         else "in-process",
         "hub": ("ok" if hub else "unavailable") if settings.ARENA_HUB == "redis" else "in-process",
         "active_models": active,

@@ -25,7 +25,9 @@ class Visitor:
 
 
 def salted_hash(value: str) -> str:
-    return hmac.new(settings.ARENA_HASH_SALT.encode(), value.encode(), hashlib.sha256).hexdigest()[:32]
+    return hmac.new(settings.ARENA_HASH_SALT.encode(), value.encode(), hashlib.sha256).hexdigest()[
+        :32
+    ]
 
 
 def visitor_from_request(request: HttpRequest) -> Visitor:
@@ -40,10 +42,8 @@ def visitor_from_request(request: HttpRequest) -> Visitor:
         anonymous_id = str(uuid.uuid4())
         new_cookie = True
     user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated:
-        key = f"u:{user.pk}"
-    else:
-        key = f"v:{anonymous_id}"
+    authenticated = user is not None and user.is_authenticated
+    key = f"u:{user.pk}" if authenticated else f"v:{anonymous_id}"
     return Visitor(key=key, anonymous_id=anonymous_id, new_cookie=new_cookie)
 
 

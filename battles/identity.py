@@ -21,8 +21,26 @@ FAMILY_ALIASES = {
     "xai": ("grok", "xai"),
     "cohere": ("cohere", "command r"),
 }
-_STOP = {"the", "model", "chat", "instruct", "local", "base", "mini", "small", "large", "and",
-         "ai", "llm", "latest", "preview", "v1", "v2", "v3", "models"}
+_STOP = {
+    "the",
+    "model",
+    "chat",
+    "instruct",
+    "local",
+    "base",
+    "mini",
+    "small",
+    "large",
+    "and",
+    "ai",
+    "llm",
+    "latest",
+    "preview",
+    "v1",
+    "v2",
+    "v3",
+    "models",
+}
 
 
 def _words(text: str) -> list[str]:

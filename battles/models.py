@@ -54,8 +54,12 @@ class Battle(models.Model):
 
     class Meta:
         constraints = [
-            models.CheckConstraint(condition=~Q(model_a=F("model_b")), name="battle_distinct_models"),
-            models.CheckConstraint(condition=Q(status__in=["open", "voted"]), name="battle_status_valid"),
+            models.CheckConstraint(
+                condition=~Q(model_a=F("model_b")), name="battle_distinct_models"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["open", "voted"]), name="battle_status_valid"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -76,6 +80,9 @@ class Turn(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["battle", "index"], name="turn_unique_index"),
         ]
+
+    def __str__(self) -> str:
+        return f"Turn {self.index} of battle {self.battle_id}"
 
     def stream_key(self) -> str:
         return f"turn:{self.pk}"
@@ -123,6 +130,9 @@ class Reply(models.Model):
         ]
         indexes = [models.Index(fields=["status", "heartbeat_at"], name="reply_status_heartbeat")]
 
+    def __str__(self) -> str:
+        return f"Reply {self.side.upper()} of turn {self.turn_id}"
+
     @property
     def finished(self) -> bool:
         return self.status in self.FINISHED
@@ -167,3 +177,6 @@ class Vote(models.Model):
                 condition=Q(choice__in=["a", "b", "tie", "bothbad"]), name="vote_choice_valid"
             ),
         ]
+
+    def __str__(self) -> str:
+        return f"Vote {self.choice} on battle {self.battle_id}"

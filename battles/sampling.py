@@ -39,9 +39,7 @@ def effective_weights(
 def pair_probabilities(weights: Mapping[int, float]) -> dict[tuple[int, int], float]:
     """Probability of each unordered pair (i < j)."""
     ids = sorted(weights)
-    raw = {
-        (i, j): weights[i] * weights[j] for n, i in enumerate(ids) for j in ids[n + 1:]
-    }
+    raw = {(i, j): weights[i] * weights[j] for n, i in enumerate(ids) for j in ids[n + 1 :]}
     total = sum(raw.values())
     return {pair: value / total for pair, value in raw.items()} if total > 0 else {}
 
@@ -59,4 +57,6 @@ def draw_pair(
     (i, j) = rng.choices(keys, weights=[pairs[k] for k in keys], k=1)[0]
     if rng.random() < 0.5:
         i, j = j, i
-    return Draw(model_a=i, model_b=j, probability=pairs[(min(i, j), max(i, j))] / 2, weights=weights)
+    return Draw(
+        model_a=i, model_b=j, probability=pairs[(min(i, j), max(i, j))] / 2, weights=weights
+    )

@@ -56,7 +56,9 @@ def conversation_battles(*, conversation: Conversation) -> list[Battle]:
     )
 
 
-def sidebar_groups(*, visitor: Visitor, offset: int = 0) -> tuple[list[tuple[str, list]], int | None]:
+def sidebar_groups(
+    *, visitor: Visitor, offset: int = 0
+) -> tuple[list[tuple[str, list]], int | None]:
     """The visitor's sessions, newest first, grouped by day; and the next page's offset."""
     rows = list(
         Conversation.objects.filter(owner_key=visitor.key, hidden_at__isnull=True)

@@ -38,11 +38,11 @@ class BattleError(Exception):
             self.status = status
 
 
-class NotEnoughModels(BattleError):
+class NotEnoughModelsError(BattleError):
     status = 503
 
 
-class AlreadyVoted(BattleError):
+class AlreadyVotedError(BattleError):
     status = 409
 
 
@@ -75,7 +75,7 @@ def _draw(rng: random.Random | None = None) -> sampling.Draw:
         rng=rng,
     )
     if draw is None:
-        raise NotEnoughModels(
+        raise NotEnoughModelsError(
             "The arena needs at least two available models to start a battle, and fewer are "
             "available right now. Please try again later."
         )
@@ -223,9 +223,13 @@ def _messages(reply: Reply) -> list[dict]:
     """The chat history this side's model sees: its own system prompt and its own replies."""
     model = reply.model
     messages = [{"role": "system", "content": model.system_prompt}] if model.system_prompt else []
-    earlier = Reply.objects.filter(
-        turn__battle_id=reply.turn.battle_id, turn__index__lt=reply.turn.index, side=reply.side
-    ).select_related("turn").order_by("turn__index")
+    earlier = (
+        Reply.objects.filter(
+            turn__battle_id=reply.turn.battle_id, turn__index__lt=reply.turn.index, side=reply.side
+        )
+        .select_related("turn")
+        .order_by("turn__index")
+    )
     for previous in earlier:
         messages.append({"role": "user", "content": previous.turn.prompt})
         messages.append({"role": "assistant", "content": previous.text})
@@ -334,8 +338,9 @@ def reply_generate(*, reply_id: int) -> None:
         log.exception("reply %s: unexpected failure", reply.pk)
         _reply_fail(
             reply,
-            ProviderError("internal", "Something went wrong on our side.", retryable=False,
-                          detail=repr(exc)),
+            ProviderError(
+                "internal", "Something went wrong on our side.", retryable=False, detail=repr(exc)
+            ),
             partial="".join(parts),
         )
     else:
@@ -410,8 +415,9 @@ def replies_reap() -> dict[str, int]:
     now = timezone.now()
     stall = timedelta(seconds=settings.ARENA_REPLY_STALL_SECONDS)
     stuck = list(
-        Reply.objects.filter(status=Reply.Status.STREAMING, heartbeat_at__lt=now - stall)
-        .select_related("turn")
+        Reply.objects.filter(
+            status=Reply.Status.STREAMING, heartbeat_at__lt=now - stall
+        ).select_related("turn")
     )
     failed = 0
     for reply in stuck:
@@ -461,7 +467,7 @@ def vote_cast(*, battle: Battle, visitor: Visitor, choice: str) -> Vote:
         with transaction.atomic():
             locked = Battle.objects.select_for_update().get(pk=battle.pk)
             if locked.status != Battle.Status.OPEN or hasattr(locked, "vote"):
-                raise AlreadyVoted("This battle already has your vote.")
+                raise AlreadyVotedError("This battle already has your vote.")
             turns = list(locked.turns.prefetch_related("replies"))
             replies = [r for t in turns for r in t.replies.all()]
             if any(r.status not in Reply.FINISHED for r in replies):
@@ -488,9 +494,9 @@ def vote_cast(*, battle: Battle, visitor: Visitor, choice: str) -> Vote:
                 status=Battle.Status.VOTED, voted_at=timezone.now()
             )
             if not updated:
-                raise AlreadyVoted("This battle already has your vote.")
+                raise AlreadyVotedError("This battle already has your vote.")
     except IntegrityError:
-        raise AlreadyVoted("This battle already has your vote.") from None
+        raise AlreadyVotedError("This battle already has your vote.") from None
     return vote
 
 

@@ -54,8 +54,9 @@ def _battle_context(request: HttpRequest, battle: Battle) -> dict:
     }
 
 
-def _battle_response(request: HttpRequest, battle: Battle, *, error: str | None = None,
-                     status: int = 200) -> HttpResponse:
+def _battle_response(
+    request: HttpRequest, battle: Battle, *, error: str | None = None, status: int = 200
+) -> HttpResponse:
     if not request.htmx:
         if error:
             return render(request, "battles/error.html", {"message": error}, status=status)
@@ -73,7 +74,9 @@ def start(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         from arena.views import home_context
 
-        return render(request, "arena/home.html", home_context(request) | {"form": form}, status=400)
+        return render(
+            request, "arena/home.html", home_context(request) | {"form": form}, status=400
+        )
     try:
         battle = services.battle_start(
             visitor=request.visitor,
@@ -82,9 +85,10 @@ def start(request: HttpRequest) -> HttpResponse:
             user_agent_family=_ua_family(request),
             user=_user(request),
         )
-    except services.NotEnoughModels as exc:
-        return render(request, "battles/not_enough_models.html", {"message": exc.message},
-                      status=503)
+    except services.NotEnoughModelsError as exc:
+        return render(
+            request, "battles/not_enough_models.html", {"message": exc.message}, status=503
+        )
     url = reverse("battles:conversation", args=[battle.conversation.uuid])
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
@@ -96,8 +100,12 @@ def conversation_continue(request: HttpRequest, uuid) -> HttpResponse:
     form = PromptForm(request.POST)
     url = reverse("battles:conversation", args=[conversation.uuid])
     if not form.is_valid():
-        return render(request, "battles/error.html",
-                      {"message": form.errors["prompt"][0], "back": url}, status=400)
+        return render(
+            request,
+            "battles/error.html",
+            {"message": form.errors["prompt"][0], "back": url},
+            status=400,
+        )
     try:
         services.battle_start(
             visitor=request.visitor,
@@ -107,9 +115,10 @@ def conversation_continue(request: HttpRequest, uuid) -> HttpResponse:
             conversation=conversation,
             user=_user(request),
         )
-    except services.NotEnoughModels as exc:
-        return render(request, "battles/not_enough_models.html", {"message": exc.message},
-                      status=503)
+    except services.NotEnoughModelsError as exc:
+        return render(
+            request, "battles/not_enough_models.html", {"message": exc.message}, status=503
+        )
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
 
@@ -176,7 +185,9 @@ def vote(request: HttpRequest, uuid) -> HttpResponse:
     if not form.is_valid():
         return _battle_response(request, battle, error=form.errors["choice"][0], status=400)
     try:
-        services.vote_cast(battle=battle, visitor=request.visitor, choice=form.cleaned_data["choice"])
+        services.vote_cast(
+            battle=battle, visitor=request.visitor, choice=form.cleaned_data["choice"]
+        )
     except services.BattleError as exc:
         return _battle_response(request, battle, error=exc.message, status=exc.status)
     return _battle_response(request, battle)
@@ -194,8 +205,9 @@ def conversation_rename(request: HttpRequest, uuid) -> HttpResponse:
     conversation = selectors.conversation_get_for_visitor(visitor=request.visitor, uuid=uuid)
     form = RenameForm(request.POST)
     if not form.is_valid():
-        return render(request, "battles/error.html",
-                      {"message": form.errors["title"][0]}, status=400)
+        return render(
+            request, "battles/error.html", {"message": form.errors["title"][0]}, status=400
+        )
     services.conversation_rename(conversation=conversation, title=form.cleaned_data["title"])
     if request.htmx:
         return HttpResponseClientRedirect(request.headers.get("HX-Current-URL") or "/")
@@ -216,8 +228,11 @@ def sidebar(request: HttpRequest) -> HttpResponse:
     except ValueError:
         offset = 0
     groups, next_offset = selectors.sidebar_groups(visitor=request.visitor, offset=offset)
-    return render(request, "arena/_sidebar_items.html",
-                  {"sidebar_groups": groups, "sidebar_next": next_offset})
+    return render(
+        request,
+        "arena/_sidebar_items.html",
+        {"sidebar_groups": groups, "sidebar_next": next_offset},
+    )
 
 
 # --- the SSE stream ---------------------------------------------------------------------------
@@ -240,7 +255,7 @@ def _final_events(turn: Turn) -> list[Event] | None:
     if any(r.status in (Reply.Status.PENDING, Reply.Status.STREAMING) for r in replies):
         return None
     events = [Event(id="", name=f"pane-{r.side}", data=services.pane_html(r)) for r in replies]
-    return events + [Event(id="", name="turn-end", data="")]
+    return [*events, Event(id="", name="turn-end", data="")]
 
 
 async def turn_events(request: HttpRequest, uuid, index: int) -> StreamingHttpResponse:
@@ -277,5 +292,3 @@ async def turn_events(request: HttpRequest, uuid, index: int) -> StreamingHttpRe
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
-
-

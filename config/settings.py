@@ -126,7 +126,9 @@ ARENA_TASK_MODE = env_choice(
 )
 ARENA_HUB = env_choice("ARENA_HUB", "redis" if REDIS_URL else "memory", {"redis", "memory"})
 if (ARENA_TASK_MODE == "celery" or ARENA_HUB == "redis") and not REDIS_URL:
-    raise ImproperlyConfigured("REDIS_URL must be set for ARENA_TASK_MODE=celery or ARENA_HUB=redis.")
+    raise ImproperlyConfigured(
+        "REDIS_URL must be set for ARENA_TASK_MODE=celery or ARENA_HUB=redis."
+    )
 ARENA_INPROCESS_WORKERS = env_int("ARENA_INPROCESS_WORKERS", 8, minimum=1)
 
 if REDIS_URL:

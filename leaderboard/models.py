@@ -1,6 +1,9 @@
 from django.db import models
+from django.db.models import Q
 
 from llm_providers.models import LLMModel
+
+CHOICES = ["a", "b", "tie", "bothbad"]
 
 
 class Snapshot(models.Model):
@@ -17,10 +20,21 @@ class Snapshot(models.Model):
     models_order = models.JSONField(default=list)  # model ids in matrix order
     win_rate_matrix = models.JSONField(default=list)
     battle_count_matrix = models.JSONField(default=list)
+    # Hash of the count table and the parameters: a recompute over unchanged data writes nothing.
+    fingerprint = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-pk"]
-        indexes = [models.Index(fields=["category", "-created_at"], name="snapshot_category_recent")]
+        indexes = [
+            models.Index(fields=["category", "-created_at"], name="snapshot_category_recent")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.category} @ {self.created_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def has_style(self) -> bool:
+        return bool(self.params.get("style_control"))
 
 
 class SnapshotRow(models.Model):
@@ -44,3 +58,58 @@ class SnapshotRow(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["snapshot", "model"], name="snapshotrow_unique_model"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.model_id} in snapshot {self.snapshot_id}"
+
+
+class RecomputeLock(models.Model):
+    """A lease claimed with a conditional UPDATE, so two recomputes never run at once.
+
+    The same claim works on SQLite (where SELECT ... FOR UPDATE is a no-op) and PostgreSQL; the
+    lease expiry frees the lock if the holder died without releasing it.
+    """
+
+    name = models.CharField(max_length=40, primary_key=True)
+    holder = models.CharField(max_length=64, blank=True)
+    held_until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ImportedVote(models.Model):
+    """A vote loaded from a FastChat `clean_battle` dump.
+
+    Kept apart from battles.Vote so imports need no fake conversations or battles; the rating
+    aggregation reads both tables.
+    """
+
+    # The dump's question_id, or a hash of the line without one: re-importing a file is a no-op.
+    external_id = models.CharField(max_length=64, unique=True)
+    model_a = models.ForeignKey(LLMModel, on_delete=models.PROTECT, related_name="+")
+    model_b = models.ForeignKey(LLMModel, on_delete=models.PROTECT, related_name="+")
+    choice = models.CharField(max_length=8)
+    judge = models.CharField(max_length=64, blank=True)
+    turns = models.PositiveSmallIntegerField(default=1)
+    prompt_chars = models.PositiveIntegerField(default=0)
+    has_code = models.BooleanField(default=False)
+    language = models.CharField(max_length=16, blank=True)
+    style = models.JSONField(default=dict, blank=True)
+    identity_leak = models.BooleanField(default=False)
+    flagged_invalid = models.BooleanField(default=False)
+    created_at = models.DateTimeField(db_index=True)  # the dump's tstamp
+    imported_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(choice__in=CHOICES), name="importedvote_choice_valid"
+            ),
+            models.CheckConstraint(
+                condition=~Q(model_a=models.F("model_b")), name="importedvote_distinct_models"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.external_id

@@ -6,4 +6,7 @@ app_name = "leaderboard"
 
 urlpatterns = [
     path("leaderboard/", views.index, name="index"),
+    path("leaderboard.json", views.board_json, name="json"),
+    path("leaderboard.csv", views.board_csv, name="csv"),
+    path("leaderboard/m/<slug:slug>/", views.model_detail, name="model"),
 ]

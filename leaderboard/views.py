@@ -1,13 +1,197 @@
-from django.http import HttpRequest, HttpResponse
+import csv
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.http import require_GET
 
-from leaderboard.models import Snapshot
+from leaderboard import plots, selectors
+from leaderboard.categories import OVERALL, category_label
+from leaderboard.forms import BoardForm
+
+COLUMNS = [
+    ("rank", "Rank (UB)", True),
+    ("model", "Model", False),
+    ("score", "Score", True),
+    ("ci", "95% CI", True),
+    ("votes", "Votes", True),
+    ("win_rate", "Win rate", True),
+    ("org", "Organisation", False),
+    ("license", "License", False),
+]
+# Columns whose first click sorts best-first.
+DESCENDING_FIRST = {"score", "votes", "win_rate"}
+EXPORT_FIELDS = [
+    "rank", "model", "slug", "organization", "license", "score", "lower", "upper",
+    "ci_plus", "ci_minus", "votes", "wins", "losses", "ties", "win_rate", "provisional",
+    "style_score", "style_rank",
+]
+PLOTTED_MODELS = 20
+HISTORY_MODELS = 6
+
+
+def _board(request: HttpRequest):
+    form = BoardForm(request.GET)
+    form.is_valid()
+    category = form.selected_category()
+    snapshot = selectors.snapshot_current(category=category)
+    filters = form.filters()
+    rows = selectors.board_rows(snapshot=snapshot, filters=filters) if snapshot else []
+    return form, category, snapshot, filters, rows
+
+
+def _columns(request: HttpRequest, filters: selectors.BoardFilters, style: bool) -> list[dict]:
+    columns = [*COLUMNS, ("style", "Style-controlled rank", True)] if style else COLUMNS
+    result = []
+    for key, label, numeric in columns:
+        query = request.GET.copy()
+        query.pop("dir", None)
+        active = key == filters.sort
+        query["sort"] = key
+        if active:
+            query["dir"] = "asc" if filters.descending else "desc"
+        elif key in DESCENDING_FIRST:
+            query["dir"] = "desc"
+        sortable = key in selectors.SORTS
+        result.append({
+            "key": key,
+            "label": label,
+            "numeric": numeric,
+            "url": f"?{query.urlencode()}" if sortable else "",
+            "aria_sort": ("descending" if filters.descending else "ascending") if active else "",
+        })
+    return result
+
+
+def _plots(snapshot, rows, category: str) -> dict:
+    shown = rows[:PLOTTED_MODELS]
+    order = {pk: i for i, pk in enumerate(snapshot.models_order)}
+    picked = [order[row.model_id] for row in shown if row.model_id in order]
+    labels = [row.model.name for row in shown if row.model_id in order]
+
+    def sub(matrix):
+        return [[matrix[i][j] for j in picked] for i in picked] if matrix else []
+
+    top = rows[:HISTORY_MODELS]
+    history = selectors.rating_history(category=category, model_ids=[r.model_id for r in top])
+    return {
+        "ci": plots.ci_bars(shown),
+        "win_rate": plots.heatmap(
+            labels, sub(snapshot.win_rate_matrix), kind="win_rate",
+            title="Win rate of the row model against the column model (ties excluded)",
+        ),
+        "battles": plots.heatmap(
+            labels, sub(snapshot.battle_count_matrix), kind="count",
+            title="Battles between each pair of models",
+        ),
+        "history": plots.history([(r.model.name, history[r.model_id]) for r in top]),
+    }
 
 
 @require_GET
 def index(request: HttpRequest) -> HttpResponse:
-    snapshot = Snapshot.objects.filter(category="overall").first()
-    rows = list(snapshot.rows.select_related("model")) if snapshot else []
-    return render(request, "leaderboard/index.html",
-                  {"snapshot": snapshot, "rows": rows, "title": "Leaderboard"})
+    form, category, snapshot, filters, rows = _board(request)
+    context = {
+        "title": "Leaderboard",
+        "form": form,
+        "category": category,
+        "category_label": category_label(category),
+        "categories": [(key, category_label(key)) for key in selectors.snapshot_categories()],
+        "snapshot": snapshot,
+        "rows": rows,
+        "filtered": bool(filters.q or filters.organization or filters.license),
+        "columns": _columns(request, filters, bool(snapshot and snapshot.has_style)),
+        "choices": selectors.board_choices(snapshot=snapshot) if snapshot else {},
+        "plots": _plots(snapshot, rows, category) if snapshot and rows else {},
+        "min_votes": settings.ARENA_MIN_VOTES_TO_SHOW,
+        "provisional_votes": settings.ARENA_PROVISIONAL_VOTES,
+        "json_url": f"{reverse('leaderboard:json')}?{request.GET.urlencode()}",
+        "csv_url": f"{reverse('leaderboard:csv')}?{request.GET.urlencode()}",
+    }
+    template = "leaderboard/index.html"
+    if request.htmx and not request.htmx.boosted:
+        template += "#board"
+    return render(request, template, context)
+
+
+def _row_data(row) -> dict:
+    return {
+        "rank": row.rank_ub,
+        "model": row.model.name,
+        "slug": row.model.slug,
+        "organization": row.model.organization,
+        "license": row.model.license,
+        "score": round(row.rating, 2),
+        "lower": round(row.lower, 2) if row.lower is not None else None,
+        "upper": round(row.upper, 2) if row.upper is not None else None,
+        "ci_plus": round(row.ci_plus, 2) if row.ci_plus is not None else None,
+        "ci_minus": round(row.ci_minus, 2) if row.ci_minus is not None else None,
+        "votes": row.votes,
+        "wins": row.wins,
+        "losses": row.losses,
+        "ties": row.ties,
+        "win_rate": round(row.win_rate, 4) if row.win_rate is not None else None,
+        "provisional": row.provisional,
+        "style_score": round(row.style_rating, 2) if row.style_rating is not None else None,
+        "style_rank": row.style_rank_ub,
+    }
+
+
+@require_GET
+def board_json(request: HttpRequest) -> JsonResponse:
+    form, category, snapshot, _, rows = _board(request)
+    meta = None
+    if snapshot is not None:
+        meta = {
+            "computed_at": snapshot.created_at.isoformat(),
+            "data_cutoff": snapshot.data_cutoff.isoformat() if snapshot.data_cutoff else None,
+            "method": snapshot.method,
+            "votes": snapshot.vote_count,
+            "excluded": snapshot.excluded,
+        }
+    return JsonResponse({
+        "category": category,
+        "errors": form.errors.get_json_data(),
+        "snapshot": meta,
+        "models": [_row_data(row) for row in rows],
+    })
+
+
+@require_GET
+def board_csv(request: HttpRequest) -> HttpResponse:
+    _, category, snapshot, _, rows = _board(request)
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    stamp = snapshot.created_at.strftime("%Y%m%d-%H%M") if snapshot else "empty"
+    filename = f"leaderboard-{category.replace(':', '-')}-{stamp}.csv"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    writer = csv.DictWriter(response, fieldnames=EXPORT_FIELDS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(_row_data(row))
+    return response
+
+
+@require_GET
+def model_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    model = selectors.model_get_public(slug=slug)
+    form = BoardForm(request.GET)
+    form.is_valid()
+    category = form.selected_category()
+    snapshot = selectors.snapshot_current(category=category)
+    series = selectors.rating_history(category=category, model_ids=[model.pk])[model.pk]
+    return render(request, "leaderboard/model.html", {
+        "title": model.name,
+        "model": model,
+        "category": category,
+        "category_label": category_label(category),
+        "categories": [(key, category_label(key)) for key in selectors.snapshot_categories()],
+        "snapshot": snapshot,
+        "row": selectors.model_snapshot_row(model=model, snapshot=snapshot),
+        "history": plots.history([(model.name, series)], band=True),
+        "history_points": len(series),
+        "head_to_head": selectors.model_head_to_head(model=model),
+        "recent_week": selectors.model_recent_votes(model=model, days=7),
+        "recent_month": selectors.model_recent_votes(model=model, days=30),
+        "overall": category == OVERALL,
+    })

@@ -75,7 +75,10 @@ class LLMModel(models.Model):
         max_length=100,
         blank=True,
         validators=[validate_env_name],
-        help_text="Name of the environment variable that holds the API key. Empty for local servers.",
+        help_text=(
+            "Name of the environment variable that holds the API key. "
+            "Empty for local servers."
+        ),
     )
     temperature = models.FloatField(
         null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)]

@@ -13,13 +13,27 @@ ROOT = settings.BASE_DIR
 
 
 def run_django(code: str, **env) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("DATABASE_URL", "REDIS_URL", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS",
-                          "ARENA_TASK_MODE", "ARENA_HUB")}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "DATABASE_URL",
+            "REDIS_URL",
+            "DEBUG",
+            "SECRET_KEY",
+            "ALLOWED_HOSTS",
+            "ARENA_TASK_MODE",
+            "ARENA_HUB",
+        )
+    }
     return subprocess.run(
         [sys.executable, "-c", "import django; django.setup()\n" + code],
-        cwd=ROOT, env=clean | {"DJANGO_SETTINGS_MODULE": "config.settings"} | env,
-        capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=clean | {"DJANGO_SETTINGS_MODULE": "config.settings"} | env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -71,25 +85,39 @@ def test_the_embedded_default_needs_no_environment_at_all():
         "bool(s.SECRET_KEY))"
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["django.db.backends.sqlite3", "inprocess", "memory", "True", "True"]
+    assert result.stdout.split() == [
+        "django.db.backends.sqlite3",
+        "inprocess",
+        "memory",
+        "True",
+        "True",
+    ]
 
 
 def test_service_mode_follows_database_url_and_redis_url():
     result = run_django(
         "from django.conf import settings as s\n"
-        "print(s.DATABASES['default']['ENGINE'], s.ARENA_TASK_MODE, s.ARENA_HUB, s.CELERY_BROKER_URL)",
-        DATABASE_URL="postgres://u:p@db:5432/arena", REDIS_URL="redis://redis:6379/0",
+        "print(s.DATABASES['default']['ENGINE'], s.ARENA_TASK_MODE, s.ARENA_HUB, "
+        "s.CELERY_BROKER_URL)",
+        DATABASE_URL="postgres://u:p@db:5432/arena",
+        REDIS_URL="redis://redis:6379/0",
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
-        "django.db.backends.postgresql", "celery", "redis", "redis://redis:6379/0"
+        "django.db.backends.postgresql",
+        "celery",
+        "redis",
+        "redis://redis:6379/0",
     ]
 
 
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"DEBUG": "false", "ALLOWED_HOSTS": "x.example"}, "SECRET_KEY must be set when DEBUG is off"),
+        (
+            {"DEBUG": "false", "ALLOWED_HOSTS": "x.example"},
+            "SECRET_KEY must be set when DEBUG is off",
+        ),
         ({"DEBUG": "false", "SECRET_KEY": "k" * 50}, "ALLOWED_HOSTS must be set when DEBUG is off"),
         ({"DEBUG": "maybe"}, "DEBUG must be one of"),
         ({"ARENA_MAX_TURNS": "ten"}, "ARENA_MAX_TURNS must be a whole number, got 'ten'"),
@@ -110,8 +138,14 @@ def test_check_deploy_is_clean_with_a_production_environment():
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=ROOT,
         env={k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-        | {"DJANGO_SETTINGS_MODULE": "config.settings", "DEBUG": "false",
-           "SECRET_KEY": secrets.token_urlsafe(50), "ALLOWED_HOSTS": "arena.example.com"},
-        capture_output=True, text=True, timeout=60,
+        | {
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "DEBUG": "false",
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "ALLOWED_HOSTS": "arena.example.com",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -12,7 +12,9 @@ from battles.tests.conftest import start_battle, wait_turn_finished
 from llm_providers.testing.server import generate_text
 
 
-def test_it_starts_a_battle_between_two_distinct_models_and_both_sides_answer(live, visitor, two_models):
+def test_it_starts_a_battle_between_two_distinct_models_and_both_sides_answer(
+    live, visitor, two_models
+):
     battle = start_battle(visitor, "Explain rainbows")
     assert battle.model_a_id != battle.model_b_id
     assert {battle.model_a_id, battle.model_b_id} == {m.pk for m in two_models}
@@ -32,7 +34,9 @@ def test_it_starts_a_battle_between_two_distinct_models_and_both_sides_answer(li
 def test_a_vote_reveals_the_names_and_offers_a_new_round(live, visitor, two_models):
     battle = start_battle(visitor)
     wait_turn_finished(battle)
-    response = visitor.post(f"/b/{battle.uuid}/vote/", {"choice": "a"}, headers={"HX-Request": "true"})
+    response = visitor.post(
+        f"/b/{battle.uuid}/vote/", {"choice": "a"}, headers={"HX-Request": "true"}
+    )
     assert response.status_code == 200
     html = response.content.decode()
     assert battle.model_a.name in html and battle.model_b.name in html
@@ -40,7 +44,11 @@ def test_a_vote_reveals_the_names_and_offers_a_new_round(live, visitor, two_mode
     battle.refresh_from_db()
     assert battle.status == "voted"
     vote = Vote.objects.get(battle=battle)
-    assert (vote.choice, vote.model_a_id, vote.model_b_id) == ("a", battle.model_a_id, battle.model_b_id)
+    assert (vote.choice, vote.model_a_id, vote.model_b_id) == (
+        "a",
+        battle.model_a_id,
+        battle.model_b_id,
+    )
     assert vote.style["a"]["length"] > 0 and vote.turns == 1
 
 
@@ -252,7 +260,9 @@ def test_a_reply_that_names_its_model_flags_the_battle_and_its_vote(live, visito
     assert Vote.objects.get(battle=battle).identity_leak
 
 
-def test_continue_in_this_session_starts_a_new_blind_pair_with_a_fresh_context(live, visitor, make_model):
+def test_continue_in_this_session_starts_a_new_blind_pair_with_a_fresh_context(
+    live, visitor, make_model
+):
     make_model("Echo1", knobs="ttft=0&tps=1000&echo=1")
     make_model("Echo2", knobs="ttft=0&tps=1000&echo=1")
     make_model("Echo3", knobs="ttft=0&tps=1000&echo=1")

@@ -10,8 +10,13 @@ from battles.tests.test_stream import http_start, http_visitor, read_events
 def forbidden_strings(*models) -> list[str]:
     strings = []
     for model in models:
-        strings += [model.name, model.slug, model.model.split("?")[0], model.base_url,
-                    model.organization]
+        strings += [
+            model.name,
+            model.slug,
+            model.model.split("?")[0],
+            model.base_url,
+            model.organization,
+        ]
     return [s for s in strings if s]
 
 
@@ -42,8 +47,11 @@ def test_no_response_names_a_model_before_the_vote(arena_server, make_model):
     crawl(f"/b/{battle.uuid}/actions/", headers={"HX-Request": "true"})
     crawl("/sessions/", headers={"HX-Request": "true"})
     crawl("/sessions/?offset=0")
-    follow = client.post(f"/b/{battle.uuid}/follow-up/", data={"prompt": "and again?"},
-                         headers={"HX-Request": "true"})
+    follow = client.post(
+        f"/b/{battle.uuid}/follow-up/",
+        data={"prompt": "and again?"},
+        headers={"HX-Request": "true"},
+    )
     responses.append(("follow-up", follow))
     events = read_events(client, f"/b/{battle.uuid}/turns/1/events/")
     responses.append(("sse-2", "\n".join(f"{e['id']} {e['event']} {e['data']}" for e in events)))
@@ -56,11 +64,15 @@ def test_no_response_names_a_model_before_the_vote(arena_server, make_model):
             continue
         assert_blind(response.text, forbidden, where)
         assert_blind(str(response.url), forbidden, f"{where} (url)")
-        assert_blind(" ".join(f"{k}: {v}" for k, v in response.headers.items()), forbidden,
-                     f"{where} (headers)")
+        assert_blind(
+            " ".join(f"{k}: {v}" for k, v in response.headers.items()),
+            forbidden,
+            f"{where} (headers)",
+        )
     # After the vote the names are revealed.
-    vote = client.post(f"/b/{battle.uuid}/vote/", data={"choice": "tie"},
-                       headers={"HX-Request": "true"})
+    vote = client.post(
+        f"/b/{battle.uuid}/vote/", data={"choice": "tie"}, headers={"HX-Request": "true"}
+    )
     assert vote.status_code == 200
     assert "Zorblax" in vote.text and "Vintorak" in vote.text
     assert Battle.objects.get(pk=battle.pk).status == "voted"

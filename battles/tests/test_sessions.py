@@ -13,7 +13,9 @@ def make_sessions(owner_key: str, ages_in_days: list[int]) -> list[Conversation]
     made = []
     for n, days in enumerate(ages_in_days):
         conversation = Conversation.objects.create(owner_key=owner_key, title=f"Session {n}")
-        Conversation.objects.filter(pk=conversation.pk).update(updated_at=now - timedelta(days=days))
+        Conversation.objects.filter(pk=conversation.pk).update(
+            updated_at=now - timedelta(days=days)
+        )
         made.append(conversation)
     return made
 
@@ -41,13 +43,19 @@ def test_the_sidebar_loads_more_beyond_thirty(visitor, django_assert_max_num_que
     assert "<html" not in more
 
 
-def test_i_can_rename_and_delete_my_session_but_not_someone_elses(live, visitor, other_visitor, two_models):
-    battle = start_battle(visitor, "A prompt that becomes the title of this session, quite long indeed")
+def test_i_can_rename_and_delete_my_session_but_not_someone_elses(
+    live, visitor, other_visitor, two_models
+):
+    battle = start_battle(
+        visitor, "A prompt that becomes the title of this session, quite long indeed"
+    )
     wait_turn_finished(battle)
     conversation = battle.conversation
     assert conversation.title.startswith("A prompt that becomes the title")
     assert len(conversation.title) <= 60
-    assert other_visitor.post(f"/c/{conversation.uuid}/rename/", {"title": "mine"}).status_code == 404
+    assert (
+        other_visitor.post(f"/c/{conversation.uuid}/rename/", {"title": "mine"}).status_code == 404
+    )
     assert visitor.post(f"/c/{conversation.uuid}/rename/", {"title": "  "}).status_code == 400
     assert visitor.post(f"/c/{conversation.uuid}/rename/", {"title": "Renamed"}).status_code == 302
     conversation.refresh_from_db()
@@ -68,7 +76,11 @@ def test_a_tampered_visitor_cookie_just_gets_a_fresh_identity(visitor):
 
 
 def test_malformed_ids_are_not_found(visitor):
-    for url in ("/c/not-a-uuid/", "/b/123/vote/", "/b/00000000-0000-0000-0000-000000000000/actions/"):
+    for url in (
+        "/c/not-a-uuid/",
+        "/b/123/vote/",
+        "/b/00000000-0000-0000-0000-000000000000/actions/",
+    ):
         assert visitor.get(url).status_code == 404
 
 

@@ -37,8 +37,11 @@ def read_events(client, url, *, last_event_id=None, stop_after=None):
             if line == "":
                 if "event" in current:
                     events.append(
-                        {"id": current.get("id"), "event": current["event"],
-                         "data": "\n".join(current["data"])}
+                        {
+                            "id": current.get("id"),
+                            "event": current["event"],
+                            "data": "\n".join(current["data"]),
+                        }
                     )
                     if stop_after and len(events) >= stop_after:
                         break
@@ -75,7 +78,9 @@ def test_both_sides_stream_over_one_connection_and_the_stream_ends_with_the_turn
         assert deltas(events, side) == replies[side].text
         panes = [e for e in events if e["event"] == f"pane-{side}"]
         assert "status-done" in panes[-1]["data"]
-    ids = [int(e["id"].split("-")[0]) if "-" in e["id"] else int(e["id"]) for e in events if e["id"]]
+    ids = [
+        int(e["id"].split("-")[0]) if "-" in e["id"] else int(e["id"]) for e in events if e["id"]
+    ]
     assert ids == sorted(ids)
 
 
@@ -177,8 +182,12 @@ def test_a_worker_killed_mid_generation_never_leaves_the_battle_generating(
     make_model("Alpha", knobs="ttft=0&tps=10&tokens=200")
     make_model("Bravo", knobs="ttft=0&tps=10&tokens=200")
     battle = start_battle(visitor)
-    wait_for(lambda: Reply.objects.filter(turn__battle=battle, status="streaming", text__gt="").count() == 2,
-             message="both sides should be streaming with a checkpoint")
+    wait_for(
+        lambda: (
+            Reply.objects.filter(turn__battle=battle, status="streaming", text__gt="").count() == 2
+        ),
+        message="both sides should be streaming with a checkpoint",
+    )
     live.kill(signal.SIGKILL)
     stalled = wait_for(
         lambda: services.replies_reap()["failed"] or None,
@@ -186,8 +195,11 @@ def test_a_worker_killed_mid_generation_never_leaves_the_battle_generating(
         interval=0.5,
     )
     assert stalled >= 1
-    wait_for(lambda: not Reply.objects.filter(turn__battle=battle, status="streaming").exists(),
-             timeout=settings.ARENA_REPLY_STALL_SECONDS + 10, interval=0.5)
+    wait_for(
+        lambda: not Reply.objects.filter(turn__battle=battle, status="streaming").exists(),
+        timeout=settings.ARENA_REPLY_STALL_SECONDS + 10,
+        interval=0.5,
+    )
     replies = list(Reply.objects.filter(turn__battle=battle))
     assert {r.status for r in replies} == {"failed"}
     assert all(r.text for r in replies), "the checkpointed partial text is kept"

@@ -16,7 +16,9 @@ def catalog(make_model):
     ]
 
 
-def test_staff_see_the_catalog_with_filters_and_search(staff, catalog, django_assert_max_num_queries):
+def test_staff_see_the_catalog_with_filters_and_search(
+    staff, catalog, django_assert_max_num_queries
+):
     with django_assert_max_num_queries(12):
         response = staff.get(CHANGELIST)
     html = response.content.decode()
@@ -34,7 +36,9 @@ def test_visitors_cannot_reach_admin(client, catalog):
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
 
 
-def test_the_change_page_shows_whether_the_key_is_set_but_never_the_key(staff, make_model, monkeypatch):
+def test_the_change_page_shows_whether_the_key_is_set_but_never_the_key(
+    staff, make_model, monkeypatch
+):
     monkeypatch.setenv("ARENA_TEST_KEY", "sk-very-secret-123")
     model = make_model("Keyed", api_key_env="ARENA_TEST_KEY")
     html = staff.get(f"{CHANGELIST}{model.pk}/change/").content.decode()
@@ -48,17 +52,35 @@ def test_the_change_page_shows_whether_the_key_is_set_but_never_the_key(staff, m
 def test_staff_can_edit_a_model_and_bad_values_are_explained(staff, catalog):
     model = catalog[0]
     data = {
-        "name": model.name, "slug": model.slug, "organization": "Acme", "license": "MIT",
-        "status": "active", "weight": "3", "base_url": model.base_url, "model": model.model,
-        "api_key_env": "", "temperature": "0.5", "top_p": "", "max_tokens": "64",
-        "system_prompt": "Be kind.", "url": "", "notes": "",
+        "name": model.name,
+        "slug": model.slug,
+        "organization": "Acme",
+        "license": "MIT",
+        "status": "active",
+        "weight": "3",
+        "base_url": model.base_url,
+        "model": model.model,
+        "api_key_env": "",
+        "temperature": "0.5",
+        "top_p": "",
+        "max_tokens": "64",
+        "system_prompt": "Be kind.",
+        "url": "",
+        "notes": "",
     }
     response = staff.post(f"{CHANGELIST}{model.pk}/change/", data)
     assert response.status_code == 302
     model.refresh_from_db()
-    assert (model.license, model.weight, model.temperature, model.max_tokens) == ("MIT", 3.0, 0.5, 64)
-    bad = staff.post(f"{CHANGELIST}{model.pk}/change/",
-                     data | {"api_key_env": "sk-abc 123", "temperature": "9", "base_url": "ftp://x"})
+    assert (model.license, model.weight, model.temperature, model.max_tokens) == (
+        "MIT",
+        3.0,
+        0.5,
+        64,
+    )
+    bad = staff.post(
+        f"{CHANGELIST}{model.pk}/change/",
+        data | {"api_key_env": "sk-abc 123", "temperature": "9", "base_url": "ftp://x"},
+    )
     html = bad.content.decode()
     assert bad.status_code == 200
     assert "Give the NAME of an environment variable" in html

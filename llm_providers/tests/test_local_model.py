@@ -46,8 +46,10 @@ def test_the_local_model_answers_a_real_prompt_through_the_client(local_servers)
     deltas: list[str] = []
     result = chat_stream(
         Endpoint(base_url=local_servers[0], model=local.ALIAS, max_tokens=8, temperature=0.0),
-        [{"role": "system", "content": "Answer briefly."},
-         {"role": "user", "content": "Name a colour."}],
+        [
+            {"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": "Name a colour."},
+        ],
         on_delta=deltas.append,
         timeouts=Timeouts(first_token=60, total=120),
     )

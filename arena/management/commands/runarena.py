@@ -92,5 +92,6 @@ class Command(BaseCommand):
         sys.stdout.flush()
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         with contextlib.suppress(KeyboardInterrupt):
-            uvicorn.run("config.asgi:application", host=host, port=port, log_level="info",
-                        lifespan="off")
+            uvicorn.run(
+                "config.asgi:application", host=host, port=port, log_level="info", lifespan="off"
+            )
