@@ -67,7 +67,7 @@ def _highlight(code: str, lang: str, _attrs) -> str:
     return highlight(code, lexer, _FORMATTER)
 
 
-def _fence(tokens, idx, options, env) -> str:
+def _fence(self, tokens, idx, options, env) -> str:  # bound to the renderer
     token = tokens[idx]
     lang = token.info.strip().split(maxsplit=1)[0] if token.info else ""
     body = _highlight(token.content, lang, None)

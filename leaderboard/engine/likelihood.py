@@ -1,0 +1,209 @@
+"""The penalised Bradley-Terry likelihood, its L-BFGS-B fit and the sandwich covariance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import optimize, sparse, special
+
+from leaderboard.engine.types import PairCounts
+
+RIDGE = 1e-6
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Fitting rows: cells are (A wins, B wins, half-win outcomes) per row."""
+
+    a: np.ndarray
+    b: np.ndarray
+    cells: np.ndarray
+    x: np.ndarray
+    n_models: int
+
+    @property
+    def n_params(self) -> int:
+        return self.n_models + self.x.shape[1]
+
+
+def fitting_rows(
+    counts: PairCounts, n_models: int, both_bad_as_tie: bool, features: np.ndarray | None
+) -> Rows:
+    """Validate the counts and turn them into fitting rows (unordered pairs without features)."""
+    a = np.asarray(counts.model_a, dtype=np.int64)
+    b = np.asarray(counts.model_b, dtype=np.int64)
+    cols = [counts.wins_a, counts.wins_b, counts.ties, counts.both_bad]
+    wa, wb, ties, both_bad = (np.asarray(c, dtype=float) for c in cols)
+    if not all(len(c) == len(a) for c in (b, wa, wb, ties, both_bad)):
+        raise ValueError("PairCounts columns must have the same length")
+    if len(a) and (min(a.min(), b.min()) < 0 or max(a.max(), b.max()) >= n_models):
+        raise ValueError("model indices must lie in [0, n_models)")
+    if np.any(a == b):
+        raise ValueError("a model cannot battle itself")
+    if len(a) and min(c.min() for c in (wa, wb, ties, both_bad)) < 0:
+        raise ValueError("counts must be non-negative")
+    half = ties + both_bad if both_bad_as_tie else ties
+    cells = np.column_stack([wa, wb, half])
+    if features is not None:
+        x = np.asarray(features, dtype=float)
+        x = x[:, None] if x.ndim == 1 else x
+        if x.ndim != 2 or x.shape[0] != len(a):
+            raise ValueError("features must have one row per PairCounts row")
+        keep = cells.sum(axis=1) > 0
+        return Rows(a[keep], b[keep], cells[keep], x[keep], n_models)
+    # Without features only the unordered pair matters: fold (b, a) rows into (a, b).
+    swap = a > b
+    lo, hi = np.where(swap, b, a), np.where(swap, a, b)
+    cells[swap] = cells[swap][:, [1, 0, 2]]
+    keys, inverse = np.unique(lo * n_models + hi, return_inverse=True)
+    folded = np.column_stack([np.bincount(inverse, cells[:, j], len(keys)) for j in range(3)])
+    keep = folded.sum(axis=1) > 0
+    return Rows(
+        keys[keep] // n_models,
+        keys[keep] % n_models,
+        folded[keep],
+        np.zeros((keep.sum(), 0)),
+        n_models,
+    )
+
+
+def successes(cells: np.ndarray) -> np.ndarray:
+    """A wins plus half the half-win outcomes; cells are (rows, 3) or (rows, 3, batch)."""
+    return cells[:, 0] + 0.5 * cells[:, 2]
+
+
+def trials(cells: np.ndarray) -> np.ndarray:
+    return cells.sum(axis=1)
+
+
+def logits(theta: np.ndarray, rows: Rows) -> np.ndarray:
+    d = theta[rows.a] - theta[rows.b]
+    if rows.x.shape[1]:
+        d = d + rows.x @ theta[rows.n_models :]
+    return d
+
+
+def objective(theta: np.ndarray, rows: Rows, s: np.ndarray, m: np.ndarray):
+    """Penalised negative log-likelihood and its analytic gradient."""
+    n = rows.n_models
+    d = logits(theta, rows)
+    f = np.sum(m * np.logaddexp(0.0, d) - s * d) + 0.5 * RIDGE * theta @ theta
+    resid = s - m * special.expit(d)
+    g = RIDGE * theta
+    g[:n] -= np.bincount(rows.a, resid, n) - np.bincount(rows.b, resid, n)
+    if rows.x.shape[1]:
+        g[n:] -= rows.x.T @ resid
+    return f, g
+
+
+def fit_theta(
+    rows: Rows,
+    s: np.ndarray,
+    m: np.ndarray,
+    start: np.ndarray | None = None,
+    gtol: float = 1e-10,
+) -> tuple[np.ndarray, int, float]:
+    """L-BFGS-B in Jacobi-preconditioned coordinates (z = sqrt(diag H(0)) * theta)."""
+    n = rows.n_models
+    if not len(rows.a):
+        return np.zeros(rows.n_params), 0, 0.0
+    diag = np.full(rows.n_params, RIDGE)
+    diag[:n] += np.bincount(rows.a, m / 4, n) + np.bincount(rows.b, m / 4, n)
+    diag[n:] += (rows.x**2).T @ m / 4
+    root = np.sqrt(diag)
+
+    def fun(z):
+        f, g = objective(z / root, rows, s, m)
+        return f, g / root
+
+    z0 = np.zeros(rows.n_params) if start is None else start * root
+    res = optimize.minimize(
+        fun,
+        z0,
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": 20_000, "maxcor": 20, "gtol": gtol, "ftol": 1e-15},
+    )
+    theta = res.x / root
+    grad_norm = float(np.abs(objective(theta, rows, s, m)[1]).max(initial=0.0))
+    return theta, int(res.nit), grad_norm
+
+
+def connected_groups(rows: Rows, played: np.ndarray) -> np.ndarray:
+    """Connected-component label per model (-1 for models without battles)."""
+    n = rows.n_models
+    graph = sparse.coo_matrix((np.ones(len(rows.a)), (rows.a, rows.b)), shape=(n, n))
+    _, labels = sparse.csgraph.connected_components(graph, directed=False)
+    return np.where(played, labels, -1)
+
+
+def centre(beta: np.ndarray, groups: np.ndarray, played: np.ndarray) -> np.ndarray:
+    """Shift each connected group to mean zero (the ridge nearly does; make it exact)."""
+    beta = np.where(played, beta, 0.0)
+    if not played.any():
+        return beta
+    labels = np.where(played, groups, 0)
+    sums = np.bincount(labels, beta, labels.max() + 1)
+    sizes = np.bincount(labels, played.astype(float), labels.max() + 1)
+    return np.where(played, beta - (sums / np.maximum(sizes, 1))[labels], 0.0)
+
+
+def group_pins(groups: np.ndarray, n_params: int) -> np.ndarray:
+    """sum over connected groups of v v^T / |group|: fixes each group's free common shift."""
+    pins = np.zeros((n_params, n_params))
+    for g in np.unique(groups[groups >= 0]):
+        members = np.flatnonzero(groups == g)
+        pins[np.ix_(members, members)] += 1.0 / len(members)
+    return pins
+
+
+def gram(rows: Rows, w: np.ndarray) -> np.ndarray:
+    """sum_r w_r z_r z_r^T with z_r = (e_a - e_b, x_r): the shape of H and of the meat."""
+    n, p = rows.n_models, rows.n_params
+    a, b = rows.a, rows.b
+    flat = (
+        np.bincount(a * p + a, w, p * p)
+        + np.bincount(b * p + b, w, p * p)
+        - np.bincount(a * p + b, w, p * p)
+        - np.bincount(b * p + a, w, p * p)
+    )
+    out = flat.reshape(p, p)
+    for j in range(p - n):
+        wx = w * rows.x[:, j]
+        col = np.bincount(a, wx, n) - np.bincount(b, wx, n)
+        out[:n, n + j] = col
+        out[n + j, :n] = col
+    out[n:, n:] = rows.x.T @ (w[:, None] * rows.x)
+    return out
+
+
+def sandwich_variance(
+    theta: np.ndarray, rows: Rows, groups: np.ndarray, anchor: int | None
+) -> np.ndarray:
+    """Per-model variance of beta from H^-1 G H^-1, G summing per-battle score outer products.
+
+    The per-battle scores are (y - p) z_r with y in {1, 0, 1/2}, so G follows in closed form
+    from the cell counts. Each connected group's common shift (a null direction of both H and
+    G) is pinned by adding a rank-one term to H, which gives the pseudo-inverse on the
+    sum-zero subspace of that group.
+    """
+    n = rows.n_models
+    p_win = special.expit(logits(theta, rows))
+    m = trials(rows.cells)
+    hessian = gram(rows, m * p_win * (1 - p_win))
+    meat = gram(
+        rows,
+        rows.cells[:, 0] * (1 - p_win) ** 2
+        + rows.cells[:, 1] * p_win**2
+        + rows.cells[:, 2] * (0.5 - p_win) ** 2,
+    )
+    hessian[np.diag_indices(rows.n_params)] += RIDGE
+    hessian += max(float(np.mean(np.diag(hessian))), 1.0) * group_pins(groups, rows.n_params)
+    h_inv = np.linalg.inv(hessian)
+    cov = (h_inv @ meat @ h_inv)[:n, :n]
+    var = np.diag(cov).copy()
+    if anchor is not None:
+        same = groups == groups[anchor]
+        var[same] = var[same] + cov[anchor, anchor] - 2 * cov[same, anchor]
+    return np.clip(var, 0.0, None)

@@ -1,0 +1,164 @@
+import csv
+import io
+import re
+
+import pytest
+
+from leaderboard import services
+from llm_providers.models import LLMModel
+
+
+def names(response) -> list[str]:
+    """Model names in the board table, top to bottom."""
+    body = response.content.decode()
+    table = body[body.index('<table class="board">'):]
+    return re.findall(r'<a href="/leaderboard/m/[\w-]+/">([^<]+)</a>', table)
+
+
+@pytest.fixture
+def board(rated):
+    services.ratings_recompute()
+    return rated
+
+
+def test_the_empty_board_says_ratings_come_after_votes(client, db):
+    response = client.get("/leaderboard/")
+    assert response.status_code == 200
+    assert b"No ratings yet" in response.content
+
+
+def test_it_lists_models_by_rank_with_score_interval_votes_and_win_rate(client, board):
+    response = client.get("/leaderboard/")
+    assert names(response) == ["Alpha", "Bravo", "Charlie"]
+    body = response.content.decode()
+    assert "from 60 votes" in body
+    assert re.search(r"\+\d+/−\d+", body)
+    assert "89%" in body  # Alpha: 34 wins, 4 losses
+    assert "Alpha Labs" in body
+
+
+def test_models_below_the_minimum_votes_are_hidden_and_few_votes_are_provisional(
+    client, board, make_model, make_votes, settings
+):
+    newcomer = make_model("Delta")
+    make_votes(newcomer, board[0], "a", 4)
+    services.ratings_recompute()
+    assert "Delta" not in names(client.get("/leaderboard/"))
+    settings.ARENA_MIN_VOTES_TO_SHOW = 3
+    response = client.get("/leaderboard/")
+    assert "Delta" in names(response)
+    row = re.search(r"Delta</a>(.*?)</td>", response.content.decode(), re.S).group(1)
+    assert "provisional" in row
+
+
+def test_columns_sort_both_ways(client, board):
+    assert names(client.get("/leaderboard/?sort=score&dir=asc")) == ["Charlie", "Bravo", "Alpha"]
+    assert names(client.get("/leaderboard/?sort=model&dir=desc")) == ["Charlie", "Bravo", "Alpha"]
+    assert names(client.get("/leaderboard/?sort=votes&dir=desc")) == ["Alpha", "Bravo", "Charlie"]
+
+
+def test_the_sort_links_toggle_the_direction_and_keep_the_filters(client, board):
+    body = client.get("/leaderboard/?q=a&sort=score&dir=desc").content.decode()
+    link = re.search(r'aria-sort="descending">\s*<a href="([^"]+)"', body).group(1)
+    assert "dir=asc" in link and "q=a" in link and "sort=score" in link
+
+
+def test_search_organisation_and_license_filters(client, board):
+    LLMModel.objects.filter(name="Bravo").update(organization="Shared", license="MIT")
+    LLMModel.objects.filter(name="Charlie").update(organization="Shared")
+    assert names(client.get("/leaderboard/?q=char")) == ["Charlie"]
+    assert names(client.get("/leaderboard/?organization=Shared")) == ["Bravo", "Charlie"]
+    assert names(client.get("/leaderboard/?organization=Shared&license=MIT")) == ["Bravo"]
+
+
+def test_a_filter_that_matches_nothing_says_so(client, board):
+    response = client.get("/leaderboard/?q=zzz")
+    assert b"No model matches these filters" in response.content
+
+
+def test_retired_models_show_only_when_asked(client, board):
+    LLMModel.objects.filter(name="Charlie").update(status=LLMModel.Status.RETIRED)
+    assert names(client.get("/leaderboard/")) == ["Alpha", "Bravo"]
+    assert names(client.get("/leaderboard/?retired=on")) == ["Alpha", "Bravo", "Charlie"]
+
+
+def test_a_category_shows_its_own_snapshot(client, board, make_votes):
+    alpha, _, charlie = board
+    make_votes(charlie, alpha, "a", 6, has_code=True)
+    services.ratings_recompute(category="code")
+    response = client.get("/leaderboard/?category=code")
+    assert names(response) == ["Charlie", "Alpha"]
+    assert b"Coding" in response.content
+
+
+def test_an_unknown_category_is_reported_and_overall_is_shown(client, board):
+    response = client.get("/leaderboard/?category=cooking")
+    assert b"Unknown category" in response.content
+    assert names(response) == ["Alpha", "Bravo", "Charlie"]
+
+
+def test_a_category_without_a_snapshot_has_its_empty_state(client, board):
+    response = client.get("/leaderboard/?category=lang:fr")
+    assert b"No ratings yet for Language: fr" in response.content
+
+
+def test_an_htmx_request_gets_only_the_board_fragment(client, board):
+    page = client.get("/leaderboard/?sort=score")
+    fragment = client.get("/leaderboard/?sort=score", headers={"HX-Request": "true"})
+    assert b"<html" in page.content and b'id="board-form"' in page.content
+    assert b"<html" not in fragment.content and b'id="board-form"' not in fragment.content
+    assert fragment.content.decode().lstrip().startswith('<section id="board"')
+    assert names(fragment) == names(page)
+
+
+def test_the_page_has_its_charts_as_inline_svg_without_script_or_inline_style(client, board):
+    services.ratings_recompute(style=False)  # a second snapshot: the history has two points
+    body = client.get("/leaderboard/").content.decode()
+    assert body.count("<svg") == 4
+    assert "<script>" not in body and "<script " not in body.replace(
+        '<script src="', ""
+    )
+    assert not re.search(r"\sstyle=", body)
+
+
+def test_the_page_needs_a_bounded_number_of_queries(client, board, make_model, make_votes,
+                                                     django_assert_max_num_queries):
+    for i in range(6):
+        make_votes(make_model(f"Extra{i}"), board[0], "b", 6)
+    services.ratings_recompute()
+    services.ratings_recompute(category="code")
+    with django_assert_max_num_queries(10):
+        response = client.get("/leaderboard/")
+    assert len(names(response)) == 9
+
+
+def test_the_model_page_shows_head_to_head_and_recent_votes(client, board):
+    response = client.get(f"/leaderboard/m/{board[0].slug}/")
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "Head to head" in body
+    bravo = re.search(r"Bravo</a></td>(.*?)</tr>", body, re.S).group(1)
+    assert re.findall(r">(\d+%?)<", bravo) == ["24", "20", "4", "0", "0", "83%"]
+    assert "60 in the last 7 days" not in body and "44 in the last 7 days" in body
+
+
+def test_an_unknown_model_page_is_not_found(client, db):
+    assert client.get("/leaderboard/m/nobody/").status_code == 404
+
+
+def test_json_has_the_same_rows_as_the_page_and_filters_by_category(client, board, make_votes):
+    data = client.get("/leaderboard.json").json()
+    assert data["snapshot"]["votes"] == 60
+    assert [m["model"] for m in data["models"]] == ["Alpha", "Bravo", "Charlie"]
+    alpha = data["models"][0]
+    assert alpha["rank"] == 1 and alpha["votes"] == 44 and alpha["lower"] < alpha["score"]
+    empty = client.get("/leaderboard.json?category=code").json()
+    assert empty["snapshot"] is None and empty["models"] == []
+
+
+def test_csv_has_the_same_rows_as_the_page(client, board):
+    response = client.get("/leaderboard.csv?sort=score&dir=asc")
+    assert response["Content-Type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    assert [r["model"] for r in rows] == ["Charlie", "Bravo", "Alpha"]
+    assert rows[-1]["votes"] == "44"
