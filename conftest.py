@@ -154,13 +154,18 @@ class WorkerProcess:
             "DATABASE_URL": (
                 f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{database_name}"
             ),
+            # The worker must share this run's namespace (test_settings derives it from the pid).
+            "ARENA_REDIS_PREFIX": settings.ARENA_REDIS_PREFIX,
+            "ARENA_QUEUE_LLM": settings.ARENA_QUEUE_LLM,
+            "ARENA_QUEUE_DEFAULT": settings.ARENA_QUEUE_DEFAULT,
         }
         self.process: subprocess.Popen | None = None
-        self.log_path = ROOT / "var" / "test-worker.log"
+        self.log_path = ROOT / "var" / f"test-worker-{os.getpid()}.log"
 
     def start(self) -> None:
         from config.celery import app
 
+        self.name = f"test-{os.getpid()}-{time.monotonic_ns()}@{socket.gethostname()}"
         log = open(self.log_path, "a")  # noqa: SIM115 - handed to the child
         self.process = subprocess.Popen(
             [
@@ -171,7 +176,7 @@ class WorkerProcess:
                 "config",
                 "worker",
                 "-Q",
-                "llm,default",
+                f"{settings.ARENA_QUEUE_LLM},{settings.ARENA_QUEUE_DEFAULT}",
                 "-P",
                 "threads",
                 "-c",
@@ -181,7 +186,7 @@ class WorkerProcess:
                 "--without-gossip",
                 "--without-mingle",
                 "-n",
-                f"test-{os.getpid()}-{time.monotonic_ns()}@%h",
+                self.name,
             ],
             cwd=ROOT,
             env=self.env,
@@ -191,8 +196,8 @@ class WorkerProcess:
         )
         log.close()
         deadline = time.monotonic() + 60
-        while not app.control.ping(timeout=0.5):
-            assert self.process.poll() is None, "the Celery worker exited; see var/test-worker.log"
+        while not app.control.ping(destination=[self.name], timeout=0.5):
+            assert self.process.poll() is None, f"the Celery worker exited; see {self.log_path}"
             assert time.monotonic() < deadline, "the Celery worker did not answer in 60 s"
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
@@ -219,9 +224,6 @@ def _worker_process(django_db_setup, django_db_blocker):
     if not SERVICE_MODE:
         yield None
         return
-    import redis
-
-    redis.Redis.from_url(settings.REDIS_URL).flushdb()
     worker = WorkerProcess(settings.DATABASES["default"]["NAME"])
     worker.start()
     yield worker

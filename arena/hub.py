@@ -92,10 +92,11 @@ class MemoryHub:
 
 
 class RedisHub:
-    def __init__(self, url: str, ttl: int):
+    def __init__(self, url: str, ttl: int, prefix: str):
         import redis
 
         self.url = url
+        self.prefix = prefix
         self.ttl = ttl
         self._sync = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         # One async client per event loop (a client is bound to the loop that created it).
@@ -103,7 +104,7 @@ class RedisHub:
         self._async_lock = threading.Lock()
 
     def _key(self, stream: str) -> str:
-        return f"arena:hub:{stream}"
+        return f"{self.prefix}:hub:{stream}"
 
     def publish(self, stream: str, name: str, data: str) -> str:
         key = self._key(stream)
@@ -139,10 +140,10 @@ class RedisHub:
         ]
 
     def set_flag(self, key: str) -> None:
-        self._sync.set(f"arena:flag:{key}", "1", ex=self.ttl)
+        self._sync.set(f"{self.prefix}:flag:{key}", "1", ex=self.ttl)
 
     def has_flag(self, key: str) -> bool:
-        return bool(self._sync.exists(f"arena:flag:{key}"))
+        return bool(self._sync.exists(f"{self.prefix}:flag:{key}"))
 
     def ping(self) -> bool:
         try:
@@ -160,7 +161,9 @@ def get_hub() -> MemoryHub | RedisHub:
     with _hub_lock:
         if _hub is None:
             if settings.ARENA_HUB == "redis":
-                _hub = RedisHub(settings.REDIS_URL, settings.ARENA_HUB_TTL_SECONDS)
+                _hub = RedisHub(
+                    settings.REDIS_URL, settings.ARENA_HUB_TTL_SECONDS, settings.ARENA_REDIS_PREFIX
+                )
             else:
                 _hub = MemoryHub(settings.ARENA_HUB_TTL_SECONDS)
         return _hub

@@ -130,13 +130,18 @@ if (ARENA_TASK_MODE == "celery" or ARENA_HUB == "redis") and not REDIS_URL:
         "REDIS_URL must be set for ARENA_TASK_MODE=celery or ARENA_HUB=redis."
     )
 ARENA_INPROCESS_WORKERS = env_int("ARENA_INPROCESS_WORKERS", 8, minimum=1)
+# Namespace for this arena's keys and queues in Redis, so several arenas (or test runs) can
+# share one Redis server.
+ARENA_REDIS_PREFIX = env_str("ARENA_REDIS_PREFIX", "arena")
+ARENA_QUEUE_LLM = env_str("ARENA_QUEUE_LLM", "llm")
+ARENA_QUEUE_DEFAULT = env_str("ARENA_QUEUE_DEFAULT", "default")
 
 if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": "arena",
+            "KEY_PREFIX": ARENA_REDIS_PREFIX,
         }
     }
 else:
@@ -161,9 +166,9 @@ LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2, minimum=0)
 CELERY_TASK_SOFT_TIME_LIMIT = int(LLM_TIMEOUT_TOTAL) + 30
 CELERY_TASK_TIME_LIMIT = int(LLM_TIMEOUT_TOTAL) + 60
 CELERY_TASK_ROUTES = {
-    "battles.tasks.reply_generate_task": {"queue": "llm"},
+    "battles.tasks.reply_generate_task": {"queue": ARENA_QUEUE_LLM},
 }
-CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_DEFAULT_QUEUE = ARENA_QUEUE_DEFAULT
 
 ARENA_RECOMPUTE_INTERVAL_SECONDS = env_int("ARENA_RECOMPUTE_INTERVAL_SECONDS", 3600, minimum=10)
 ARENA_REAPER_INTERVAL_SECONDS = env_int("ARENA_REAPER_INTERVAL_SECONDS", 30, minimum=1)

@@ -11,6 +11,11 @@ for name, value in {
     "LLM_TIMEOUT_TOTAL": "30",
     "LLM_MAX_RETRIES": "2",
     "ARENA_CIRCUIT_COOLDOWN_SECONDS": "2",
+    # Test runs may share the machine's Redis and PostgreSQL: keep each run's keys, queues and
+    # test database apart.
+    "ARENA_REDIS_PREFIX": f"test{os.getpid()}",
+    "ARENA_QUEUE_LLM": f"test{os.getpid()}-llm",
+    "ARENA_QUEUE_DEFAULT": f"test{os.getpid()}-default",
 }.items():
     os.environ.setdefault(name, value)
 
@@ -20,4 +25,6 @@ from config.settings import DATA_DIR, DATABASES  # noqa: E402
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file, not memory: the generation threads and the test server share it.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-{os.getpid()}.sqlite3")}
+else:
+    DATABASES["default"]["TEST"] = {"NAME": f"test_llmbattler_{os.getpid()}"}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
