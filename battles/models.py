@@ -113,6 +113,8 @@ class Reply(models.Model):
     error_code = models.CharField(max_length=40, blank=True)
     error_message = models.CharField(max_length=300, blank=True)
     error_detail = models.TextField(blank=True)
+    # This reply named its own model, family or maker (the battle's flag says "some side did").
+    identity_leak = models.BooleanField(default=False)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -164,6 +166,9 @@ class Vote(models.Model):
     prompt_chars = models.PositiveIntegerField(default=0)
     has_code = models.BooleanField(default=False)
     language = models.CharField(max_length=16, blank=True)
+    # sha256 of the normalised visitor prompts of every turn, for down-sampling prompts that are
+    # asked over and over (leaderboard.selectors); blank for votes older than the column.
+    prompt_hash = models.CharField(max_length=64, blank=True, db_index=True)
     # Style features (A minus B is derived at aggregation): reply length and markdown counts.
     style = models.JSONField(default=dict, blank=True)
     # A vote is counted unless one of these says otherwise; each is counted in the snapshot.
@@ -180,3 +185,56 @@ class Vote(models.Model):
 
     def __str__(self) -> str:
         return f"Vote {self.choice} on battle {self.battle_id}"
+
+
+class FlaggedVoter(models.Model):
+    """A voter whose votes disagree with the consensus beyond chance (sequential e-value test).
+
+    Written by the ratings recompute (leaderboard.services.voters_flag); every vote by this
+    visitor hash is left out of the ratings while the row exists and is not cleared. Staff may
+    clear a row after review: the test then leaves it alone and the votes count again.
+    """
+
+    visitor_hash = models.CharField(max_length=32, unique=True)
+    e_value = models.FloatField()
+    votes_tested = models.PositiveIntegerField()
+    votes_total = models.PositiveIntegerField()
+    params = models.JSONField(default=dict, blank=True)
+    flagged_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    cleared = models.BooleanField(
+        default=False, help_text="Reviewed by staff: count this voter's votes again."
+    )
+
+    def __str__(self) -> str:
+        return self.visitor_hash
+
+
+class ModerationEvent(models.Model):
+    """A prompt the moderation endpoint flagged, or a check that could not be made."""
+
+    class Outcome(models.TextChoices):
+        REFUSED = "refused", "Refused (flagged)"
+        ERROR_ALLOWED = "error_allowed", "Endpoint failed, prompt allowed"
+        ERROR_REFUSED = "error_refused", "Endpoint failed, prompt refused"
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    action = models.CharField(max_length=16)  # start, continue, follow_up
+    visitor_hash = models.CharField(max_length=32, db_index=True)
+    ip_hash = models.CharField(max_length=32, blank=True)
+    categories = models.JSONField(default=list, blank=True)
+    # Enough for staff to judge the decision, not a copy of the whole prompt.
+    prompt_excerpt = models.CharField(max_length=300, blank=True)
+    detail = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(outcome__in=["refused", "error_allowed", "error_refused"]),
+                name="moderationevent_outcome_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.outcome} ({self.action})"

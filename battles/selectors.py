@@ -1,13 +1,24 @@
 """Reads for battles: what a visitor may see, and nothing more."""
 
+from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db.models import Prefetch
+from django.db.models import Avg, Count, Prefetch, Q
+from django.db.models.functions import TruncDate
 from django.http import Http404
 from django.utils import timezone
 
 from arena.visitors import Visitor
-from battles.models import Battle, Conversation, Reply, Turn
+from battles.models import (
+    Battle,
+    Conversation,
+    FlaggedVoter,
+    ModerationEvent,
+    Reply,
+    Turn,
+    Vote,
+)
+from llm_providers.models import LLMModel
 
 SIDEBAR_PAGE = 30
 
@@ -80,3 +91,81 @@ def sidebar_groups(
             label = "Older"
         groups.setdefault(label, []).append(conversation)
     return list(groups.items()), next_offset
+
+
+# --- staff statistics (admin) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelHealth:
+    model: LLMModel
+    replies: int
+    failed: int
+    leaked: int
+    finished: int
+    avg_latency_ms: float | None
+    avg_ttft_ms: float | None
+
+    @property
+    def error_rate(self) -> float | None:
+        ended = self.failed + self.finished
+        return self.failed / ended if ended else None
+
+    @property
+    def leak_rate(self) -> float | None:
+        return self.leaked / self.finished if self.finished else None
+
+
+def votes_per_day(*, column: str, days: int, limit: int = 50) -> list[dict]:
+    """The busiest (day, visitor or IP hash) pairs of the last `days` days, most votes first."""
+    since = timezone.now() - timedelta(days=days)
+    return list(
+        Vote.objects.filter(created_at__gte=since)
+        .exclude(**{column: ""})
+        .annotate(day=TruncDate("created_at"))
+        .values("day", column)
+        .annotate(votes=Count("pk"))
+        .order_by("-votes", "-day", column)[:limit]
+    )
+
+
+def model_health(*, days: int) -> list[ModelHealth]:
+    """Per model over the last `days` days: replies, error and identity-leak rates, latency.
+
+    Averages, not percentiles: SQLite has no percentile aggregate, and one GROUP BY keeps the
+    page cheap on a big table.
+    """
+    since = timezone.now() - timedelta(days=days)
+    finished = Q(status__in=Reply.FINISHED)
+    rows = (
+        Reply.objects.filter(created_at__gte=since)
+        .order_by()
+        .values("model_id")
+        .annotate(
+            replies=Count("pk"),
+            failed=Count("pk", filter=Q(status=Reply.Status.FAILED)),
+            leaked=Count("pk", filter=finished & Q(identity_leak=True)),
+            finished=Count("pk", filter=finished),
+            avg_latency_ms=Avg("latency_ms", filter=finished),
+            avg_ttft_ms=Avg("ttft_ms", filter=finished),
+        )
+    )
+    rows = list(rows)
+    models = LLMModel.objects.in_bulk([row["model_id"] for row in rows])
+    health = [ModelHealth(model=models[row.pop("model_id")], **row) for row in rows]
+    return sorted(health, key=lambda h: h.model.name)
+
+
+def moderation_counts(*, days: int) -> dict[str, int]:
+    since = timezone.now() - timedelta(days=days)
+    counts = dict(
+        ModerationEvent.objects.filter(created_at__gte=since)
+        .order_by()
+        .values_list("outcome")
+        .annotate(n=Count("pk"))
+    )
+    return {label: counts.get(value, 0) for value, label in ModerationEvent.Outcome.choices}
+
+
+def flagged_voters(*, limit: int = 50) -> list[FlaggedVoter]:
+    return list(FlaggedVoter.objects.order_by("cleared", "-e_value")[:limit])

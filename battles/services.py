@@ -1,11 +1,13 @@
 """Writes for battles: start, follow up, generate, stop, retry, vote, sessions."""
 
+import hashlib
 import html
 import logging
 import random
 import re
 import threading
 import time
+import unicodedata
 from datetime import timedelta
 
 from django.conf import settings
@@ -19,6 +21,7 @@ from arena.hub import get_hub
 from arena.visitors import Visitor, salted_hash
 from battles import identity, sampling
 from battles.models import Battle, Conversation, Reply, Turn, Vote
+from battles.moderation import PromptRefusedError, prompt_moderate
 from leaderboard.categories import prompt_language
 from llm_providers.client import ProviderError, Timeouts, chat_stream
 from llm_providers.models import LLMModel
@@ -45,6 +48,27 @@ class NotEnoughModelsError(BattleError):
 
 class AlreadyVotedError(BattleError):
     status = 409
+
+
+class VoteCapError(BattleError):
+    """Too many votes in 24 hours; `retry_after` is the seconds until one more is allowed."""
+
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PromptNotAllowedError(BattleError):
+    status = PromptRefusedError.status
+
+
+def _moderate(*, prompt: str, action: str, visitor_hash: str, ip_hash: str) -> None:
+    try:
+        prompt_moderate(prompt=prompt, action=action, visitor_hash=visitor_hash, ip_hash=ip_hash)
+    except PromptRefusedError as exc:
+        raise PromptNotAllowedError(exc.message) from None
 
 
 def _title(prompt: str) -> str:
@@ -107,6 +131,13 @@ def battle_start(
     conversation: Conversation | None = None,
     user=None,
 ) -> Battle:
+    ip_hash = salted_hash(f"ip:{ip}") if ip else ""
+    _moderate(
+        prompt=prompt,
+        action="start" if conversation is None else "continue",
+        visitor_hash=visitor.hashed,
+        ip_hash=ip_hash,
+    )
     draw = _draw()
     with transaction.atomic():
         if conversation is None:
@@ -123,7 +154,7 @@ def battle_start(
             pair_probability=draw.probability,
             sampling={"weights": {str(k): v for k, v in draw.weights.items()}},
             visitor_hash=visitor.hashed,
-            ip_hash=salted_hash(f"ip:{ip}") if ip else "",
+            ip_hash=ip_hash,
             user_agent_family=user_agent_family[:40],
             turn_count=1,
         )
@@ -137,6 +168,12 @@ def _last_turn(battle: Battle) -> Turn:
 
 def turn_add(*, battle: Battle, prompt: str) -> Turn:
     """A follow-up: both models answer, each seeing only its own earlier replies."""
+    _moderate(
+        prompt=prompt,
+        action="follow_up",
+        visitor_hash=battle.visitor_hash,
+        ip_hash=battle.ip_hash,
+    )
     with transaction.atomic():
         locked = Battle.objects.select_for_update().get(pk=battle.pk)
         if locked.status != Battle.Status.OPEN:
@@ -407,6 +444,7 @@ def _check_identity(reply: Reply, text: str) -> None:
     if found:
         log.info("battle %s: reply %s names %s", reply.turn.battle.uuid, reply.side, found)
         Battle.objects.filter(pk=reply.turn.battle_id).update(identity_leak=True)
+        Reply.objects.filter(pk=reply.pk).update(identity_leak=True)
 
 
 def replies_reap() -> dict[str, int]:
@@ -459,11 +497,56 @@ def style_features(text: str) -> dict[str, int]:
     }
 
 
+def prompt_fingerprint(prompts: list[str]) -> str:
+    """sha256 of a conversation's visitor prompts, as FastChat keys duplicate prompts.
+
+    FastChat joins every user turn (each followed by a newline) and cuts at 10,000 characters;
+    here each prompt is also normalised (NFKC, case-folded, whitespace collapsed) so trivial
+    variations of one prompt count as the same prompt.
+    """
+    text = "".join(
+        " ".join(unicodedata.normalize("NFKC", prompt).casefold().split()) + "\n"
+        for prompt in prompts
+    )
+    return hashlib.sha256(text[:10_000].encode()).hexdigest()
+
+
+def _vote_cap_check(*, visitor_hash: str, ip_hash: str) -> None:
+    """Refuse a vote past the daily caps, counted from the stored votes of the last 24 hours.
+
+    Two votes racing past the cap can both pass: the cap is a brake on floods, not an exact
+    quota, and a lock per visitor would cost every vote for that.
+    """
+    now = timezone.now()
+    since = now - timedelta(hours=24)
+    caps = [
+        ("visitor_hash", visitor_hash, settings.ARENA_DAILY_VOTE_CAP_VISITOR, "from you"),
+        ("ip_hash", ip_hash, settings.ARENA_DAILY_VOTE_CAP_IP, "from your network"),
+    ]
+    for column, value, cap, whose in caps:
+        if not cap or not value:
+            continue
+        recent = Vote.objects.filter(**{column: value}, created_at__gte=since).order_by(
+            "-created_at"
+        )
+        # The cap-th newest vote leaves the window first; from then one more vote fits.
+        window = recent.values_list("created_at", flat=True)[cap - 1 : cap]
+        oldest_counted = next(iter(window), None)
+        if oldest_counted is not None:
+            wait = int((oldest_counted + timedelta(hours=24) - now).total_seconds()) + 1
+            raise VoteCapError(
+                f"Daily vote limit reached: the arena takes at most {cap:,} votes {whose} in "
+                "24 hours. Your battle stays open; you can vote on it later.",
+                retry_after=max(1, wait),
+            )
+
+
 def vote_cast(*, battle: Battle, visitor: Visitor, choice: str) -> Vote:
     if choice not in Vote.Choice.values:
         raise BattleError("Unknown vote. Choose A, B, tie or both bad.", status=400)
     if battle.owner_key != visitor.key:
         raise BattleError("This battle is not yours.", status=404)
+    _vote_cap_check(visitor_hash=battle.visitor_hash, ip_hash=battle.ip_hash)
     try:
         with transaction.atomic():
             locked = Battle.objects.select_for_update().get(pk=battle.pk)
@@ -489,6 +572,7 @@ def vote_cast(*, battle: Battle, visitor: Visitor, choice: str) -> Vote:
                 prompt_chars=len(turns[0].prompt),
                 has_code=bool(_CODE_RE.search(prompts + "\n" + text_a + "\n" + text_b)),
                 language=prompt_language(turns[0].prompt),
+                prompt_hash=prompt_fingerprint([t.prompt for t in turns]),
                 style={"a": style_features(text_a), "b": style_features(text_b)},
                 identity_leak=locked.identity_leak,
             )
@@ -500,6 +584,27 @@ def vote_cast(*, battle: Battle, visitor: Visitor, choice: str) -> Vote:
     except IntegrityError:
         raise AlreadyVotedError("This battle already has your vote.") from None
     return vote
+
+
+def visitor_adopt(*, anonymous_key: str, user) -> int:
+    """On login, the account takes over what this browser did anonymously.
+
+    Battles are owned by the visitor key, which changes from "v:<cookie id>" to "u:<pk>" at
+    login; without this a visitor who must log in to vote would lose the battle they were
+    about to vote on. Open battles also take the account's hash, so their votes count for it.
+    """
+    key = f"u:{user.pk}"
+    if anonymous_key == key:
+        return 0
+    with transaction.atomic():
+        moved = Conversation.objects.filter(owner_key=anonymous_key).update(
+            owner_key=key, user=user
+        )
+        Battle.objects.filter(owner_key=anonymous_key, status=Battle.Status.OPEN).update(
+            owner_key=key, visitor_hash=salted_hash(key)
+        )
+        Battle.objects.filter(owner_key=anonymous_key).update(owner_key=key)
+    return moved
 
 
 def conversation_rename(*, conversation: Conversation, title: str) -> None:

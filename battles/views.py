@@ -6,10 +6,12 @@ from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from arena.hub import Event, format_sse, get_hub
+from arena.ratelimit import rate_limit
 from arena.visitors import client_ip
 from battles import selectors, services
 from battles.forms import PromptForm, RenameForm, VoteForm
@@ -68,7 +70,15 @@ def _battle_response(
     return render(request, "battles/_battle.html", context, status=status)
 
 
+def _refused(request: HttpRequest, exc: services.BattleError, *, back: str) -> HttpResponse:
+    """A prompt the moderation check refused: nothing was written; say so plainly."""
+    return render(
+        request, "battles/error.html", {"message": exc.message, "back": back}, status=exc.status
+    )
+
+
 @require_POST
+@rate_limit("start")
 def start(request: HttpRequest) -> HttpResponse:
     form = PromptForm(request.POST)
     if not form.is_valid():
@@ -89,11 +99,14 @@ def start(request: HttpRequest) -> HttpResponse:
         return render(
             request, "battles/not_enough_models.html", {"message": exc.message}, status=503
         )
+    except services.PromptNotAllowedError as exc:
+        return _refused(request, exc, back=reverse("arena:home"))
     url = reverse("battles:conversation", args=[battle.conversation.uuid])
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
 
 @require_POST
+@rate_limit("start")
 def conversation_continue(request: HttpRequest, uuid) -> HttpResponse:
     """A new blind pair inside the same sidebar session, with a fresh context."""
     conversation = selectors.conversation_get_for_visitor(visitor=request.visitor, uuid=uuid)
@@ -119,6 +132,8 @@ def conversation_continue(request: HttpRequest, uuid) -> HttpResponse:
         return render(
             request, "battles/not_enough_models.html", {"message": exc.message}, status=503
         )
+    except services.PromptNotAllowedError as exc:
+        return _refused(request, exc, back=url)
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
 
@@ -135,6 +150,7 @@ def conversation_detail(request: HttpRequest, uuid) -> HttpResponse:
 
 
 @require_POST
+@rate_limit("follow_up")
 def follow_up(request: HttpRequest, uuid) -> HttpResponse:
     battle = selectors.battle_get_for_visitor(visitor=request.visitor, uuid=uuid)
     form = PromptForm(request.POST)
@@ -148,6 +164,7 @@ def follow_up(request: HttpRequest, uuid) -> HttpResponse:
 
 
 @require_POST
+@rate_limit("follow_up")
 def retry_side(request: HttpRequest, uuid, side: str) -> HttpResponse:
     battle = selectors.battle_get_for_visitor(visitor=request.visitor, uuid=uuid)
     if side not in ("a", "b"):
@@ -160,6 +177,7 @@ def retry_side(request: HttpRequest, uuid, side: str) -> HttpResponse:
 
 
 @require_POST
+@rate_limit("follow_up")
 def regenerate(request: HttpRequest, uuid) -> HttpResponse:
     battle = selectors.battle_get_for_visitor(visitor=request.visitor, uuid=uuid)
     try:
@@ -178,9 +196,24 @@ def stop(request: HttpRequest, uuid) -> HttpResponse:
     return _battle_response(request, battle)
 
 
+def _login_required_response(request: HttpRequest, battle: Battle) -> HttpResponse:
+    back = reverse("battles:conversation", args=[battle.conversation.uuid])
+    context = {"login_url": f"{reverse(settings.LOGIN_URL)}?{urlencode({'next': back})}"}
+    template = "arena/login_required.html"
+    if request.htmx:
+        response = render(request, f"{template}#login-required", context, status=403)
+        # Beside the battle, not over it: the visitor comes back to vote on it.
+        response["HX-Reswap"] = "beforebegin"
+        return response
+    return render(request, template, context, status=403)
+
+
 @require_POST
+@rate_limit("vote")
 def vote(request: HttpRequest, uuid) -> HttpResponse:
     battle = selectors.battle_get_for_visitor(visitor=request.visitor, uuid=uuid)
+    if settings.ARENA_VOTE_REQUIRES_LOGIN and _user(request) is None:
+        return _login_required_response(request, battle)
     form = VoteForm(request.POST)
     if not form.is_valid():
         return _battle_response(request, battle, error=form.errors["choice"][0], status=400)
@@ -188,6 +221,10 @@ def vote(request: HttpRequest, uuid) -> HttpResponse:
         services.vote_cast(
             battle=battle, visitor=request.visitor, choice=form.cleaned_data["choice"]
         )
+    except services.VoteCapError as exc:
+        response = _battle_response(request, battle, error=exc.message, status=exc.status)
+        response["Retry-After"] = str(exc.retry_after)
+        return response
     except services.BattleError as exc:
         return _battle_response(request, battle, error=exc.message, status=exc.status)
     return _battle_response(request, battle)

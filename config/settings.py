@@ -264,3 +264,80 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"httpx": {"level": "WARNING"}, "openai": {"level": "WARNING"}},
 }
+
+# --- Integrity --------------------------------------------------------------------------------
+# Rate limits, the daily vote cap, login to vote, moderation and the rating filters. Each is
+# described in battles/README.md and arena/README.md.
+import re  # noqa: E402 - kept with the block that uses it
+
+_RATE_RE = re.compile(r"^(\d+)/(\d*)([smhd])$")
+
+
+def _env_rate(name: str, default: str) -> str | None:
+    """'N/unit' or 'N/Kunit' (unit s, m, h or d), or 'off'; anything else stops start-up."""
+    value = env_str(name, default)
+    if value.lower() == "off":
+        return None
+    match = _RATE_RE.match(value)
+    if not match or int(match.group(1)) < 1 or match.group(2) == "0":
+        raise ImproperlyConfigured(
+            f"{name} must look like 10/m, 100/h or 30/5m (count per period), or be 'off'; "
+            f"got {value!r}"
+        )
+    return value
+
+
+ARENA_RATE_START = _env_rate("ARENA_RATE_START", "10/m")
+ARENA_RATE_FOLLOW_UP = _env_rate("ARENA_RATE_FOLLOW_UP", "30/m")
+ARENA_RATE_VOTE = _env_rate("ARENA_RATE_VOTE", "30/m")
+ARENA_DAILY_VOTE_CAP_VISITOR = env_int("ARENA_DAILY_VOTE_CAP_VISITOR", 500, minimum=0)
+ARENA_DAILY_VOTE_CAP_IP = env_int("ARENA_DAILY_VOTE_CAP_IP", 2000, minimum=0)
+ARENA_VOTE_REQUIRES_LOGIN = env_bool("ARENA_VOTE_REQUIRES_LOGIN", False)
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
+
+ARENA_MODERATION_URL = env_str("ARENA_MODERATION_URL", "")
+ARENA_MODERATION_MODEL = env_str("ARENA_MODERATION_MODEL", "omni-moderation-latest")
+ARENA_MODERATION_API_KEY_ENV = env_str("ARENA_MODERATION_API_KEY_ENV", "")
+ARENA_MODERATION_FAIL_CLOSED = env_bool("ARENA_MODERATION_FAIL_CLOSED", False)
+ARENA_MODERATION_TIMEOUT = env_float("ARENA_MODERATION_TIMEOUT", 5.0, minimum=0.1)
+
+ARENA_PROMPT_DEDUP = env_bool("ARENA_PROMPT_DEDUP", True)
+ARENA_PROMPT_DEDUP_PERCENTILE = env_float("ARENA_PROMPT_DEDUP_PERCENTILE", 0.999, minimum=0.5)
+if ARENA_PROMPT_DEDUP_PERCENTILE >= 1:
+    raise ImproperlyConfigured("ARENA_PROMPT_DEDUP_PERCENTILE must be below 1 (e.g. 0.999).")
+ARENA_OUTLIER_DETECTION = env_bool("ARENA_OUTLIER_DETECTION", True)
+ARENA_OUTLIER_ALPHA = env_float("ARENA_OUTLIER_ALPHA", 0.05, minimum=1e-6)
+if ARENA_OUTLIER_ALPHA >= 1:
+    raise ImproperlyConfigured("ARENA_OUTLIER_ALPHA must be below 1 (e.g. 0.05).")
+ARENA_OUTLIER_MIN_VOTES = env_int("ARENA_OUTLIER_MIN_VOTES", 5, minimum=1)
+ARENA_OUTLIER_MAX_VOTES = env_int("ARENA_OUTLIER_MAX_VOTES", 100, minimum=1)
+
+# Rate limits use the default cache: Redis in service mode, memory in the embedded default.
+INSTALLED_APPS += ["django_ratelimit"]  # for its system checks on the cache
+if CACHES["default"]["BACKEND"].endswith("LocMemCache"):
+    # The embedded default is one process, so a per-process cache is the shared cache:
+    # django-ratelimit's "not shared" error and "not officially supported" warning do not apply.
+    SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
+elif CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
+    # Django's own Redis backend increments atomically (INCR); the package only lists others.
+    SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
+
+# --- Faults: when a backing service is down, fail fast and answer 503 ---------------------------
+# A database, Redis or broker outage becomes a plain "temporarily unavailable" page (not a
+# server error); it sits last, so it sees the view's exception first.
+MIDDLEWARE = [*MIDDLEWARE, "arena.middleware.service_unavailable_middleware"]
+# Publishing a task happens while a visitor waits: a few quick attempts, then a clear error.
+# (The worker's own reconnect loop keeps Celery's defaults, so work resumes when Redis returns.)
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_BROKER_TRANSPORT_OPTIONS = CELERY_BROKER_TRANSPORT_OPTIONS | {"socket_connect_timeout": 2}
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # Without it a connection attempt to an unreachable server can hang for minutes.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)

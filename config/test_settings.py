@@ -11,6 +11,11 @@ for name, value in {
     "LLM_TIMEOUT_TOTAL": "30",
     "LLM_MAX_RETRIES": "2",
     "ARENA_CIRCUIT_COOLDOWN_SECONDS": "2",
+    # Every test client comes from 127.0.0.1: per-IP limits would spill from test to test.
+    # The rate-limit tests switch them on themselves.
+    "ARENA_RATE_START": "off",
+    "ARENA_RATE_FOLLOW_UP": "off",
+    "ARENA_RATE_VOTE": "off",
     # Test runs may share the machine's Redis and PostgreSQL: keep each run's keys, queues and
     # test database apart.
     "ARENA_REDIS_PREFIX": f"test{os.getpid()}",

@@ -20,6 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
 
+from battles.models import FlaggedVoter
 from leaderboard import selectors
 from leaderboard.categories import OVERALL, is_valid_category
 from leaderboard.engine import PairCounts, RatingOptions, fit
@@ -119,13 +120,155 @@ def _anchor_index(index: dict[int, int]) -> int | None:
     return index.get(pk)
 
 
+# --- the sequential outlier test ----------------------------------------------------------------
+
+
+@dataclass
+class FlagReport:
+    voters_tested: int = 0
+    flagged: int = 0
+    unflagged: int = 0
+
+
+@dataclass
+class _VoterTest:
+    """One voter's running test: log e-values for "too high" and "too low" votes."""
+
+    visitor_hash: str
+    tested: int = 0
+    total: int = 0
+    log_upper: float = 0.0
+    log_lower: float = 0.0
+    crossed_at: int | None = None
+    peak: float = 0.0
+
+
+def _pair_consensus(*, cutoff: dt.datetime, plan: selectors.FilterPlan) -> dict:
+    """Decisive votes per unordered pair: (lo, hi) -> [wins of lo, wins of hi], from counts."""
+    consensus: dict[tuple[int, int], list[int]] = {}
+    for row in selectors.vote_counts(category=OVERALL, cutoff=cutoff, style=False, plan=plan):
+        lo, hi = sorted((row.model_a, row.model_b))
+        wins = consensus.setdefault((lo, hi), [0, 0])
+        a_is_lo = row.model_a == lo
+        wins[0] += row.wins_a if a_is_lo else row.wins_b
+        wins[1] += row.wins_b if a_is_lo else row.wins_a
+    return consensus
+
+
+def _tail_probabilities(vote: float, lo_wins: int, hi_wins: int) -> tuple[float, float] | None:
+    """P(consensus outcome <= vote) and P(>= vote), outcomes 1 (lo won) or 0 (hi won)."""
+    decisive = lo_wins + hi_wins
+    if not decisive:
+        return None
+    q = lo_wins / decisive
+    upper = 1.0 if vote == 1 else 1 - q
+    lower = 1.0 if vote == 0 else q
+    # A tie against a unanimous pair would give p = 0 (an infinite e-value from one vote);
+    # count the vote itself as one more observation instead.
+    floor = 1 / (decisive + 1)
+    return max(upper, floor), max(lower, floor)
+
+
+def voters_flag(*, cutoff: dt.datetime) -> FlagReport:
+    """Flag voters whose votes go against the consensus beyond chance (FastChat's rule).
+
+    This is `outlier_detect` from FastChat's elo_analysis.py. For every voter with at least
+    ARENA_OUTLIER_MIN_VOTES valid votes, their first ARENA_OUTLIER_MAX_VOTES votes are walked
+    in time order. Each vote is scored 1 / ½ / 0 from the point of view of the pair's
+    lower-id model and compared with the pair's decisive votes by everyone (the consensus,
+    the voter's own votes included): p_upper = P(consensus <= vote), p_lower =
+    P(consensus >= vote). Two betting martingales multiply 1 / (2 p) per vote; a voter whose
+    either product exceeds 1 / ARENA_OUTLIER_ALPHA is flagged and all their votes are left
+    out. Votes on a pair with no decisive vote are skipped.
+
+    Votes stream from the database ordered by (visitor, time); memory holds the pair table
+    and one voter. The result replaces the previous flags, except rows staff cleared.
+    """
+    alpha = settings.ARENA_OUTLIER_ALPHA
+    max_votes = settings.ARENA_OUTLIER_MAX_VOTES
+    threshold = math.log(1 / alpha)
+    plan = selectors.filter_plan(cutoff=cutoff, voter_flags=False)
+    consensus = _pair_consensus(cutoff=cutoff, plan=plan)
+    report = FlagReport()
+    flagged: dict[str, _VoterTest] = {}
+    current: _VoterTest | None = None
+
+    def finish(test: _VoterTest | None) -> None:
+        if test is None:
+            return
+        report.voters_tested += 1
+        if test.crossed_at is not None:
+            flagged[test.visitor_hash] = test
+
+    for visitor_hash, model_a, model_b, choice in selectors.votes_by_voter(
+        cutoff=cutoff, plan=plan, min_votes=settings.ARENA_OUTLIER_MIN_VOTES
+    ):
+        if current is None or current.visitor_hash != visitor_hash:
+            finish(current)
+            current = _VoterTest(visitor_hash)
+        current.total += 1
+        if current.crossed_at is not None or current.tested >= max_votes:
+            continue
+        lo, hi = sorted((model_a, model_b))
+        winner = {"a": model_a, "b": model_b}.get(choice)
+        vote = 0.5 if winner is None else float(winner == lo)
+        tails = _tail_probabilities(vote, *consensus.get((lo, hi), (0, 0)))
+        if tails is None:
+            continue
+        current.tested += 1
+        current.log_upper += -math.log(2 * tails[0])
+        current.log_lower += -math.log(2 * tails[1])
+        current.peak = max(current.log_upper, current.log_lower)
+        if current.peak > threshold:
+            current.crossed_at = current.tested
+    finish(current)
+
+    params = {"alpha": alpha, "min_votes": settings.ARENA_OUTLIER_MIN_VOTES,
+              "max_votes": max_votes, "cutoff": cutoff.isoformat()}
+    with transaction.atomic():
+        stale = FlaggedVoter.objects.filter(cleared=False).exclude(visitor_hash__in=list(flagged))
+        report.unflagged = stale.delete()[0]
+        cleared = set(
+            FlaggedVoter.objects.filter(visitor_hash__in=list(flagged), cleared=True)
+            .values_list("visitor_hash", flat=True)
+        )
+        for visitor_hash, test in flagged.items():
+            if visitor_hash in cleared:
+                continue
+            FlaggedVoter.objects.update_or_create(
+                visitor_hash=visitor_hash,
+                defaults={
+                    "e_value": math.exp(min(test.peak, 690.0)),
+                    "votes_tested": test.crossed_at,
+                    "votes_total": test.total,
+                    "params": params,
+                },
+            )
+    report.flagged = len(flagged)
+    log.info("outlier test: %s voters tested, %s flagged", report.voters_tested, report.flagged)
+    return report
+
+
+# --- the recompute, per category -------------------------------------------------------------
+
+
 def _recompute_category(
-    *, category: str, bootstrap: int, style: bool, cutoff: dt.datetime
+    *,
+    category: str,
+    bootstrap: int,
+    style: bool,
+    cutoff: dt.datetime,
+    plan: selectors.FilterPlan | None = None,
 ) -> Snapshot:
     started = time.monotonic()
-    counted, excluded = selectors.votes_excluded(category=category, cutoff=cutoff)
-    plain = selectors.vote_counts(category=category, cutoff=cutoff, style=False)
-    styled = selectors.vote_counts(category=category, cutoff=cutoff, style=True) if style else []
+    plan = plan or selectors.filter_plan(cutoff=cutoff)
+    counted, excluded = selectors.votes_excluded(category=category, cutoff=cutoff, plan=plan)
+    plain = selectors.vote_counts(category=category, cutoff=cutoff, style=False, plan=plan)
+    styled = (
+        selectors.vote_counts(category=category, cutoff=cutoff, style=True, plan=plan)
+        if style
+        else []
+    )
     model_ids = sorted({r.model_a for r in plain} | {r.model_b for r in plain})
     index = {pk: i for i, pk in enumerate(model_ids)}
     anchor = _anchor_index(index)
@@ -141,6 +284,7 @@ def _recompute_category(
         "both_bad_as_tie": options.both_bad_as_tie,
         "style_control": style,
         "excluded_statuses": selectors.excluded_statuses(),
+        "filters": plan.params(),
     }
     fingerprint = _fingerprint(plain + styled, {"params": params, "excluded": excluded})
     latest = selectors.snapshot_current(category=category)
@@ -204,6 +348,12 @@ def _recompute_category(
     return snapshot
 
 
+def _voters_flag_if_enabled(*, cutoff: dt.datetime) -> None:
+    # Flags first, so every category of this run leaves out the same voters.
+    if getattr(settings, "ARENA_OUTLIER_DETECTION", True):
+        voters_flag(cutoff=cutoff)
+
+
 def _style_default() -> bool:
     return getattr(settings, "ARENA_STYLE_CONTROL", True)
 
@@ -220,11 +370,13 @@ def ratings_recompute(
         raise ValueError(f"Unknown category {category!r}.")
     token = _lock_claim()
     try:
+        cutoff = timezone.now()
+        _voters_flag_if_enabled(cutoff=cutoff)
         return _recompute_category(
             category=category,
             bootstrap=bootstrap,
             style=_style_default() if style is None else style,
-            cutoff=timezone.now(),
+            cutoff=cutoff,
         )
     finally:
         _lock_release(token)
@@ -235,12 +387,15 @@ def ratings_recompute_all(*, bootstrap: int = 0, style: bool | None = None) -> l
     token = _lock_claim()
     try:
         cutoff = timezone.now()
+        _voters_flag_if_enabled(cutoff=cutoff)
+        plan = selectors.filter_plan(cutoff=cutoff)
         return [
             _recompute_category(
                 category=category,
                 bootstrap=bootstrap,
                 style=_style_default() if style is None else style,
                 cutoff=cutoff,
+                plan=plan,
             )
             for category in selectors.rating_categories()
         ]

@@ -67,7 +67,12 @@ def test_it_leaves_out_leaked_and_flagged_votes_and_counts_each(rated, make_vote
     make_vote(alpha, bravo, "b", flagged_invalid=True)
     snapshot = services.ratings_recompute()
     assert snapshot.vote_count == 60
-    assert snapshot.excluded == {"identity_leak": 2, "flagged_invalid": 1}
+    assert snapshot.excluded == {
+        "identity_leak": 2,
+        "flagged_invalid": 1,
+        "voter_flagged": 0,
+        "prompt_dedup": 0,
+    }
 
 
 def test_a_battle_whose_failed_side_was_retried_still_counts(rated, make_vote):
@@ -78,9 +83,7 @@ def test_a_battle_whose_failed_side_was_retried_still_counts(rated, make_vote):
     assert services.ratings_recompute().vote_count == 61
 
 
-def test_votes_on_models_with_an_excluded_status_are_left_out_only_when_configured(
-    rated, settings
-):
+def test_votes_on_models_with_an_excluded_status_are_left_out_only_when_configured(rated, settings):
     *_, charlie = rated
     LLMModel.objects.filter(pk=charlie.pk).update(status=LLMModel.Status.INACTIVE)
     assert services.ratings_recompute().vote_count == 60
@@ -113,7 +116,11 @@ def test_recomputing_everything_adds_languages_with_enough_votes(rated, make_vot
     make_votes(alpha, bravo, "a", 2, language="ja")
     snapshots = services.ratings_recompute_all()
     assert [s.category for s in snapshots] == [
-        "overall", "multi_turn", "long_prompt", "code", "lang:de"
+        "overall",
+        "multi_turn",
+        "long_prompt",
+        "code",
+        "lang:de",
     ]
     assert len({s.data_cutoff for s in snapshots}) == 1
 
@@ -145,11 +152,18 @@ def test_style_control_discounts_wins_that_come_from_longer_answers(three_models
 def test_imported_votes_are_rated_with_arena_votes(rated):
     alpha, bravo, _ = rated
     before = services.ratings_recompute().rows.get(model=bravo).rating
-    ImportedVote.objects.bulk_create([
-        ImportedVote(external_id=f"q{i}", model_a=alpha, model_b=bravo, choice="b",
-                     created_at="2024-01-01T00:00:00Z")
-        for i in range(30)
-    ])
+    ImportedVote.objects.bulk_create(
+        [
+            ImportedVote(
+                external_id=f"q{i}",
+                model_a=alpha,
+                model_b=bravo,
+                choice="b",
+                created_at="2024-01-01T00:00:00Z",
+            )
+            for i in range(30)
+        ]
+    )
     snapshot = services.ratings_recompute()
     assert snapshot.vote_count == 90
     assert snapshot.rows.get(model=bravo).rating > before
@@ -157,9 +171,7 @@ def test_imported_votes_are_rated_with_arena_votes(rated):
 
 def test_a_recompute_while_another_holds_the_lock_does_nothing(rated):
     RecomputeLock.objects.create(name=services.LOCK_NAME, holder="other")
-    RecomputeLock.objects.filter(name=services.LOCK_NAME).update(
-        held_until="2999-01-01T00:00:00Z"
-    )
+    RecomputeLock.objects.filter(name=services.LOCK_NAME).update(held_until="2999-01-01T00:00:00Z")
     with pytest.raises(services.RecomputeBusyError):
         services.ratings_recompute()
     assert not Snapshot.objects.exists()
@@ -218,7 +230,10 @@ def test_the_command_recomputes_one_category_and_reports_it(rated, capsys):
 def test_the_command_recomputes_every_category_by_default(rated):
     call_command("recompute_ratings")
     assert sorted(Snapshot.objects.values_list("category", flat=True)) == [
-        "code", "long_prompt", "multi_turn", "overall"
+        "code",
+        "long_prompt",
+        "multi_turn",
+        "overall",
     ]
 
 
@@ -254,6 +269,9 @@ def test_the_celery_worker_runs_the_recompute_task(transactional_db, celery_work
     from conftest import wait_for
 
     ratings_recompute_task.delay()
-    wait_for(lambda: Snapshot.objects.filter(category="overall").exists(), timeout=60,
-             message="the worker did not write a snapshot")
+    wait_for(
+        lambda: Snapshot.objects.filter(category="overall").exists(),
+        timeout=60,
+        message="the worker did not write a snapshot",
+    )
     assert Snapshot.objects.get(category="overall").vote_count == 60

@@ -1,0 +1,148 @@
+"""The analysis-time filters: hot prompts down-sampled, outlier voters flagged and left out."""
+
+import pytest
+
+from battles.models import FlaggedVoter, Vote
+from leaderboard import selectors, services
+
+
+@pytest.fixture(autouse=True)
+def filters_on(settings):
+    settings.ARENA_PROMPT_DEDUP = True
+    settings.ARENA_PROMPT_DEDUP_PERCENTILE = 0.999
+    settings.ARENA_OUTLIER_DETECTION = True
+    settings.ARENA_OUTLIER_ALPHA = 0.05
+    settings.ARENA_OUTLIER_MIN_VOTES = 5
+    settings.ARENA_OUTLIER_MAX_VOTES = 100
+
+
+# --- hot prompts ----------------------------------------------------------------------------------
+
+
+def test_the_dedup_cut_off_is_the_interpolated_quantile_of_prompt_counts():
+    # Nine prompts asked once and one asked eight times, at the 90th percentile:
+    # position 0.9 * 9 = 8.1, between 1 and 8, so 1 + 0.1 * 7 = 1.7.
+    assert selectors._interpolated_quantile([8], 9, 0.9) == pytest.approx(1.7)
+    # 99 single prompts and one asked 50 times, at FastChat's top 0.1%: 1 + 0.901 * 49.
+    assert selectors._interpolated_quantile([50], 99, 0.999) == pytest.approx(45.149)
+    assert selectors._interpolated_quantile([], 5, 0.999) == 1.0
+
+
+def test_a_hot_prompt_keeps_only_its_first_votes(settings, three_models, make_vote):
+    settings.ARENA_PROMPT_DEDUP_PERCENTILE = 0.9
+    alpha, bravo, _ = three_models
+    for i in range(9):
+        make_vote(alpha, bravo, "a", prompt_hash=f"{i:064x}")
+    hot = [make_vote(alpha, bravo, "b", prompt_hash="f" * 64) for _ in range(8)]
+
+    snapshot = services.ratings_recompute(style=False)
+
+    # Cut-off 1.7: the hot prompt keeps int(1.7) = 1 vote, its earliest; 7 are left out.
+    assert snapshot.excluded["prompt_dedup"] == 7
+    assert snapshot.vote_count == 10
+    assert snapshot.params["filters"]["prompt_dedup_keep"] == 1
+    plan = selectors.filter_plan()
+    kept = Vote.objects.filter(selectors._valid(Vote, plan), prompt_hash="f" * 64)
+    assert list(kept.values_list("pk", flat=True)) == [hot[0].pk]
+    row = {r.model_id: r for r in snapshot.rows.all()}[alpha.pk]
+    assert (row.wins, row.losses) == (9, 1)
+
+
+def test_dedup_off_counts_every_vote_and_votes_without_a_hash_are_never_dropped(
+    settings, three_models, make_vote
+):
+    alpha, bravo, _ = three_models
+    for _ in range(6):
+        make_vote(alpha, bravo, "a")  # older votes: no prompt hash
+    assert services.ratings_recompute(style=False).excluded["prompt_dedup"] == 0
+    settings.ARENA_PROMPT_DEDUP = False
+    for _ in range(6):
+        make_vote(alpha, bravo, "a", prompt_hash="e" * 64)
+    snapshot = services.ratings_recompute(style=False)
+    assert "prompt_dedup" not in snapshot.excluded
+    assert snapshot.vote_count == 12
+
+
+# --- outlier voters -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def consensus(three_models, make_vote):
+    """Five honest voters, eight votes each, always for the better model (Alpha > Bravo > C)."""
+    alpha, bravo, charlie = three_models
+    for voter in range(5):
+        for i in range(8):
+            pair = [(alpha, bravo, "a"), (bravo, alpha, "b"), (bravo, charlie, "a"),
+                    (alpha, charlie, "a")][i % 4]
+            make_vote(*pair, visitor_hash=f"honest-{voter}")
+    return three_models
+
+
+def test_a_voter_who_always_votes_against_the_consensus_is_flagged_and_left_out(
+    consensus, make_vote
+):
+    alpha, bravo, charlie = consensus
+    for i in range(10):
+        pair = [(alpha, bravo, "b"), (bravo, charlie, "b")][i % 2]
+        make_vote(*pair, visitor_hash="contrarian")
+
+    snapshot = services.ratings_recompute(style=False)
+
+    flagged = FlaggedVoter.objects.get()
+    assert flagged.visitor_hash == "contrarian"
+    assert flagged.e_value > 1 / 0.05
+    # Alpha beat Bravo in 20 of 25 decisive votes (a contrary vote multiplies the e-value by
+    # 1 / (2 * 5/25) = 2.5), Bravo beat Charlie in 10 of 15 (1 / (2 * 5/15) = 1.5); the votes
+    # alternate, so 2.5 * 1.5 * 2.5 * 1.5 = 14.1 and the fifth vote crosses 20 (35.2).
+    assert flagged.votes_tested == 5
+    assert flagged.e_value == pytest.approx(2.5**3 * 1.5**2)
+    assert flagged.votes_total == 10
+    assert snapshot.excluded["voter_flagged"] == 10
+    assert snapshot.vote_count == 40
+    alpha_row = {r.model_id: r for r in snapshot.rows.all()}[alpha.pk]
+    assert alpha_row.losses == 0
+
+
+def test_honest_voters_and_voters_with_few_votes_are_not_flagged(consensus, make_vote):
+    alpha, bravo, _ = consensus
+    for _ in range(4):  # below ARENA_OUTLIER_MIN_VOTES: never tested
+        make_vote(alpha, bravo, "b", visitor_hash="newcomer")
+    report = services.voters_flag(cutoff=_now())
+    assert report.voters_tested == 5
+    assert not FlaggedVoter.objects.exists()
+
+
+def test_a_cleared_voter_stays_cleared_and_a_stale_flag_is_removed(consensus, make_vote):
+    alpha, bravo, charlie = consensus
+    for i in range(10):
+        make_vote(*[(alpha, bravo, "b"), (bravo, charlie, "b")][i % 2], visitor_hash="contrarian")
+    FlaggedVoter.objects.create(visitor_hash="honest-0", e_value=30, votes_tested=3, votes_total=8)
+    services.voters_flag(cutoff=_now())
+    assert list(FlaggedVoter.objects.values_list("visitor_hash", flat=True)) == ["contrarian"]
+
+    FlaggedVoter.objects.filter(visitor_hash="contrarian").update(cleared=True)
+    snapshot = services.ratings_recompute(style=False)
+    assert FlaggedVoter.objects.get().cleared
+    assert snapshot.excluded["voter_flagged"] == 0
+    assert snapshot.vote_count == 50
+
+
+def test_outlier_detection_off_flags_nobody(settings, consensus, make_vote):
+    settings.ARENA_OUTLIER_DETECTION = False
+    alpha, bravo, _ = consensus
+    for _ in range(10):
+        make_vote(alpha, bravo, "b", visitor_hash="contrarian")
+    snapshot = services.ratings_recompute(style=False)
+    assert not FlaggedVoter.objects.exists()
+    assert "voter_flagged" not in snapshot.excluded
+
+
+def test_a_tie_against_a_unanimous_pair_is_not_an_infinite_e_value():
+    upper, lower = services._tail_probabilities(0.5, 10, 0)
+    assert upper == pytest.approx(1 / 11) and lower == 1.0
+
+
+def _now():
+    from django.utils import timezone
+
+    return timezone.now()
