@@ -7,6 +7,7 @@ service mode uses Redis Streams, so any web process can serve any stream.
 """
 
 import asyncio
+import bisect
 import threading
 import time
 import weakref
@@ -31,12 +32,16 @@ class MemoryHub:
         self._expires: dict[str, float] = {}
         self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
         self._flags: dict[str, float] = {}
+        # Ids grow across all streams and never restart, so a Last-Event-ID from before a
+        # discard can never hide newer events.
+        self._next_id = 0
 
     def publish(self, stream: str, name: str, data: str) -> str:
         with self._lock:
             self._gc()
             events = self._streams.setdefault(stream, [])
-            event = Event(id=str(len(events) + 1), name=name, data=data)
+            self._next_id += 1
+            event = Event(id=str(self._next_id), name=name, data=data)
             events.append(event)
             self._expires[stream] = time.monotonic() + self.ttl
             waiters = list(self._waiters.get(stream, ()))
@@ -54,8 +59,14 @@ class MemoryHub:
 
     def _after(self, stream: str, after: str | None) -> list[Event]:
         events = self._streams.get(stream, [])
-        start = int(after) if after and after.isdigit() else 0
-        return events[start:]
+        last = int(after) if after and after.isdigit() else 0
+        ids = [int(e.id) for e in events]
+        return events[bisect.bisect_right(ids, last):]
+
+    def discard(self, stream: str) -> None:
+        with self._lock:
+            self._streams.pop(stream, None)
+            self._expires.pop(stream, None)
 
     async def read(self, stream: str, after: str | None, timeout: float) -> list[Event]:
         loop = asyncio.get_running_loop()
@@ -86,6 +97,10 @@ class MemoryHub:
     def has_flag(self, key: str) -> bool:
         with self._lock:
             return key in self._flags
+
+    def clear_flag(self, key: str) -> None:
+        with self._lock:
+            self._flags.pop(key, None)
 
     def ping(self) -> bool:
         return True
@@ -139,11 +154,17 @@ class RedisHub:
             for eid, fields in entries
         ]
 
+    def discard(self, stream: str) -> None:
+        self._sync.delete(self._key(stream))
+
     def set_flag(self, key: str) -> None:
         self._sync.set(f"{self.prefix}:flag:{key}", "1", ex=self.ttl)
 
     def has_flag(self, key: str) -> bool:
         return bool(self._sync.exists(f"{self.prefix}:flag:{key}"))
+
+    def clear_flag(self, key: str) -> None:
+        self._sync.delete(f"{self.prefix}:flag:{key}")
 
     def ping(self) -> bool:
         try:

@@ -223,15 +223,29 @@ def _restart(reply_ids: list[int]) -> int:
     return count
 
 
+def _reset_stream(turn: Turn) -> None:
+    """Start the turn's event stream afresh for a retry or regenerate.
+
+    The page then opens a new stream; replaying the old one would end it at the old turn-end.
+    A stop requested earlier must not stop the new answers either. Tasks are enqueued on
+    commit, so nothing new is published before this.
+    """
+    hub = get_hub()
+    hub.discard(turn.stream_key())
+    hub.clear_flag(f"stop:{turn.pk}")
+
+
 def reply_retry(*, battle: Battle, side: str) -> None:
     """Run one failed side of the last turn again."""
     with transaction.atomic():
         locked = Battle.objects.select_for_update().get(pk=battle.pk)
         if locked.status != Battle.Status.OPEN:
             raise BattleError("This battle is closed.")
-        reply = Reply.objects.filter(turn=_last_turn(locked), side=side).first()
+        last = _last_turn(locked)
+        reply = Reply.objects.filter(turn=last, side=side).first()
         if reply is None or reply.status != Reply.Status.FAILED:
             raise BattleError("Only a failed answer can be retried.")
+        _reset_stream(last)
         _restart([reply.pk])
 
 
@@ -245,6 +259,7 @@ def turn_regenerate(*, battle: Battle) -> None:
         replies = list(last.replies.all())
         if any(r.status in (Reply.Status.PENDING, Reply.Status.STREAMING) for r in replies):
             raise BattleError("Wait until both answers are finished before regenerating.")
+        _reset_stream(last)
         _restart([r.pk for r in replies])
         log.info("battle %s: turn %s regenerated", locked.uuid, last.index)
 

@@ -40,11 +40,18 @@ class PageLog:
     console_errors: list[str] = field(default_factory=list)
     page_errors: list[str] = field(default_factory=list)
     dialogs: list[str] = field(default_factory=list)
+    failed_responses: list[str] = field(default_factory=list)
 
     def watch(self, page: Page) -> None:
+        page.on("response", self._on_response)
         page.on("console", self._on_console)
         page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
         page.on("dialog", self._on_dialog)
+
+    def _on_response(self, response) -> None:
+        if response.status >= 400:
+            request = response.request
+            self.failed_responses.append(f"{response.status} {request.method} {request.url}")
 
     def _on_console(self, message) -> None:
         if message.type == "error":
@@ -82,11 +89,11 @@ def pane(page: Page, side: str, turn: int = -1):
     return chosen.locator(f".pane-{side}")
 
 
-def wait_turn_done(page: Page) -> None:
+def wait_turn_done(page: Page, timeout: int = TIMEOUT_MS) -> None:
     """Both panes of the last turn show a finished answer, and the vote form is offered."""
     for side in "ab":
-        expect(pane(page, side).locator(".stats")).to_be_visible(timeout=TIMEOUT_MS)
-    expect(page.locator(".vote-form")).to_be_visible(timeout=TIMEOUT_MS)
+        expect(pane(page, side).locator(".stats")).to_be_visible(timeout=timeout)
+    expect(page.locator(".vote-form")).to_be_visible(timeout=timeout)
 
 
 def stream_lengths(page: Page) -> list[int]:

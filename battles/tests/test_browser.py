@@ -30,6 +30,7 @@ from llm_providers.testing.server import generate_text
 pytestmark = pytest.mark.browser
 
 SLOW = "ttft=0.2&tps=15&tokens=60"  # about 4 s per answer: slow enough to watch it stream
+STEADY = "ttft=0.1&tps=30&tokens=40"  # over a second: long enough to see a turn in progress
 FAST = "ttft=0.05&tps=400&tokens=40"
 
 
@@ -41,8 +42,17 @@ def _orm_beside_playwright(monkeypatch):
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
+@pytest.fixture(autouse=True)
+def _no_rate_limits(settings):
+    # Every test here starts battles from 127.0.0.1 within seconds; the limits have their own
+    # tests, and the one below that wants a limit sets it.
+    settings.ARENA_RATE_START = settings.ARENA_RATE_FOLLOW_UP = settings.ARENA_RATE_VOTE = None
+
+
 @pytest.fixture(scope="module")
 def browser():
+    # A loaded CI machine can be slow to answer; a user would wait that long too.
+    expect.set_options(timeout=TIMEOUT_MS)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS
@@ -79,6 +89,11 @@ def page(new_page):
 @pytest.fixture
 def fast_models(make_model):
     return make_model("Alpha", knobs=FAST), make_model("Bravo", knobs=FAST)
+
+
+@pytest.fixture
+def steady_models(make_model):
+    return make_model("Alpha", knobs=STEADY), make_model("Bravo", knobs=STEADY)
 
 
 @pytest.fixture
@@ -157,7 +172,7 @@ def _words(text: str) -> list[str]:
 
 
 def test_a_follow_up_adds_a_second_turn_that_streams_and_counts_down(
-    arena_server, page, fast_models
+    arena_server, page, steady_models
 ):
     start_battle(page, arena_server, "Name a colour")
     wait_turn_done(page)
@@ -169,6 +184,10 @@ def test_a_follow_up_adds_a_second_turn_that_streams_and_counts_down(
 
     expect(page.locator(".turn")).to_have_count(2)
     expect(page.locator(".turn").last.locator(".prompt-bubble")).to_have_text("And another one?")
+    for side in "ab":
+        expect(pane(page, side, turn=1).locator(".typing")).to_be_visible()
+        expect(pane(page, side, turn=1).locator(".stream-text")).not_to_be_empty()
+    expect(page.locator(".vote-form")).to_have_count(0)
     wait_turn_done(page)
     for side in "ab":
         expect(pane(page, side, turn=1).locator(".reply-body p").first).to_be_visible()
@@ -188,20 +207,65 @@ def test_a_vote_by_keyboard_reveals_both_names_and_files_the_session_under_today
 
     reveal = page.locator(".reveal")
     expect(reveal).to_be_visible()
-    expect(reveal).to_contain_text("Alpha")
-    expect(reveal).to_contain_text("Bravo")
+    battle = battle_on_page(page)
+    expect(reveal.locator(".reveal-side").first).to_contain_text(battle.model_a.name)
+    expect(reveal.locator(".reveal-side").last).to_contain_text(battle.model_b.name)
+    assert {battle.model_a.name, battle.model_b.name} == {"Alpha", "Bravo"}
     expect(reveal).to_contain_text("A is better")
     expect(page.get_by_role("link", name="New round", exact=True)).to_be_visible()
     expect(page.locator(".vote-form")).to_have_count(0)
     today = page.locator(".sidebar-group", has=page.get_by_role("heading", name="Today"))
     expect(today.get_by_role("link", name=prompt)).to_be_visible()
-    battle = battle_on_page(page)
+    battle.refresh_from_db()
     assert battle.vote.choice == "a"
 
 
-def test_a_failed_side_shows_a_plain_error_and_its_retry_streams_an_answer(
-    arena_server, page, llm_server, fast_models
+def test_a_second_vote_from_another_tab_says_the_first_one_counted(
+    arena_server, new_page, fast_models
 ):
+    first = new_page()
+    start_battle(first, arena_server, "Pick a number")
+    wait_turn_done(first)
+    second = first.context.new_page()
+    second.goto(first.url)
+    expect(second.locator(".vote-form")).to_be_visible()
+
+    first.keyboard.press("1")
+    expect(first.locator(".reveal")).to_contain_text("A is better")
+    second.get_by_role("button", name="B is better").click()
+
+    expect(second.get_by_role("alert")).to_have_text("This battle already has your vote.")
+    expect(second.locator(".reveal")).to_contain_text("A is better")
+    assert battle_on_page(second).vote.choice == "a"
+
+
+def test_too_many_follow_ups_get_a_slow_down_notice_and_the_form_stays_usable(
+    arena_server, page, fast_models, settings
+):
+    settings.ARENA_RATE_FOLLOW_UP = "1/m"
+    start_battle(page, arena_server, "Say hello")
+    wait_turn_done(page)
+    box = page.get_by_placeholder("Ask both models a follow-up…")
+    box.fill("Once more")
+    box.press("Enter")
+    expect(page.locator(".turn")).to_have_count(2)
+    wait_turn_done(page)
+
+    box.fill("And again")
+    box.press("Enter")
+
+    expect(page.get_by_role("alert")).to_contain_text("Slow down: try again in")
+    expect(page.locator(".turn")).to_have_count(2)
+    expect(page.get_by_role("button", name="Send follow-up")).to_be_enabled()
+    expect(page.get_by_role("button", name="Tie")).to_be_enabled()
+
+
+def test_a_failed_side_shows_a_plain_error_and_its_retry_streams_an_answer(
+    arena_server, page, llm_server, make_model
+):
+    make_model("Alpha", knobs=FAST)
+    # Bravo takes a second to start: the retried answer cannot be over before the page looks.
+    make_model("Bravo", knobs="ttft=1&tps=100&tokens=40")
     prompt = "[[llmtest model=bravo fault=500 fail_times=3]] Why is the sky blue?"
     battle = start_battle(page, arena_server, prompt)
     failed = "a" if battle.model_a.name == "Bravo" else "b"
@@ -221,8 +285,8 @@ def test_a_failed_side_shows_a_plain_error_and_its_retry_streams_an_answer(
 
     retry.click()
 
-    expect(pane(page, failed).locator(".pane-error")).to_have_count(0)
-    wait_turn_done(page)
+    expect(pane(page, failed).locator(".typing")).to_be_visible()
+    wait_turn_done(page, timeout=10_000)
     expect(pane(page, failed).locator(".reply-body p").first).to_be_visible()
     page.get_by_role("button", name="B is better").click()
     expect(page.locator(".reveal")).to_contain_text("B is better")
@@ -231,7 +295,7 @@ def test_a_failed_side_shows_a_plain_error_and_its_retry_streams_an_answer(
 
 
 def test_the_page_never_names_the_models_before_the_vote(
-    arena_server, page, llm_server, slow_models
+    arena_server, page, llm_server, steady_models
 ):
     battle = start_battle(page, arena_server, "Describe a quiet morning")
     secrets = {llm_server, llm_server.split("//")[1].split("/")[0]}
@@ -277,6 +341,7 @@ def test_script_in_a_prompt_or_a_reply_never_runs(arena_server, page, make_model
     expect(page.locator(".reveal")).to_be_visible()
 
     assert page.log.dialogs == []
+    assert page.log.console_errors == [] and page.log.page_errors == []
     scripts = page.eval_on_selector_all("script", "els => els.map(e => e.getAttribute('src'))")
     assert scripts and all(src and src.startswith("/static/") for src in scripts), scripts
     assert page.locator("img").count() == 0
@@ -301,6 +366,7 @@ def test_the_battle_page_logs_no_errors_and_breaks_no_content_policy(
 
     assert page.log.console_errors == []
     assert page.log.page_errors == []
+    assert page.log.failed_responses == []
     assert csp_violations(page) == []
 
 
@@ -339,4 +405,5 @@ def test_the_theme_toggle_switches_and_survives_a_reload(arena_server, page, fas
     page.reload()
     expect(root).to_have_attribute("data-theme", "light")
     assert page.evaluate("() => getComputedStyle(document.body).backgroundColor") == light_bg
+
 

@@ -2,8 +2,10 @@
 (function () {
   "use strict";
   var root = document.documentElement;
-  var stored = localStorage.getItem("arena-theme");
-  if (stored) root.setAttribute("data-theme", stored);
+  var storage = null;
+  try { storage = window.localStorage; } catch (e) { /* storage disabled: theme is per page */ }
+  var stored = storage && storage.getItem("arena-theme");
+  if (stored === "dark" || stored === "light") root.setAttribute("data-theme", stored);
 
   document.addEventListener("click", function (event) {
     var toggle = event.target.closest("[data-theme-toggle]");
@@ -12,7 +14,7 @@
         (root.getAttribute("data-theme") === "auto" && matchMedia("(prefers-color-scheme: dark)").matches);
       var next = dark ? "light" : "dark";
       root.setAttribute("data-theme", next);
-      localStorage.setItem("arena-theme", next);
+      if (storage) storage.setItem("arena-theme", next);
       return;
     }
     if (event.target.closest("[data-toggle-sidebar]")) {
@@ -55,9 +57,33 @@
     }
   });
 
-  // Keep the page from being submitted twice while htmx is busy.
-  document.addEventListener("htmx:beforeRequest", function (event) {
+  // Keep a form from being submitted twice while htmx is busy; free it again if it stays.
+  function formButtons(event, disabled) {
     var form = event.target.closest && event.target.closest("form");
-    if (form) form.querySelectorAll("button").forEach(function (b) { b.disabled = true; });
+    if (form) form.querySelectorAll("button").forEach(function (b) { b.disabled = disabled; });
+  }
+  document.addEventListener("htmx:beforeRequest", function (event) { formButtons(event, true); });
+  document.addEventListener("htmx:afterRequest", function (event) { formButtons(event, false); });
+
+  // A request that got no usable answer: say so next to what the visitor acted on.
+  function requestFailed(event, message) {
+    var elt = event.detail.elt;
+    var anchor = (elt.closest && elt.closest("form")) || elt;
+    if (!anchor.isConnected) return;
+    var note = anchor.nextElementSibling;
+    if (!note || !note.classList.contains("request-error")) {
+      note = document.createElement("p");
+      note.className = "error request-error";
+      note.setAttribute("role", "alert");
+      anchor.insertAdjacentElement("afterend", note);
+    }
+    note.textContent = message;
+  }
+  document.addEventListener("htmx:responseError", function (event) {
+    requestFailed(event, "Something went wrong on our side (HTTP " + event.detail.xhr.status +
+      "). Please try again in a moment.");
+  });
+  document.addEventListener("htmx:sendError", function (event) {
+    requestFailed(event, "Could not reach the arena. Check your connection and try again.");
   });
 })();
