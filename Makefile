@@ -29,5 +29,6 @@ beat:
 test-llm-server:
 	.venv/bin/python -m llm_providers.testing --host 127.0.0.1 --port 8765
 
-bench-ratings:
+bench-ratings: install-test
+	.venv/bin/python -m pip install --quiet -r requirements-bench.txt
 	.venv/bin/python -m benchmarks.ratings

@@ -97,13 +97,7 @@ def objective(theta: np.ndarray, rows: Rows, s: np.ndarray, m: np.ndarray):
     return f, g
 
 
-def fit_theta(
-    rows: Rows,
-    s: np.ndarray,
-    m: np.ndarray,
-    start: np.ndarray | None = None,
-    gtol: float = 1e-10,
-) -> tuple[np.ndarray, int, float]:
+def fit_theta(rows: Rows, s: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, int, float]:
     """L-BFGS-B in Jacobi-preconditioned coordinates (z = sqrt(diag H(0)) * theta)."""
     n = rows.n_models
     if not len(rows.a):
@@ -117,13 +111,12 @@ def fit_theta(
         f, g = objective(z / root, rows, s, m)
         return f, g / root
 
-    z0 = np.zeros(rows.n_params) if start is None else start * root
     res = optimize.minimize(
         fun,
-        z0,
+        np.zeros(rows.n_params),
         jac=True,
         method="L-BFGS-B",
-        options={"maxiter": 20_000, "maxcor": 20, "gtol": gtol, "ftol": 1e-15},
+        options={"maxiter": 20_000, "maxcor": 20, "gtol": 1e-10, "ftol": 1e-15},
     )
     theta = res.x / root
     grad_norm = float(np.abs(objective(theta, rows, s, m)[1]).max(initial=0.0))
