@@ -3,6 +3,10 @@
 Service mode hands it to Celery over Redis. The embedded default runs the very same task
 function in a thread pool inside the web process, so the request that enqueued it returns at
 once and nothing needs a broker.
+
+Every task enqueued here must be recoverable from the rows it works on (a reply stays
+`pending` until a worker claims it, and the reaper enqueues old pending replies again), because
+a broker can disappear between a commit and the publish.
 """
 
 import logging
@@ -12,9 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from django.conf import settings
 from django.db import close_old_connections, connections, transaction
 
+from arena.errors import BROKER_ERRORS, ServiceUnavailableError
+
 log = logging.getLogger(__name__)
 _executor: ThreadPoolExecutor | None = None
 _lock = threading.Lock()
+_broker = None
 
 
 def executor() -> ThreadPoolExecutor:
@@ -37,13 +44,60 @@ def run_inprocess(task, *args) -> None:
         connections.close_all()
 
 
+def _broker_client():
+    global _broker
+    with _lock:
+        if _broker is None:
+            import redis
+
+            # Short timeouts: a visitor waits on this check, and a dead broker must be a quick
+            # "try again later", not a hung request.
+            _broker = redis.Redis.from_url(
+                settings.CELERY_BROKER_URL, socket_connect_timeout=2, socket_timeout=2
+            )
+        return _broker
+
+
+def broker_check() -> None:
+    """Raise ServiceUnavailableError unless the Celery broker (Redis) answers a PING."""
+    try:
+        _broker_client().ping()
+    except BROKER_ERRORS as exc:
+        log.warning("the broker is unreachable: %s", exc)
+        raise ServiceUnavailableError from exc
+
+
 def enqueue_now(task, *args) -> None:
+    """Hand the task over now; ServiceUnavailableError if the broker cannot take it."""
     if settings.ARENA_TASK_MODE == "celery":
-        task.apply_async(args=args)
+        try:
+            task.apply_async(args=args)
+        except BROKER_ERRORS as exc:
+            raise ServiceUnavailableError from exc
     else:
         executor().submit(run_inprocess, task, *args)
 
 
+def _enqueue_committed(task, args: tuple) -> None:
+    try:
+        enqueue_now(task, *args)
+    except ServiceUnavailableError:
+        # The rows are committed and say what is left to do; the reaper enqueues it again.
+        log.warning(
+            "task %s%r not enqueued: the broker went away after the commit; the reaper will "
+            "enqueue it again",
+            getattr(task, "name", task),
+            args,
+        )
+
+
 def enqueue(task, *args) -> None:
-    """Enqueue on commit, so a worker never looks for rows that are not yet visible."""
-    transaction.on_commit(lambda: enqueue_now(task, *args))
+    """Enqueue on commit, so a worker never looks for rows that are not yet visible.
+
+    In service mode the broker is checked first, inside the caller's transaction: if it is
+    down, ServiceUnavailableError rolls the caller's writes back (nothing is left half-done)
+    and the visitor gets a 503 asking them to try again.
+    """
+    if settings.ARENA_TASK_MODE == "celery":
+        broker_check()
+    transaction.on_commit(lambda: _enqueue_committed(task, args))

@@ -1,6 +1,11 @@
-from django.conf import settings
-from django.utils.deprecation import MiddlewareMixin
+import logging
 
+from django.conf import settings
+from django.http import HttpResponse
+from django.utils.deprecation import MiddlewareMixin
+from django.utils.html import format_html
+
+from arena.errors import UNAVAILABLE_ERRORS, ServiceUnavailableError
 from arena.visitors import COOKIE, COOKIE_MAX_AGE, COOKIE_SALT, visitor_from_request
 
 CSP = "; ".join(
@@ -47,4 +52,44 @@ class security_headers_middleware(MiddlewareMixin):  # noqa: N801
         if not request.path.startswith("/admin/"):
             response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        return response
+
+
+log = logging.getLogger(__name__)
+
+# Standalone on purpose: the site layout queries the database (the sidebar), which may be the
+# very service that is down.
+UNAVAILABLE_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Temporarily unavailable</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body><main><h1>Temporarily unavailable</h1><p role="alert">{}</p>
+<p><a href="{}">Try again</a></p></main></body></html>
+"""
+
+
+class service_unavailable_middleware(MiddlewareMixin):  # noqa: N801
+    """Answer 503 with a plain message when the database, Redis or the broker is unreachable.
+
+    Without it Django answers a server error (a traceback page when DEBUG is on). The 503 tells
+    the visitor, their browser and any load balancer that trying again later is the fix.
+    """
+
+    def process_exception(self, request, exception):
+        if not isinstance(exception, UNAVAILABLE_ERRORS):
+            return None
+        log.warning(
+            "%s %s: a backing service is unavailable: %s: %s",
+            request.method,
+            request.path,
+            type(exception).__name__,
+            exception,
+        )
+        message = (
+            exception.message
+            if isinstance(exception, ServiceUnavailableError)
+            else ServiceUnavailableError().message
+        )
+        back = request.path if request.method == "GET" else "/"
+        response = HttpResponse(format_html(UNAVAILABLE_PAGE, message, back), status=503)
+        response["Retry-After"] = "60"
         return response

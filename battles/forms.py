@@ -16,6 +16,9 @@ class PromptForm(forms.Form):
 
     def clean_prompt(self) -> str:
         prompt = self.cleaned_data["prompt"]
+        if not any(ch.isprintable() and not ch.isspace() for ch in prompt):
+            # Only invisible characters (zero-width spaces and the like): nothing to answer.
+            raise forms.ValidationError(self.fields["prompt"].error_messages["required"])
         limit = settings.ARENA_PROMPT_MAX_CHARS
         if len(prompt) > limit:
             raise forms.ValidationError(

@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q
 from django.template.loader import render_to_string
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from arena.dispatch import enqueue, enqueue_now
 from arena.hub import get_hub
@@ -430,9 +431,16 @@ def _reply_finish(reply: Reply, **fields) -> None:
     """
     for name, value in fields.items():
         setattr(reply, name, value)
-    _publish_pane(reply)
+    try:
+        _publish_pane(reply)
+    except RedisError:
+        # The hub is down: the database still records the end; pages read it from there.
+        log.warning("reply %s: final pane not published", reply.pk, exc_info=True)
     Reply.objects.filter(pk=reply.pk, status=Reply.Status.STREAMING).update(**fields)
-    _publish_turn_end_if_finished(reply.turn)
+    try:
+        _publish_turn_end_if_finished(reply.turn)
+    except RedisError:
+        log.warning("reply %s: turn end not published", reply.pk, exc_info=True)
 
 
 def _reply_fail(reply: Reply, exc: ProviderError, *, partial: str) -> None:

@@ -295,6 +295,7 @@ def _final_events(turn: Turn) -> list[Event] | None:
     return [*events, Event(id="", name="turn-end", data="")]
 
 
+@require_GET
 async def turn_events(request: HttpRequest, uuid, index: int) -> StreamingHttpResponse:
     visitor = request.visitor
     turn = await sync_to_async(_turn_for)(visitor, uuid, index)
@@ -310,8 +311,15 @@ async def turn_events(request: HttpRequest, uuid, index: int) -> StreamingHttpRe
             try:
                 batch = await hub.read(stream_key, after, timeout=10.0)
             except Exception:
-                # Hub unreachable: let the browser reconnect and resume from its last id.
+                # Hub unreachable: a finished turn can still be answered from the database;
+                # otherwise end the stream and let the browser reconnect and resume.
                 log.warning("stream %s: hub read failed", stream_key, exc_info=True)
+                try:
+                    final = await sync_to_async(_final_events)(turn)
+                except Exception:
+                    final = None
+                if final is not None:
+                    yield format_sse(final)
                 return
             if batch:
                 after = batch[-1].id

@@ -108,6 +108,11 @@ def _check_entry(raw, node, index: int, errors: list[str]) -> dict | None:
             errors.append(f"{at}: must be text, got {value!r}")
             ok = False
             continue
+        elif "\x00" in value:
+            # YAML can spell one ("\0"); PostgreSQL cannot store it and would fail the import.
+            errors.append(f"{at}: must not contain a NUL character")
+            ok = False
+            continue
         values[YAML_FIELDS[key]] = value
     if not ok:
         return None
