@@ -1,11 +1,18 @@
 """Plain factories for battles in a given state, for tests that need many of them at once."""
 
+from arena.visitors import salted_hash
 from battles.models import Battle, Conversation, Reply, Turn
 from llm_providers.models import LLMModel
 
 
 def make_battle(
-    *, owner_key: str, model_a: LLMModel, model_b: LLMModel, prompt: str, finished: bool
+    *,
+    owner_key: str,
+    model_a: LLMModel,
+    model_b: LLMModel,
+    prompt: str,
+    finished: bool,
+    ip: str = "",
 ) -> Battle:
     """One battle, one turn, two replies: pending (for a worker to run) or done (votable)."""
     conversation = Conversation.objects.create(owner_key=owner_key, title=prompt[:60])
@@ -15,7 +22,8 @@ def make_battle(
         model_a=model_a,
         model_b=model_b,
         pair_probability=0.5,
-        visitor_hash="test",
+        visitor_hash=salted_hash(owner_key),
+        ip_hash=salted_hash(f"ip:{ip}") if ip else "",
         turn_count=1,
     )
     turn = Turn.objects.create(battle=battle, index=0, prompt=prompt)

@@ -24,6 +24,7 @@ from battles.models import (
     Vote,
 )
 from battles.services import prompt_fingerprint
+from battles.tests.factories import make_battle
 
 FLAG_WORD = "forbidden-marker"
 
@@ -41,23 +42,9 @@ def fresh_limits(settings):
 
 
 def finished_battle(owner_key: str, model_a, model_b, *, ip: str = "", prompt="Compare") -> Battle:
-    conversation = Conversation.objects.create(owner_key=owner_key, title="Test")
-    battle = Battle.objects.create(
-        conversation=conversation,
-        owner_key=owner_key,
-        model_a=model_a,
-        model_b=model_b,
-        pair_probability=0.5,
-        visitor_hash=salted_hash(owner_key),
-        ip_hash=salted_hash(f"ip:{ip}") if ip else "",
-        turn_count=1,
+    return make_battle(
+        owner_key=owner_key, model_a=model_a, model_b=model_b, prompt=prompt, finished=True, ip=ip
     )
-    turn = Turn.objects.create(battle=battle, index=0, prompt=prompt)
-    for side, model in (("a", model_a), ("b", model_b)):
-        Reply.objects.create(
-            turn=turn, side=side, model=model, status=Reply.Status.DONE, text="An answer."
-        )
-    return battle
 
 
 def vote(client, battle, choice="a", **extra):
