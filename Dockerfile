@@ -64,10 +64,12 @@ ENTRYPOINT ["/app/docker/entrypoint.sh"]
 # replaced. --timeout 0 would switch that watchdog off, and a wedged worker would then hang
 # forever, so keep it on. --graceful-timeout: on stop, open SSE streams get 30 s before the
 # worker is killed; the page reconnects with Last-Event-ID and resumes.
+# --keep-alive 20: a browser's next request reuses its connection instead of a new handshake.
 # -w reads WEB_CONCURRENCY (gunicorn's own default for --workers), set above and in compose.
 CMD ["gunicorn", "config.asgi:application", \
      "-k", "uvicorn_worker.UvicornWorker", \
      "-b", "0.0.0.0:8000", \
      "--timeout", "60", \
      "--graceful-timeout", "30", \
+     "--keep-alive", "20", \
      "--access-logfile", "-"]

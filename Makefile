@@ -18,10 +18,10 @@ lint:
 
 # Service mode pieces (see docker-compose.yml for the same with containers).
 web:
-	.venv/bin/gunicorn config.asgi:application -k uvicorn_worker.UvicornWorker -b 0.0.0.0:8000 -w 2
+	.venv/bin/gunicorn config.asgi:application -k uvicorn_worker.UvicornWorker -b 0.0.0.0:8000 -w 2 --keep-alive 20
 
 worker:
-	.venv/bin/celery -A config worker -Q llm,default -P threads -c 32 --loglevel INFO
+	.venv/bin/celery -A config worker -Q llm,default -P threads -c 64 --loglevel INFO
 
 beat:
 	.venv/bin/celery -A config beat --loglevel INFO --schedule var/celerybeat-schedule

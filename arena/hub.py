@@ -137,8 +137,13 @@ class RedisHub:
             client = self._async_clients.get(loop)
             if client is None:
                 # The read timeout must outlast XREAD BLOCK (at most 10 s here).
+                # Every waiting SSE connection holds one connection in XREAD BLOCK: the
+                # client's default cap of 100 failed the 101st idle stream of a process.
                 client = redis.asyncio.Redis.from_url(
-                    self.url, socket_connect_timeout=5, socket_timeout=30
+                    self.url,
+                    socket_connect_timeout=5,
+                    socket_timeout=30,
+                    max_connections=settings.ARENA_REDIS_MAX_CONNECTIONS,
                 )
                 self._async_clients[loop] = client
             return client

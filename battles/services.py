@@ -11,8 +11,8 @@ import unicodedata
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Q
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
 from django.template.loader import render_to_string
 from django.utils import timezone
 from redis.exceptions import RedisError
@@ -77,19 +77,30 @@ def _title(prompt: str) -> str:
     return line if len(line) <= 60 else line[:57].rstrip() + "…"
 
 
+def _votes_per_model(model_ids: list[int], *, cap: int) -> dict[int, int]:
+    """Votes per model, counted only up to `cap`: the boost asks whether a model has fewer.
+
+    Counting every vote meant two scans of the whole vote table on every battle start (seconds
+    with millions of votes); this reads at most `cap` index entries per model and side.
+    """
+    if not model_ids or cap <= 0:
+        return {}
+    votes, models = Vote._meta.db_table, LLMModel._meta.db_table
+    side = "(SELECT COUNT(*) FROM (SELECT 1 FROM {v} v WHERE v.{col} = m.id LIMIT %s) s)"
+    # Only table names from the models' metadata go into the text; values are parameters.
+    sql = (
+        f"SELECT m.id, {side.format(v=votes, col='model_a_id')} + "  # noqa: S608
+        f"{side.format(v=votes, col='model_b_id')} "
+        f"FROM {models} m WHERE m.id IN ({', '.join(['%s'] * len(model_ids))})"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [cap, cap, *model_ids])
+        return dict(cursor.fetchall())
+
+
 def _draw(rng: random.Random | None = None) -> sampling.Draw:
     models = list(LLMModel.objects.sampleable().values("id", "weight"))
-    votes = dict(
-        Vote.objects.filter(Q(model_a__in=[m["id"] for m in models]))
-        .values_list("model_a")
-        .annotate(n=Count("id"))
-    )
-    for model_b, n in (
-        Vote.objects.filter(model_b__in=[m["id"] for m in models])
-        .values_list("model_b")
-        .annotate(n=Count("id"))
-    ):
-        votes[model_b] = votes.get(model_b, 0) + n
+    votes = _votes_per_model([m["id"] for m in models], cap=settings.ARENA_NEW_MODEL_VOTES)
     candidates = [
         sampling.Candidate(id=m["id"], weight=m["weight"], votes=votes.get(m["id"], 0))
         for m in models
@@ -322,13 +333,13 @@ class _Checkpoint(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        from django.db import connection
-
         try:
             while not self.stopped.wait(settings.ARENA_HEARTBEAT_SECONDS):
                 Reply.objects.filter(pk=self.reply_id, status=Reply.Status.STREAMING).update(
                     heartbeat_at=timezone.now(), text="".join(self.parts)
                 )
+                # Idle for seconds until the next write: give the connection back meanwhile.
+                connection.close()
         except Exception:
             log.exception("checkpoint for reply %s failed", self.reply_id)
         finally:
@@ -337,6 +348,10 @@ class _Checkpoint(threading.Thread):
     def stop(self) -> None:
         self.stopped.set()
         self.join(timeout=5)
+
+
+# Tokens that arrive within this many seconds of the last published delta travel together.
+DELTA_PUBLISH_SECONDS = 0.05
 
 
 def reply_generate(*, reply_id: int) -> None:
@@ -351,29 +366,50 @@ def reply_generate(*, reply_id: int) -> None:
     stream = reply.turn.stream_key()
     _publish_pane(reply)
     parts: list[str] = []
+    pending: list[str] = []
+    last_publish = [0.0]
     stop_key = f"stop:{reply.turn_id}"
     last_check = [0.0, False]
 
+    def publish_pending() -> None:
+        if pending:
+            # Deltas are swapped into the page as HTML: escape them (the final pane is
+            # sanitised markdown, rendered by arena.markdown).
+            text = html.escape("".join(pending), quote=False)
+            pending.clear()
+            hub.publish(stream, f"delta-{reply.side}", text)
+        last_publish[0] = time.monotonic()
+
     def on_delta(text: str) -> None:
         parts.append(text)
-        # Deltas are swapped into the page as HTML: escape them (the final pane is sanitised
-        # markdown, rendered by arena.markdown).
-        hub.publish(stream, f"delta-{reply.side}", html.escape(text, quote=False))
+        pending.append(text)
+        # One hub event per DELTA_PUBLISH_SECONDS at most, not one per token: a Redis round
+        # trip per token was the largest share of the worker's time. The first token goes
+        # out at once.
+        if time.monotonic() - last_publish[0] >= DELTA_PUBLISH_SECONDS:
+            publish_pending()
 
     def should_stop() -> bool:
-        # The flag lives in the hub (Redis in service mode); look at most a few times a second.
+        # Called after every chunk and every 50 ms without one: also sends held-back text.
         now_m = time.monotonic()
+        if pending and now_m - last_publish[0] >= DELTA_PUBLISH_SECONDS:
+            publish_pending()
+        # The flag lives in the hub (Redis in service mode); look at most a few times a second.
         if now_m - last_check[0] >= 0.25:
             last_check[0] = now_m
             last_check[1] = hub.has_flag(stop_key)
         return last_check[1]
 
+    endpoint, messages = reply.model.endpoint(), _messages(reply)
+    # The model call lasts seconds to minutes without touching the database: hold no
+    # connection meanwhile (it goes back to the pool; the finish takes one again).
+    connection.close()
     checkpoint = _Checkpoint(reply.pk, parts)
     checkpoint.start()
     try:
         result = chat_stream(
-            reply.model.endpoint(),
-            _messages(reply),
+            endpoint,
+            messages,
             on_delta=on_delta,
             should_stop=should_stop,
             timeouts=Timeouts(
@@ -386,9 +422,11 @@ def reply_generate(*, reply_id: int) -> None:
         )
     except ProviderError as exc:
         checkpoint.stop()
+        publish_pending()
         _reply_fail(reply, exc, partial="".join(parts))
     except Exception as exc:
         checkpoint.stop()
+        publish_pending()
         log.exception("reply %s: unexpected failure", reply.pk)
         _reply_fail(
             reply,
@@ -399,6 +437,7 @@ def reply_generate(*, reply_id: int) -> None:
         )
     else:
         checkpoint.stop()
+        publish_pending()
         text = result.text
         if not text.strip() and not result.stopped:
             _reply_fail(

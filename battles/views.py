@@ -1,8 +1,10 @@
+import asyncio
 import logging
 import time
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -275,12 +277,19 @@ def sidebar(request: HttpRequest) -> HttpResponse:
 # --- the SSE stream ---------------------------------------------------------------------------
 
 
+# A stream stays open for minutes while it touches the database for a few milliseconds: each
+# lookup gives its connection back at once (to the pool), so idle streams hold none.
+
+
 def _turn_for(visitor, uuid, index: int) -> Turn:
-    turn = (
-        Turn.objects.select_related("battle")
-        .filter(battle__uuid=uuid, battle__owner_key=visitor.key, index=index)
-        .first()
-    )
+    try:
+        turn = (
+            Turn.objects.select_related("battle")
+            .filter(battle__uuid=uuid, battle__owner_key=visitor.key, index=index)
+            .first()
+        )
+    finally:
+        connection.close()
     if turn is None:
         raise Http404("No such turn.")
     return turn
@@ -288,11 +297,17 @@ def _turn_for(visitor, uuid, index: int) -> Turn:
 
 def _final_events(turn: Turn) -> list[Event] | None:
     """When every side of the turn has ended, the DB alone can answer (no hub needed)."""
-    replies = list(Reply.objects.filter(turn=turn).select_related("turn"))
-    if any(r.status in (Reply.Status.PENDING, Reply.Status.STREAMING) for r in replies):
-        return None
-    events = [Event(id="", name=f"pane-{r.side}", data=services.pane_html(r)) for r in replies]
+    try:
+        replies = list(Reply.objects.filter(turn=turn).select_related("turn"))
+        if any(r.status in (Reply.Status.PENDING, Reply.Status.STREAMING) for r in replies):
+            return None
+        events = [Event(id="", name=f"pane-{r.side}", data=services.pane_html(r)) for r in replies]
+    finally:
+        connection.close()
     return [*events, Event(id="", name="turn-end", data="")]
+
+
+DELTA_READ_SECONDS = 0.05
 
 
 @require_GET
@@ -326,6 +341,11 @@ async def turn_events(request: HttpRequest, uuid, index: int) -> StreamingHttpRe
                 yield format_sse(batch)
                 if any(e.name == "turn-end" for e in batch):
                     return
+                if any(e.name.startswith("delta-") for e in batch):
+                    # While text streams, read at most every DELTA_READ_SECONDS: one Redis
+                    # round trip and one write carry several deltas. The first delta, panes
+                    # and turn-end are never held back.
+                    await asyncio.sleep(DELTA_READ_SECONDS)
                 continue
             final = await sync_to_async(_final_events)(turn)
             if final is not None:

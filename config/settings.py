@@ -95,14 +95,29 @@ TEMPLATES = [
 
 # --- Database ---------------------------------------------------------------------------
 DATABASE_URL = env_str("DATABASE_URL")
+DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 20, minimum=0)
 if DATABASE_URL:
     DATABASES = {
         "default": dj_database_url.parse(
             DATABASE_URL,
-            conn_max_age=env_int("DB_CONN_MAX_AGE", 60, minimum=0),
+            # Under ASGI every request runs its sync code in a thread of its own, so a
+            # persistent connection is never reused: each request opened one and left it to
+            # the garbage collector, and PostgreSQL ran out of connections under load. A pool
+            # per process (psycopg_pool) hands out and takes back connections instead.
+            conn_max_age=0 if DB_POOL_MAX_SIZE else env_int("DB_CONN_MAX_AGE", 60, minimum=0),
+            # With the pool, this makes it check a connection before handing it out.
             conn_health_checks=True,
         )
     }
+    if DB_POOL_MAX_SIZE:
+        DATABASES["default"]["OPTIONS"] = {
+            "pool": {
+                "min_size": min(2, DB_POOL_MAX_SIZE),
+                "max_size": DB_POOL_MAX_SIZE,
+                "timeout": env_float("DB_POOL_TIMEOUT", 10.0, minimum=0.1),
+                "max_idle": 300,
+            }
+        }
 else:
     DATABASES = {
         "default": {
@@ -135,6 +150,8 @@ ARENA_INPROCESS_WORKERS = env_int("ARENA_INPROCESS_WORKERS", 8, minimum=1)
 ARENA_REDIS_PREFIX = env_str("ARENA_REDIS_PREFIX", "arena")
 ARENA_QUEUE_LLM = env_str("ARENA_QUEUE_LLM", "llm")
 ARENA_QUEUE_DEFAULT = env_str("ARENA_QUEUE_DEFAULT", "default")
+# Redis connections a web process may open for SSE streams (each waiting stream holds one).
+ARENA_REDIS_MAX_CONNECTIONS = env_int("ARENA_REDIS_MAX_CONNECTIONS", 5000, minimum=1)
 
 if REDIS_URL:
     CACHES = {

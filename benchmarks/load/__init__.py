@@ -1,0 +1,1 @@
+"""Load benchmark of the arena in service mode: `python -m benchmarks.load [--quick]`."""
