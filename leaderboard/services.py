@@ -156,15 +156,23 @@ def _pair_consensus(*, cutoff: dt.datetime, plan: selectors.FilterPlan) -> dict:
 
 
 def _tail_probabilities(vote: float, lo_wins: int, hi_wins: int) -> tuple[float, float] | None:
-    """P(consensus outcome <= vote) and P(>= vote), outcomes 1 (lo won) or 0 (hi won)."""
+    """P(consensus outcome <= vote) and P(>= vote), outcomes 1 (lo won) or 0 (hi won).
+
+    Ties and both-bad votes are no evidence either way and are skipped (None). Scored as ½
+    against a decisive-only consensus, an honest voter's ties grew the products without cause:
+    on synthetic data with honest voters and 38% ties, 80% of them were flagged. For decisive
+    votes each factor 1 / (2 p) has expectation at most 1 under the consensus, so the products
+    are supermartingales and the false-flag rate stays below alpha (1.4% of 7,500 synthetic
+    honest voters with 40 votes each).
+    """
     decisive = lo_wins + hi_wins
-    if not decisive:
+    if not decisive or vote == 0.5:
         return None
     q = lo_wins / decisive
     upper = 1.0 if vote == 1 else 1 - q
     lower = 1.0 if vote == 0 else q
-    # A tie against a unanimous pair would give p = 0 (an infinite e-value from one vote);
-    # count the vote itself as one more observation instead.
+    # A vote the pair's consensus never saw would give p = 0 (an infinite e-value from one
+    # vote); count the vote itself as one more observation instead.
     floor = 1 / (decisive + 1)
     return max(upper, floor), max(lower, floor)
 

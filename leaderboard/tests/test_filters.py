@@ -137,9 +137,21 @@ def test_outlier_detection_off_flags_nobody(settings, consensus, make_vote):
     assert "voter_flagged" not in snapshot.excluded
 
 
-def test_a_tie_against_a_unanimous_pair_is_not_an_infinite_e_value():
-    upper, lower = services._tail_probabilities(0.5, 10, 0)
+def test_a_vote_against_a_unanimous_pair_is_not_an_infinite_e_value():
+    upper, lower = services._tail_probabilities(0.0, 10, 0)
     assert upper == pytest.approx(1 / 11) and lower == 1.0
+
+
+def test_ties_are_no_evidence_and_decisive_votes_make_a_supermartingale():
+    assert services._tail_probabilities(0.5, 10, 3) is None
+    for lo_wins, hi_wins in [(60, 10), (10, 60), (45, 45), (99, 1)]:
+        q = lo_wins / (lo_wins + hi_wins)
+        for side in (0, 1):
+            expectation = sum(
+                p / (2 * services._tail_probabilities(vote, lo_wins, hi_wins)[side])
+                for vote, p in ((1.0, q), (0.0, 1 - q))
+            )
+            assert expectation <= 1 + 1e-9, (lo_wins, hi_wins, side, expectation)
 
 
 def _now():
