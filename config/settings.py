@@ -104,12 +104,16 @@ if DATABASE_URL:
             # persistent connection is never reused: each request opened one and left it to
             # the garbage collector, and PostgreSQL ran out of connections under load. A pool
             # per process (psycopg_pool) hands out and takes back connections instead.
-            conn_max_age=0 if DB_POOL_MAX_SIZE else env_int("DB_CONN_MAX_AGE", 60, minimum=0),
+            conn_max_age=(
+                0
+                if DB_POOL_MAX_SIZE and DATABASE_URL.startswith(("postgres", "pgsql"))
+                else env_int("DB_CONN_MAX_AGE", 60, minimum=0)
+            ),
             # With the pool, this makes it check a connection before handing it out.
             conn_health_checks=True,
         )
     }
-    if DB_POOL_MAX_SIZE:
+    if DB_POOL_MAX_SIZE and DATABASES["default"]["ENGINE"].endswith("postgresql"):
         DATABASES["default"]["OPTIONS"] = {
             "pool": {
                 "min_size": min(2, DB_POOL_MAX_SIZE),

@@ -391,8 +391,14 @@ def ratings_recompute(
 
 
 def ratings_recompute_all(*, bootstrap: int = 0, style: bool | None = None) -> list[Snapshot]:
-    """Every category (the fixed ones and each language with enough votes) at one cut-off."""
+    """Every category (the fixed ones and each language with enough votes) at one cut-off.
+
+    Style control runs for the overall board only: its GROUP BY over style buckets returns
+    far more rows than the plain one, and doing it for every category was most of the time
+    of a recompute over millions of votes.
+    """
     token = _lock_claim()
+    style = _style_default() if style is None else style
     try:
         cutoff = timezone.now()
         _voters_flag_if_enabled(cutoff=cutoff)
@@ -401,7 +407,7 @@ def ratings_recompute_all(*, bootstrap: int = 0, style: bool | None = None) -> l
             _recompute_category(
                 category=category,
                 bootstrap=bootstrap,
-                style=_style_default() if style is None else style,
+                style=style and category == OVERALL,
                 cutoff=cutoff,
                 plan=plan,
             )
