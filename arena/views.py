@@ -24,13 +24,15 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "arena/home.html", home_context(request))
 
 
-def _database_ok() -> bool:
+def _active_models() -> int | None:
+    """The count of active models, or None when the database cannot answer (down, or not
+    migrated yet)."""
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
-        return True
+        return LLMModel.objects.active().count()
     except Exception:
-        return False
+        return None
 
 
 def _broker_ok() -> bool:
@@ -50,10 +52,10 @@ def _broker_ok() -> bool:
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
     """Liveness for load balancers: database, broker and hub; no versions, no secrets."""
-    database = _database_ok()
+    active = _active_models()
+    database = active is not None
     hub = get_hub().ping()
     broker = _broker_ok()
-    active = LLMModel.objects.active().count() if database else None
     healthy = database and hub and broker
     body = {
         "status": "ok" if healthy else "unavailable",

@@ -63,18 +63,35 @@ def test_healthz_answers_503_when_the_database_is_down():
     assert "127.0.0.1:1" not in body and "Traceback" not in body
 
 
-def test_healthz_answers_503_when_redis_is_down():
+def test_healthz_answers_503_when_redis_is_down(tmp_path):
     result = run_django(
+        "from django.core.management import call_command\n"
+        "call_command('migrate', verbosity=0)\n"
         "from django.test import Client\n"
         "r = Client().get('/healthz', HTTP_HOST='localhost')\n"
         "print(r.status_code, r.content.decode())",
         REDIS_URL="redis://127.0.0.1:1/0",
+        ARENA_DATA_DIR=str(tmp_path),
     )
     assert result.returncode == 0, result.stderr
     status, body = result.stdout.strip().split(" ", 1)
     body = json.loads(body)
     assert status == "503"
+    assert body["database"] == "ok"
     assert body["broker"] == "unavailable" and body["hub"] == "unavailable"
+
+
+def test_healthz_answers_503_when_the_database_is_not_migrated(tmp_path):
+    result = run_django(
+        "from django.test import Client\n"
+        "r = Client().get('/healthz', HTTP_HOST='localhost')\n"
+        "print(r.status_code, r.content.decode())",
+        ARENA_DATA_DIR=str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    status, body = result.stdout.strip().split(" ", 1)
+    assert status == "503"
+    assert json.loads(body)["database"] == "unavailable"
 
 
 def test_the_embedded_default_needs_no_environment_at_all():
