@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.http import HttpRequest
+from django.utils.functional import SimpleLazyObject
 
 from battles.selectors import sidebar_groups
 
@@ -13,8 +14,6 @@ def arena(request: HttpRequest) -> dict:
         return sidebar_groups(visitor=visitor)
 
     # Lazy: only pages that render the sidebar pay for its query.
-    from django.utils.functional import SimpleLazyObject
-
     data = SimpleLazyObject(groups)
     return {
         "sidebar": data,

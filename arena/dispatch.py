@@ -91,13 +91,21 @@ def _enqueue_committed(task, args: tuple) -> None:
         )
 
 
-def enqueue(task, *args) -> None:
-    """Enqueue on commit, so a worker never looks for rows that are not yet visible.
+def enqueue_many(task, calls: list[tuple]) -> None:
+    """Enqueue one task per argument tuple on commit, so a worker never looks for rows that
+    are not yet visible.
 
-    In service mode the broker is checked first, inside the caller's transaction: if it is
-    down, ServiceUnavailableError rolls the caller's writes back (nothing is left half-done)
-    and the visitor gets a 503 asking them to try again.
+    In service mode the broker is checked once first, inside the caller's transaction: if it
+    is down, ServiceUnavailableError rolls the caller's writes back (nothing is left
+    half-done) and the visitor gets a 503 asking them to try again.
     """
+    if not calls:
+        return
     if settings.ARENA_TASK_MODE == "celery":
         broker_check()
-    transaction.on_commit(lambda: _enqueue_committed(task, args))
+    for args in calls:
+        transaction.on_commit(lambda args=args: _enqueue_committed(task, args))
+
+
+def enqueue(task, *args) -> None:
+    enqueue_many(task, [args])

@@ -60,8 +60,8 @@ class MemoryHub:
     def _after(self, stream: str, after: str | None) -> list[Event]:
         events = self._streams.get(stream, [])
         last = int(after) if after and after.isdigit() else 0
-        ids = [int(e.id) for e in events]
-        return events[bisect.bisect_right(ids, last):]
+        # Every read of a live stream lands here: search, do not rebuild the id list.
+        return events[bisect.bisect_right(events, last, key=lambda e: int(e.id)):]
 
     def discard(self, stream: str) -> None:
         with self._lock:

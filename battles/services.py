@@ -17,7 +17,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from arena.dispatch import enqueue, enqueue_now
+from arena.dispatch import enqueue_many, enqueue_now
 from arena.hub import get_hub
 from arena.visitors import Visitor, salted_hash
 from battles import identity, sampling
@@ -129,8 +129,8 @@ def _create_turn(battle: Battle, index: int, prompt: str) -> Turn:
     )
     from battles.tasks import reply_generate_task
 
-    for reply in replies:
-        enqueue(reply_generate_task, reply.pk)
+    # Both sides in one call: one broker check for the turn, not one per reply.
+    enqueue_many(reply_generate_task, [(reply.pk,) for reply in replies])
     return turn
 
 
@@ -208,7 +208,7 @@ def turn_add(*, battle: Battle, prompt: str) -> Turn:
 def _restart(reply_ids: list[int]) -> int:
     from battles.tasks import reply_generate_task
 
-    count = 0
+    restarted_ids = []
     for pk in reply_ids:
         # Only a reply that has ended may start again; a double click is a no-op.
         restarted = Reply.objects.filter(
@@ -230,9 +230,9 @@ def _restart(reply_ids: list[int]) -> int:
             finished_at=None,
         )
         if restarted:
-            enqueue(reply_generate_task, pk)
-            count += 1
-    return count
+            restarted_ids.append(pk)
+    enqueue_many(reply_generate_task, [(pk,) for pk in restarted_ids])
+    return len(restarted_ids)
 
 
 def _reset_stream(turn: Turn) -> None:
