@@ -446,6 +446,10 @@ def reply_generate(*, reply_id: int) -> None:
                 partial=text,
             )
         else:
+            # The circuit and the identity flag are settled before the reply shows as
+            # finished: a vote or a new battle that follows must see them.
+            model_record_success(model_id=reply.model_id)
+            _check_identity(reply, text)
             _reply_finish(
                 reply,
                 status=Reply.Status.STOPPED if result.stopped else Reply.Status.DONE,
@@ -458,8 +462,6 @@ def reply_generate(*, reply_id: int) -> None:
                 retries=result.retries,
                 finished_at=timezone.now(),
             )
-            model_record_success(model_id=reply.model_id)
-            _check_identity(reply, text)
 
 
 def _reply_finish(reply: Reply, **fields) -> None:
