@@ -2,9 +2,29 @@ import uuid
 
 from django.conf import settings
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import F, FloatField, Q, Value
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Coalesce
 
 from llm_providers.models import LLMModel
+
+STYLE_FEATURES = ("length", "headers", "lists", "bold")
+
+
+def style_difference(feature: str):
+    """(a - b) / (a + b + 1) of one style feature stored in `style`: in [-1, 1], zero when
+    equal, defined when both are zero. Computed by the database when the row is written."""
+    a = Coalesce(Cast(KT(f"style__a__{feature}"), FloatField()), Value(0.0))
+    b = Coalesce(Cast(KT(f"style__b__{feature}"), FloatField()), Value(0.0))
+    return (a - b) / (a + b + Value(1.0))
+
+
+def style_difference_field(feature: str) -> models.GeneratedField:
+    """A style difference as a stored generated column: the ratings recompute sums them over
+    millions of votes, and reading four floats costs far less than parsing the JSON."""
+    return models.GeneratedField(
+        expression=style_difference(feature), output_field=FloatField(), db_persist=True
+    )
 
 
 class Conversation(models.Model):
@@ -171,6 +191,11 @@ class Vote(models.Model):
     prompt_hash = models.CharField(max_length=64, blank=True, db_index=True)
     # Style features (A minus B is derived at aggregation): reply length and markdown counts.
     style = models.JSONField(default=dict, blank=True)
+    # Style features of A minus B, normalised (style_difference), for the style control.
+    style_length = style_difference_field("length")
+    style_headers = style_difference_field("headers")
+    style_lists = style_difference_field("lists")
+    style_bold = style_difference_field("bold")
     # A vote is counted unless one of these says otherwise; each is counted in the snapshot.
     identity_leak = models.BooleanField(default=False)
     flagged_invalid = models.BooleanField(default=False)

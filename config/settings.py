@@ -6,6 +6,7 @@ Setting DATABASE_URL and REDIS_URL switches to service mode (PostgreSQL, Celery 
 Redis Streams). Every variable is listed in .env.example and the README.
 """
 
+import re
 import secrets
 from pathlib import Path
 
@@ -48,7 +49,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "whitenoise.runserver_nostatic",
+    "servestatic.runserver_nostatic",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "django_htmx",
@@ -60,8 +61,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Async: static files are answered on the event loop, before any thread switch.
+    "servestatic.middleware.ServeStaticMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -222,6 +224,13 @@ ARENA_STYLE_CONTROL = env_bool("ARENA_STYLE_CONTROL", True)
 ARENA_BOTH_BAD_AS_TIE = env_bool("ARENA_BOTH_BAD_AS_TIE", True)
 ARENA_RATING_ANCHOR = env_str("ARENA_RATING_ANCHOR", "")
 ARENA_RECOMPUTE_LEASE_SECONDS = env_int("ARENA_RECOMPUTE_LEASE_SECONDS", 1800, minimum=10)
+# PostgreSQL sort/hash memory for the recompute's few big queries (its transaction only).
+ARENA_RECOMPUTE_WORK_MEM = env_str("ARENA_RECOMPUTE_WORK_MEM", "256MB")
+if not re.fullmatch(r"\d+(kB|MB|GB)", ARENA_RECOMPUTE_WORK_MEM):
+    raise ImproperlyConfigured(
+        "ARENA_RECOMPUTE_WORK_MEM must look like 64MB, 512kB or 1GB; "
+        f"got {ARENA_RECOMPUTE_WORK_MEM!r}"
+    )
 ARENA_PROVISIONAL_VOTES = env_int("ARENA_PROVISIONAL_VOTES", 30, minimum=0)
 ARENA_HASH_SALT = env_str("ARENA_HASH_SALT", SECRET_KEY)
 ARENA_TRUSTED_PROXIES = env_list("ARENA_TRUSTED_PROXIES")
@@ -244,15 +253,23 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
-WHITENOISE_USE_FINDERS = DEBUG
-WHITENOISE_AUTOREFRESH = DEBUG
+SERVESTATIC_USE_FINDERS = DEBUG
+SERVESTATIC_AUTOREFRESH = DEBUG
+
+
+def _static_headers(headers, path: str, url: str) -> None:
+    # Static files are answered before SecurityMiddleware runs: give them its nosniff header.
+    headers["X-Content-Type-Options"] = "nosniff"
+
+
+SERVESTATIC_ADD_HEADERS_FUNCTION = _static_headers
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"
             if DEBUG
-            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            else "servestatic.storage.CompressedManifestStaticFilesStorage"
         )
     },
 }
@@ -289,7 +306,6 @@ LOGGING = {
 # --- Integrity --------------------------------------------------------------------------------
 # Rate limits, the daily vote cap, login to vote, moderation and the rating filters. Each is
 # described in battles/README.md and arena/README.md.
-import re  # noqa: E402 - kept with the block that uses it
 
 _RATE_RE = re.compile(r"^(\d+)/(\d*)([smhd])$")
 
@@ -349,6 +365,8 @@ elif CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCach
 # A database, Redis or broker outage becomes a plain "temporarily unavailable" page (not a
 # server error); it sits last, so it sees the view's exception first.
 MIDDLEWARE = [*MIDDLEWARE, "arena.middleware.service_unavailable_middleware"]
+# Innermost: everything above runs in one thread per request under ASGI (see the class).
+MIDDLEWARE = [*MIDDLEWARE, "arena.middleware.sync_boundary_middleware"]
 # Publishing a task happens while a visitor waits: a few quick attempts, then a clear error.
 # (The worker's own reconnect loop keeps Celery's defaults, so work resumes when Redis returns.)
 CELERY_BROKER_CONNECTION_TIMEOUT = 2

@@ -1,6 +1,7 @@
 from django.db import models
 from django.db.models import Q
 
+from battles.models import style_difference_field
 from llm_providers.models import LLMModel
 
 CHOICES = ["a", "b", "tie", "bothbad"]
@@ -96,6 +97,10 @@ class ImportedVote(models.Model):
     has_code = models.BooleanField(default=False)
     language = models.CharField(max_length=16, blank=True)
     style = models.JSONField(default=dict, blank=True)
+    style_length = style_difference_field("length")
+    style_headers = style_difference_field("headers")
+    style_lists = style_difference_field("lists")
+    style_bold = style_difference_field("bold")
     identity_leak = models.BooleanField(default=False)
     flagged_invalid = models.BooleanField(default=False)
     created_at = models.DateTimeField(db_index=True)  # the dump's tstamp

@@ -4,26 +4,34 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 
+import numpy as np
 from django.conf import settings
-from django.db.models import Count, F, FloatField, Q, QuerySet, Value, Window
-from django.db.models.fields.json import KT
-from django.db.models.functions import Cast, Coalesce, Round, RowNumber
+from django.db import connection, transaction
+from django.db.models import (
+    Case,
+    CharField,
+    Count,
+    F,
+    IntegerField,
+    Q,
+    Value,
+    When,
+    Window,
+)
+from django.db.models.functions import RowNumber
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from battles.models import FlaggedVoter, Vote
-from leaderboard.categories import OVERALL, category_filter, language_category
+from battles.models import STYLE_FEATURES, FlaggedVoter, Vote
+from leaderboard.categories import LANGUAGE_PREFIX, OVERALL, category_filter
 from leaderboard.models import ImportedVote, Snapshot, SnapshotRow
 from llm_providers.models import LLMModel
 
 # The columns battles.Vote and ImportedVote share; every rating input goes through these.
 VOTE_SOURCES = (Vote, ImportedVote)
-STYLE_FEATURES = ("length", "headers", "lists", "bold")
-# Style differences are bucketed to tenths so the aggregation stays one row per
-# (pair, bucket) instead of one row per vote.
-STYLE_BUCKETS = 10
 SORTS = {
     "rank": ("rank_ub", "-rating"),
     "model": ("model__name",),
@@ -80,17 +88,25 @@ class FilterPlan:
         }
 
 
-def _interpolated_quantile(sorted_counts: list[int], ones: int, q: float) -> float:
-    """pandas' default quantile over `ones` ones followed by `sorted_counts` (all ascending)."""
-    n = ones + len(sorted_counts)
+def _quantile_of_counts(histogram: dict[int, int], q: float) -> float:
+    """pandas' default (linear) quantile of prompt counts given as {count: how many prompts}."""
+    total = sum(histogram.values())
+    if not total:
+        return 1.0
+    position = q * (total - 1)
+    low = int(position)
+    ordered = sorted(histogram.items())
 
     def at(i: int) -> int:
-        return 1 if i < ones else sorted_counts[i - ones]
+        seen = 0
+        for count, prompts in ordered:
+            seen += prompts
+            if i < seen:
+                return count
+        return ordered[-1][0]
 
-    position = q * (n - 1)
-    low = int(position)
-    if low + 1 >= n:
-        return float(at(n - 1))
+    if low + 1 >= total:
+        return float(at(total - 1))
     return at(low) + (position - low) * (at(low + 1) - at(low))
 
 
@@ -99,33 +115,49 @@ def _vote_scope(cutoff: dt.datetime | None) -> Q:
     return scope & Q(created_at__lte=cutoff) if cutoff is not None else scope
 
 
+def _compiled(queryset) -> tuple[str, tuple]:
+    return queryset.query.get_compiler(using=queryset.db).as_sql()
+
+
+def _raw(sql: str, params) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
 def filter_plan(
     *, cutoff: dt.datetime | None = None, voter_flags: bool | None = None
 ) -> FilterPlan:
-    """The hot prompts at this cut-off (one GROUP BY over repeated prompts) and the switches.
+    """The hot prompts at this cut-off and the switches.
 
-    Only prompts asked at least twice come back from the database; the ones asked once are
-    counted, not listed, so memory follows the number of repeated prompts.
+    One pass over the votes counts them per prompt; from that the database returns the
+    histogram {votes per prompt: number of prompts} and the most-asked prompts, as many as
+    can lie above the quantile ((1 - q) of the prompts, plus two), so memory follows the hot
+    prompts, not the number of prompts.
     """
     dedup = getattr(settings, "ARENA_PROMPT_DEDUP", True)
     if voter_flags is None:
         voter_flags = getattr(settings, "ARENA_OUTLIER_DETECTION", True)
     if not dedup:
         return FilterPlan(cutoff=cutoff, voter_flags=voter_flags)
-    scoped = Vote.objects.filter(_vote_scope(cutoff)).order_by()
-    repeated = sorted(
-        scoped.values("prompt_hash").annotate(n=Count("pk")).filter(n__gte=2)
-        .values_list("n", "prompt_hash"),
+    quantile = settings.ARENA_PROMPT_DEDUP_PERCENTILE
+    per_prompt = (
+        Vote.objects.filter(_vote_scope(cutoff)).order_by()
+        .values("prompt_hash").annotate(n=Count("pk")).values_list("prompt_hash", "n")
     )
-    distinct = scoped.values("prompt_hash").distinct().count()
-    if not distinct:
+    sql, params = _compiled(per_prompt)
+    # Only the ORM's own compiled SQL and constants go into these statements (S608).
+    rows = _raw(
+        f"WITH per AS ({sql}) SELECT NULL, n, COUNT(*) FROM per GROUP BY n "  # noqa: S608
+        "UNION ALL SELECT * FROM (SELECT prompt_hash, n, 1 FROM per ORDER BY n DESC "
+        "LIMIT (SELECT CAST(COUNT(*) * %s AS INTEGER) + 2 FROM per)) top",
+        (*params, 1 - quantile),
+    )
+    histogram = {n: prompts for prompt, n, prompts in rows if prompt is None}
+    if not histogram:
         return FilterPlan(cutoff=cutoff, dedup=True, voter_flags=voter_flags)
-    threshold = _interpolated_quantile(
-        [n for n, _ in repeated],
-        distinct - len(repeated),
-        settings.ARENA_PROMPT_DEDUP_PERCENTILE,
-    )
-    hot = tuple(sorted(prompt for n, prompt in repeated if n > threshold))
+    threshold = _quantile_of_counts(histogram, quantile)
+    hot = tuple(sorted(prompt for prompt, n, _ in rows if prompt is not None and n > threshold))
     return FilterPlan(
         cutoff=cutoff,
         dedup=True,
@@ -135,9 +167,9 @@ def filter_plan(
     )
 
 
-def _dedup_dropped(plan: FilterPlan) -> Q:
-    """Votes on a hot prompt beyond its first `dedup_keep` (by time, then id)."""
-    ranked = (
+def _dedup_dropped_ids(plan: FilterPlan):
+    """Ids of the votes on a hot prompt beyond its first `dedup_keep` (by time, then id)."""
+    return (
         Vote.objects.filter(_vote_scope(plan.cutoff), prompt_hash__in=plan.hot_prompts)
         .annotate(
             rank=Window(
@@ -149,13 +181,21 @@ def _dedup_dropped(plan: FilterPlan) -> Q:
         .filter(rank__gt=plan.dedup_keep)
         .values("pk")
     )
-    return Q(pk__in=ranked)
+
+
+def _dedup_dropped(plan: FilterPlan) -> Q:
+    return Q(pk__in=_dedup_dropped_ids(plan))
+
+
+def _flagged_voters():
+    return FlaggedVoter.objects.filter(cleared=False).values("visitor_hash")
 
 
 def _exclusions(source, plan: FilterPlan) -> dict[str, Q | None]:
     """Why a vote is left out, in precedence order: each vote counts under its first reason.
 
-    A reason that does not apply to this vote table (or has nothing to drop) is None.
+    A reason that does not apply to this vote table (or has nothing to drop) is None. Flagged
+    voters come last: the outlier test itself runs on the votes the other reasons keep.
     """
     reasons: dict[str, Q | None] = {
         "identity_leak": Q(identity_leak=True),
@@ -165,11 +205,10 @@ def _exclusions(source, plan: FilterPlan) -> dict[str, Q | None]:
     if statuses:
         reasons["model_status"] = Q(model_a__status__in=statuses) | Q(model_b__status__in=statuses)
     arena = source is Vote
-    if plan.voter_flags:
-        flagged = FlaggedVoter.objects.filter(cleared=False).values("visitor_hash")
-        reasons["voter_flagged"] = Q(visitor_hash__in=flagged) if arena else None
     if plan.dedup:
         reasons["prompt_dedup"] = _dedup_dropped(plan) if arena and plan.hot_prompts else None
+    if plan.voter_flags:
+        reasons["voter_flagged"] = Q(visitor_hash__in=_flagged_voters()) if arena else None
     return reasons
 
 
@@ -181,55 +220,320 @@ def _valid(source, plan: FilterPlan | None = None) -> Q:
     return valid
 
 
-def _in_scope(source, *, category: str, cutoff: dt.datetime) -> QuerySet:
-    return source.objects.filter(category_filter(category), created_at__lte=cutoff).order_by()
+# --- the rating input: every category's counts in two passes -----------------------------------
+#
+# A recompute reads the votes twice, whatever the number of categories: once grouped by
+# (model_a, model_b, reason) with a count per (category, choice) and the style sums, once
+# grouped by (language, model_a, model_b, reason). The reason column is the first of the
+# row-level exclusions that applies ("" = counted). The votes a hot prompt drops and the
+# votes of flagged voters are then moved out of the counted rows with the same two queries
+# over just those votes (small, and picked by a top-level IN that the database hashes), so
+# the outlier test can run between the pass and the fit.
+
+CHOICES = ("a", "b", "tie", "bothbad")
+_FLAGGED = "voter_flagged"
+_DEDUP = "prompt_dedup"
 
 
-def votes_excluded(
-    *, category: str, cutoff: dt.datetime, plan: FilterPlan | None = None
-) -> tuple[int, dict[str, int]]:
-    """(counted votes, {reason: excluded votes}) over both vote tables."""
-    plan = plan or filter_plan(cutoff=cutoff)
-    counted = 0
-    excluded: dict[str, int] = {}
-    for source in VOTE_SOURCES:
-        reasons = _exclusions(source, plan)
-        aggregates = {"counted": Count("pk", filter=_valid(source, plan))}
-        earlier = Q()
-        for name, reason in reasons.items():
-            excluded.setdefault(name, 0)
-            if reason is None:
+def _category_flags() -> dict[str, str]:
+    """Fixed category -> the 0/1 column the tally reads ("" for overall: every vote)."""
+    return {OVERALL: "", "multi_turn": "c_multi", "long_prompt": "c_long", "code": "c_code"}
+
+
+def _reason_case(source, plan: FilterPlan):
+    """The first row-level reason to leave a vote out ("" if none; see the comment above)."""
+    whens = [
+        When(q, then=Value(name))
+        for name, q in _exclusions(source, plan).items()
+        if q is not None and name not in (_FLAGGED, _DEDUP)
+    ]
+    if not whens:
+        return Value("", output_field=CharField())
+    return Case(*whens, default=Value(""), output_field=CharField())
+
+
+def _source_votes(source, *, cutoff: dt.datetime, plan: FilterPlan, columns: dict, scope: Q):
+    """SQL of one vote table's votes up to the cut-off: `columns` plus `rs`, the reason."""
+    queryset = source.objects.filter(scope, created_at__lte=cutoff).order_by()
+    named = {**columns, "rs": _reason_case(source, plan)}
+    return _compiled(queryset.annotate(**named).values_list(*named))
+
+
+def _tally_rows(
+    *, cutoff: dt.datetime, plan: FilterPlan, by_language: bool, style: bool,
+    sources=VOTE_SOURCES, scope: Q | None = None,
+) -> tuple[list[tuple], np.ndarray]:
+    """One GROUP BY per vote table: keys (..., model_a, model_b, reason) and their sums (both
+    tables' rows may share a key; _Table adds them up)."""
+    columns = {"ma": F("model_a_id"), "mb": F("model_b_id"), "ch": F("choice")}
+    if by_language:
+        columns["lg"] = F("language")
+    else:
+        for key, flag in _category_flags().items():
+            if flag:
+                columns[flag] = Case(
+                    When(category_filter(key), then=Value(1)),
+                    default=Value(0),
+                    output_field=IntegerField(),
+                )
+    if style:
+        # Stored generated columns (battles.models.style_difference): no JSON parsing here.
+        columns.update({f"x{j}": F(f"style_{name}") for j, name in enumerate(STYLE_FEATURES)})
+    scope = scope if scope is not None else Q()
+    if by_language:
+        scope &= ~Q(language="")
+
+    k = len(STYLE_FEATURES)
+    pairs = [(i, j) for i in range(k) for j in range(i, k)]
+    if by_language:
+        # One row per (language, pair, reason): a row per choice would be four times as many.
+        keys = "lg, ma, mb, rs"
+        aggregates = [f"SUM(CASE WHEN ch = '{c}' THEN 1 ELSE 0 END)" for c in CHOICES]
+    else:
+        # One row per (pair, reason, choice) and a few plain sums: far cheaper to aggregate
+        # than a CASE per (category, choice, style term).
+        keys = "ma, mb, rs, ch"
+        aggregates = ["COUNT(*)"] + [f"SUM({flag})" for flag in _category_flags().values() if flag]
+        if style:
+            aggregates += [f"SUM(x{j})" for j in range(k)]
+            aggregates += [f"SUM(x{i} * x{j})" for i, j in pairs]
+    rows: list[tuple] = []
+    for source in sources:
+        sql, params = _source_votes(
+            source, cutoff=cutoff, plan=plan, columns=columns, scope=scope
+        )
+        # Only the ORM's compiled SQL and constants go into these statements (S608).
+        rows += _raw(
+            f"SELECT {keys}, {', '.join(aggregates)} FROM ({sql}) votes GROUP BY {keys}",  # noqa: S608
+            params,
+        )
+    if by_language:
+        return [tuple(row[:4]) for row in rows], np.array(
+            [row[4:] for row in rows], dtype=float
+        ).reshape(len(rows), len(CHOICES))
+    # Lay the fixed rows out per (pair, reason): counts [category x choice], then per choice
+    # the feature sums and the k x k outer-product sums (StyleSums' layout).
+    index: dict[tuple, int] = {}
+    at = np.array([index.setdefault(tuple(row[:3]), len(index)) for row in rows], dtype=int)
+    choice = np.array([CHOICES.index(row[3]) for row in rows], dtype=int)
+    width = 4 * len(CHOICES) + (len(CHOICES) * (k + k * k) if style else 0)
+    if not rows:
+        return [], np.zeros((0, width))
+    sums = np.nan_to_num(np.array([row[4:] for row in rows], dtype=float))
+    out = np.zeros((len(index), width))
+    for category in range(4):
+        np.add.at(out, (at, category * len(CHOICES) + choice), sums[:, category])
+    if style:
+        base = 4 * len(CHOICES) + choice * (k + k * k)
+        for j in range(k):
+            np.add.at(out, (at, base + j), sums[:, 4 + j])
+        for p, (i, j) in enumerate(pairs):
+            np.add.at(out, (at, base + k + i * k + j), sums[:, 4 + k + p])
+            if i != j:
+                np.add.at(out, (at, base + k + j * k + i), sums[:, 4 + k + p])
+    return list(index), out
+
+
+@dataclass
+class CategoryVotes:
+    """One category's rating input: counted votes per (model_a, model_b), and exclusions.
+
+    `counts` has one row per pair as voted: A wins, B wins, ties, both bad. `style_x` /
+    `style_xx` (overall only, when asked) are the StyleSums arrays for those rows.
+    """
+
+    model_a: np.ndarray
+    model_b: np.ndarray
+    counts: np.ndarray
+    excluded: dict[str, int]
+    style_x: np.ndarray | None = None
+    style_xx: np.ndarray | None = None
+
+    @property
+    def counted(self) -> int:
+        return int(self.counts.sum())
+
+
+class _Table:
+    """Tally rows: key columns (..., model_a, model_b, reason) and a float matrix of sums."""
+
+    def __init__(self, keys: list[tuple], values: np.ndarray):
+        self.index: dict[tuple, int] = {}
+        at = np.array([self.index.setdefault(key, len(self.index)) for key in keys], dtype=int)
+        self.keys = list(self.index)
+        self.values = np.zeros((len(self.keys), values.shape[1] if values.ndim == 2 else 0))
+        if len(keys):
+            np.add.at(self.values, at, values)
+
+    def move(self, other: _Table, reason: str) -> None:
+        """Subtract `other`'s counted rows from ours and file them under `reason`."""
+        counted = [i for i, key in enumerate(other.keys) if not key[-1]]
+        new = {(*other.keys[i][:-1], reason) for i in counted} - self.index.keys()
+        for key in sorted(new):
+            self.index[key] = len(self.keys)
+            self.keys.append(key)
+        if new:
+            self.values = np.vstack([self.values, np.zeros((len(new), self.values.shape[1]))])
+        for i in counted:
+            key = other.keys[i]
+            self.values[self.index[key]] -= other.values[i]
+            self.values[self.index[(*key[:-1], reason)]] += other.values[i]
+
+
+def _listed(subquery: Q, values, field: str) -> Q | None:
+    """On PostgreSQL, `field IN (the subquery's values, listed)`: with the values in hand the
+    planner picks an index lookup for a few and a hashed list for many, where the subquery
+    form scans every vote. SQLite indexes an IN (subquery) by itself, and limits the number
+    of parameters, so it keeps the subquery. None when nothing matches."""
+    if connection.vendor != "postgresql":
+        return subquery if values.exists() else None
+    listed = list(values.values_list(field, flat=True))
+    return Q(**{f"{field}__in": listed}) if listed else None
+
+
+class VoteTallies:
+    """Every category's counts at one cut-off (see the comment above _reason_case)."""
+
+    def __init__(self, *, cutoff: dt.datetime, plan: FilterPlan, style: bool,
+                 languages: bool = True):
+        self.cutoff = cutoff
+        self.plan = plan
+        self.style = style
+        self.languages_read = languages
+        self.reasons = list(_exclusions(Vote, plan))
+        self.fixed = self._table(by_language=False)
+        self.by_language = (
+            self._table(by_language=True) if languages else _Table([], np.zeros((0, 4)))
+        )
+        self.dropped = (
+            _listed(Q(pk__in=_dedup_dropped_ids(plan)), _dedup_dropped_ids(plan), "pk")
+            if plan.dedup and plan.hot_prompts
+            else None
+        )
+        if self.dropped is not None:
+            self._move(self.dropped, _DEDUP)
+
+    def _table(self, *, by_language: bool, **kwargs) -> _Table:
+        return _Table(
+            *_tally_rows(
+                cutoff=self.cutoff, plan=self.plan, by_language=by_language,
+                style=self.style and not by_language, **kwargs,
+            )
+        )
+
+    def _move(self, scope: Q, reason: str) -> None:
+        self.fixed.move(self._table(by_language=False, sources=(Vote,), scope=scope), reason)
+        if self.languages_read:
+            self.by_language.move(
+                self._table(by_language=True, sources=(Vote,), scope=scope), reason
+            )
+
+    def consensus(self) -> dict[tuple[int, int], list[float]]:
+        """Counted decisive overall votes per unordered pair: (lo, hi) -> [lo wins, hi wins]."""
+        pairs: dict[tuple[int, int], list[float]] = {}
+        for (a, b, reason), values in zip(self.fixed.keys, self.fixed.values, strict=True):
+            if reason:
                 continue
-            aggregates[f"excluded_{name}"] = Count("pk", filter=reason & ~earlier)
-            earlier |= reason
-        result = _in_scope(source, category=category, cutoff=cutoff).aggregate(**aggregates)
-        counted += result["counted"]
-        for name in reasons:
-            excluded[name] += result.get(f"excluded_{name}", 0)
-    return counted, excluded
+            lo, hi = (a, b) if a < b else (b, a)
+            wins = pairs.setdefault((lo, hi), [0.0, 0.0])
+            wins[0] += values[0] if a == lo else values[1]
+            wins[1] += values[1] if a == lo else values[0]
+        return pairs
+
+    def flags_apply(self) -> None:
+        """Move the counted votes of flagged voters (not cleared) to the voter_flagged reason."""
+        if not self.plan.voter_flags:
+            return
+        scope = _listed(
+            Q(visitor_hash__in=_flagged_voters()), _flagged_voters(), "visitor_hash"
+        )
+        if scope is None:
+            return
+        if self.dropped is not None:
+            scope &= ~self.dropped
+        self._move(scope, _FLAGGED)
+
+    def languages(self, *, min_votes: int) -> list[str]:
+        """Languages with at least min_votes counted votes, most votes first."""
+        totals: dict[str, float] = defaultdict(float)
+        for (language, _a, _b, reason), values in zip(
+            self.by_language.keys, self.by_language.values, strict=True
+        ):
+            if not reason:
+                totals[language] += values.sum()
+        ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))
+        return [language for language, votes in ranked if votes >= min_votes]
+
+    def category(self, key: str) -> CategoryVotes:
+        if key.startswith(LANGUAGE_PREFIX):
+            language = key.removeprefix(LANGUAGE_PREFIX)
+            table = self.by_language
+            picked = [i for i, k in enumerate(table.keys) if k[0] == language]
+            offset = 0
+        else:
+            table = self.fixed
+            picked = list(range(len(table.keys)))
+            offset = 4 * list(_category_flags()).index(key)
+        keys = [table.keys[i][-3:] for i in picked]
+        values = table.values[picked] if picked else np.zeros((0, offset + 4))
+        counts = np.rint(values[:, offset : offset + 4])
+        reasons = np.array([k[2] for k in keys], dtype=object)
+        excluded = dict.fromkeys(self.reasons, 0)
+        for reason in set(reasons.tolist()) - {""}:
+            excluded[reason] += int(counts[reasons == reason].sum())
+        keep = (reasons == "") & (counts.sum(axis=1) > 0)
+        pairs = np.array([k[:2] for k in keys], dtype=np.int64).reshape(-1, 2)[keep]
+        order = np.lexsort((pairs[:, 1], pairs[:, 0]))
+        result = CategoryVotes(pairs[order, 0], pairs[order, 1], counts[keep][order], excluded)
+        if self.style and key == OVERALL:
+            k = len(STYLE_FEATURES)
+            sums = values[keep][order][:, 16:].reshape(-1, len(CHOICES), k + k * k)
+            result.style_x = sums[:, :, :k]
+            result.style_xx = sums[:, :, k:].reshape(-1, len(CHOICES), k, k)
+        return result
 
 
-def votes_by_voter(*, cutoff: dt.datetime, plan: FilterPlan, min_votes: int):
-    """Valid arena votes of voters with at least `min_votes` of them, streamed in
-    (visitor, time) order as (visitor_hash, model_a_id, model_b_id, choice)."""
-    valid = Vote.objects.filter(_valid(Vote, plan), created_at__lte=cutoff).order_by()
-    voters = (
-        valid.values("visitor_hash").annotate(n=Count("pk")).filter(n__gte=min_votes)
-        .values("visitor_hash")
+def votes_by_voter(*, cutoff: dt.datetime, plan: FilterPlan, min_votes: int) -> list[tuple]:
+    """Decisive counted arena votes of voters with at least `min_votes` counted votes (ties
+    included), in (visitor, time) order, as (visitor_hash, model_a_id, model_b_id, choice,
+    the voter's counted votes). Flagged voters are not left out: this feeds their test."""
+    scope = Q()
+    if plan.dedup and plan.hot_prompts:
+        scope = ~Q(pk__in=_dedup_dropped_ids(plan))
+    sql, params = _source_votes(
+        Vote,
+        cutoff=cutoff,
+        plan=plan,
+        columns={
+            "vh": F("visitor_hash"), "ma": F("model_a_id"), "mb": F("model_b_id"),
+            "ch": F("choice"), "ts": F("created_at"), "vid": F("pk"),
+        },
+        scope=scope,
     )
-    votes = (
-        valid.filter(visitor_hash__in=voters)
-        .order_by("visitor_hash", "created_at", "pk")
-        .values_list("visitor_hash", "model_a_id", "model_b_id", "choice")
+    # Byte order sorts the hashes fastest and the same on every database.
+    collate = ' COLLATE "C"' if connection.vendor == "postgresql" else ""
+    return _raw(
+        f"SELECT vh, ma, mb, ch, n FROM (SELECT vh, ma, mb, ch, ts, vid, "  # noqa: S608
+        f"COUNT(*) OVER (PARTITION BY vh{collate}) AS n FROM ({sql}) votes "
+        f"WHERE rs = '') counted "
+        f"WHERE n >= %s AND ch IN ('a', 'b') ORDER BY vh{collate}, ts, vid",
+        (*params, min_votes),
     )
-    yield from votes.iterator(chunk_size=2000)
 
 
-def _style_diff(feature: str):
-    a = Coalesce(Cast(KT(f"style__a__{feature}"), FloatField()), Value(0.0))
-    b = Coalesce(Cast(KT(f"style__b__{feature}"), FloatField()), Value(0.0))
-    # (a - b) / (a + b + 1): in [-1, 1], zero when equal, and defined when both are zero.
-    return Round((a - b) * STYLE_BUCKETS / (a + b + Value(1.0)))
+@contextmanager
+def recompute_reads():
+    """A transaction for the recompute's reads; on PostgreSQL with more sort/hash memory
+    (ARENA_RECOMPUTE_WORK_MEM) and without JIT compilation, which costs more than it saves
+    on these one-off queries."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT set_config('work_mem', %s, true), set_config('jit', 'off', true)",
+                    [settings.ARENA_RECOMPUTE_WORK_MEM],
+                )
+        yield
 
 
 def _choice_counts() -> dict[str, Count]:
@@ -239,69 +543,6 @@ def _choice_counts() -> dict[str, Count]:
         "ties": Count("pk", filter=Q(choice="tie")),
         "both_bad": Count("pk", filter=Q(choice="bothbad")),
     }
-
-
-@dataclass(frozen=True)
-class CountRow:
-    model_a: int
-    model_b: int
-    wins_a: int
-    wins_b: int
-    ties: int
-    both_bad: int
-    style: tuple[float, ...] = field(default=())
-
-
-def vote_counts(
-    *, category: str, cutoff: dt.datetime, style: bool, plan: FilterPlan | None = None
-) -> list[CountRow]:
-    """Valid votes aggregated to counts per (model_a, model_b[, style bucket]) in one query.
-
-    Both vote tables are aggregated inside one UNION ALL; a pair may appear once per table.
-    """
-    plan = plan or filter_plan(cutoff=cutoff)
-    keys = ["model_a_id", "model_b_id"]
-    buckets = {f"style_{name}": _style_diff(name) for name in STYLE_FEATURES} if style else {}
-    querysets = [
-        _in_scope(source, category=category, cutoff=cutoff)
-        .filter(_valid(source, plan))
-        .annotate(**buckets)
-        .values(*keys, *buckets)
-        .annotate(**_choice_counts())
-        .values_list(*keys, *buckets, *_choice_counts())
-        for source in VOTE_SOURCES
-    ]
-    rows = []
-    for values in querysets[0].union(*querysets[1:], all=True):
-        a, b = values[0], values[1]
-        bucket = tuple(float(v) / STYLE_BUCKETS for v in values[2 : 2 + len(buckets)])
-        wins_a, wins_b, ties, both_bad = values[2 + len(buckets) :]
-        rows.append(CountRow(a, b, wins_a, wins_b, ties, both_bad, bucket))
-    rows.sort(key=lambda r: (r.model_a, r.model_b, r.style))
-    return rows
-
-
-def vote_languages(*, min_votes: int) -> list[str]:
-    """Languages with at least min_votes valid votes (over both tables), most votes first."""
-    totals: dict[str, int] = defaultdict(int)
-    plan = filter_plan()
-    for source in VOTE_SOURCES:
-        for language, votes in (
-            source.objects.filter(_valid(source, plan)).exclude(language="").order_by()
-            .values_list("language").annotate(n=Count("pk"))
-        ):
-            totals[language] += votes
-    ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))
-    return [language for language, votes in ranked if votes >= min_votes]
-
-
-def rating_categories() -> list[str]:
-    from leaderboard.categories import fixed_categories
-
-    minimum = getattr(settings, "ARENA_LANGUAGE_CATEGORY_MIN_VOTES", 100)
-    return [c.key for c in fixed_categories()] + [
-        language_category(code) for code in vote_languages(min_votes=minimum)
-    ]
 
 
 # --- the pages -------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,8 +23,14 @@ from django.utils.text import slugify
 
 from battles.models import FlaggedVoter
 from leaderboard import selectors
-from leaderboard.categories import OVERALL, is_valid_category
-from leaderboard.engine import PairCounts, RatingOptions, fit
+from leaderboard.categories import (
+    LANGUAGE_PREFIX,
+    OVERALL,
+    fixed_categories,
+    is_valid_category,
+    language_category,
+)
+from leaderboard.engine import PairCounts, RatingOptions, StyleSums, fit
 from leaderboard.models import ImportedVote, RecomputeLock, Snapshot, SnapshotRow
 from llm_providers.models import LLMModel
 
@@ -37,6 +44,16 @@ class RecomputeBusyError(Exception):
 
     def __init__(self):
         super().__init__("Another ratings recompute is running; this one did nothing.")
+
+
+@contextmanager
+def _stage(name: str):
+    """Log how long one stage of a recompute took (INFO; benchmarks/recompute.py reads it)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        log.info("recompute stage %s: %.3f s", name, time.perf_counter() - started)
 
 
 # --- the lock --------------------------------------------------------------------------------
@@ -74,41 +91,29 @@ def _options(*, bootstrap: int, anchor: int | None) -> RatingOptions:
     )
 
 
-def _pair_counts(rows: list[selectors.CountRow], index: dict[int, int]) -> PairCounts:
-    def column(name: str) -> np.ndarray:
-        return np.array([getattr(r, name) for r in rows], dtype=float)
-
+def _pair_counts(votes: selectors.CategoryVotes, model_ids: np.ndarray) -> PairCounts:
+    """The category's counts with models as indices into the sorted `model_ids`."""
     return PairCounts(
-        model_a=np.array([index[r.model_a] for r in rows], dtype=np.int64),
-        model_b=np.array([index[r.model_b] for r in rows], dtype=np.int64),
-        wins_a=column("wins_a"),
-        wins_b=column("wins_b"),
-        ties=column("ties"),
-        both_bad=column("both_bad"),
+        model_a=np.searchsorted(model_ids, votes.model_a),
+        model_b=np.searchsorted(model_ids, votes.model_b),
+        wins_a=votes.counts[:, 0],
+        wins_b=votes.counts[:, 1],
+        ties=votes.counts[:, 2],
+        both_bad=votes.counts[:, 3],
     )
-
-
-def _scaled(rows: list[selectors.CountRow]) -> np.ndarray:
-    """Style buckets divided by their root mean square, weighted by votes per row.
-
-    Not centred: a zero difference must keep meaning "no style advantage", whichever side
-    the longer answers happened to be on.
-    """
-    x = np.array([r.style for r in rows], dtype=float).reshape(len(rows), -1)
-    weight = np.array([r.wins_a + r.wins_b + r.ties + r.both_bad for r in rows], dtype=float)
-    rms = np.sqrt(np.average(x**2, axis=0, weights=weight))
-    # A feature that is always zero carries no information; leave it at zero.
-    return x / np.where(rms > 1e-9, rms, 1.0)
 
 
 def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _fingerprint(rows: list[selectors.CountRow], extra: dict) -> str:
+def _fingerprint(votes: selectors.CategoryVotes, extra: dict) -> str:
     digest = hashlib.sha256(json.dumps(extra, sort_keys=True).encode())
-    for row in rows:
-        digest.update(repr(row).encode())
+    for array in (votes.model_a, votes.model_b, votes.counts):
+        digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
+    if votes.style_x is not None:
+        digest.update(np.round(votes.style_x, 9).tobytes())
+        digest.update(np.round(votes.style_xx, 9).tobytes())
     return digest.hexdigest()
 
 
@@ -130,29 +135,11 @@ class FlagReport:
     unflagged: int = 0
 
 
-@dataclass
-class _VoterTest:
-    """One voter's running test: log e-values for "too high" and "too low" votes."""
-
-    visitor_hash: str
-    tested: int = 0
-    total: int = 0
-    log_upper: float = 0.0
-    log_lower: float = 0.0
-    crossed_at: int | None = None
-    peak: float = 0.0
-
-
-def _pair_consensus(*, cutoff: dt.datetime, plan: selectors.FilterPlan) -> dict:
-    """Decisive votes per unordered pair: (lo, hi) -> [wins of lo, wins of hi], from counts."""
-    consensus: dict[tuple[int, int], list[int]] = {}
-    for row in selectors.vote_counts(category=OVERALL, cutoff=cutoff, style=False, plan=plan):
-        lo, hi = sorted((row.model_a, row.model_b))
-        wins = consensus.setdefault((lo, hi), [0, 0])
-        a_is_lo = row.model_a == lo
-        wins[0] += row.wins_a if a_is_lo else row.wins_b
-        wins[1] += row.wins_b if a_is_lo else row.wins_a
-    return consensus
+@dataclass(frozen=True)
+class _Flag:
+    e_value: float
+    votes_tested: int
+    votes_total: int
 
 
 def _tail_probabilities(vote: float, lo_wins: int, hi_wins: int) -> tuple[float, float] | None:
@@ -163,7 +150,7 @@ def _tail_probabilities(vote: float, lo_wins: int, hi_wins: int) -> tuple[float,
     on synthetic data with honest voters and 38% ties, 80% of them were flagged. For decisive
     votes each factor 1 / (2 p) has expectation at most 1 under the consensus, so the products
     are supermartingales and the false-flag rate stays below alpha (1.4% of 7,500 synthetic
-    honest voters with 40 votes each).
+    honest voters with 40 votes each). `_outlier_walk` applies the same rule to arrays.
     """
     decisive = lo_wins + hi_wins
     if not decisive or vote == 0.5:
@@ -177,78 +164,127 @@ def _tail_probabilities(vote: float, lo_wins: int, hi_wins: int) -> tuple[float,
     return max(upper, floor), max(lower, floor)
 
 
-def voters_flag(*, cutoff: dt.datetime) -> FlagReport:
+def _outlier_walk(
+    votes: list[tuple], consensus: dict, *, threshold: float, max_votes: int
+) -> tuple[int, dict[str, _Flag]]:
+    """(voters tested, {visitor_hash: flag}) for decisive votes in (voter, time) order.
+
+    Vectorised: per vote the two log e-value factors -log(2 p), then running sums within
+    each voter over their first `max_votes` tested votes; a voter is flagged at the first
+    vote where either sum exceeds `threshold`.
+    """
+    if not votes:
+        return 0, {}
+    size = len(votes)
+    hashes = np.array([v[0] for v in votes], dtype=object)
+    a = np.fromiter((v[1] for v in votes), np.int64, size)
+    b = np.fromiter((v[2] for v in votes), np.int64, size)
+    a_won = np.fromiter((v[3] == "a" for v in votes), bool, size)
+    totals = np.fromiter((v[4] for v in votes), np.int64, size)
+    voter = np.cumsum(np.r_[True, hashes[1:] != hashes[:-1]]) - 1
+
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    lo_won = np.where(a_won, a, b) == lo
+    width = int(max(hi.max(), max((p[1] for p in consensus), default=0))) + 1
+    pairs = np.array(sorted(consensus), dtype=np.int64).reshape(-1, 2)
+    codes = pairs[:, 0] * width + pairs[:, 1]
+    wins = np.array([consensus[tuple(p)] for p in pairs.tolist()], dtype=float).reshape(-1, 2)
+    at = np.searchsorted(codes, lo * width + hi)
+    found = at < len(codes)
+    found[found] = codes[at[found]] == (lo * width + hi)[found]
+    lo_wins = np.where(found, wins[np.minimum(at, len(codes) - 1), 0], 0.0)
+    hi_wins = np.where(found, wins[np.minimum(at, len(codes) - 1), 1], 0.0)
+    decisive = lo_wins + hi_wins
+
+    tested = decisive > 0
+    voter, lo_won, lo_wins = voter[tested], lo_won[tested], lo_wins[tested]
+    decisive, hashes, totals = decisive[tested], hashes[tested], totals[tested]
+    if not len(voter):
+        return 0, {}
+    q = lo_wins / decisive
+    floor = 1 / (decisive + 1)
+    upper = np.maximum(np.where(lo_won, 1.0, 1 - q), floor)
+    lower = np.maximum(np.where(lo_won, q, 1.0), floor)
+    positions = np.arange(len(voter))
+    first = np.r_[True, voter[1:] != voter[:-1]]
+    start = np.maximum.accumulate(np.where(first, positions, 0))
+    rank = positions - start
+    keep = rank < max_votes
+    voter, rank, hashes, totals = voter[keep], rank[keep], hashes[keep], totals[keep]
+    log_upper, log_lower = -np.log(2 * upper[keep]), -np.log(2 * lower[keep])
+    positions = np.arange(len(voter))
+    first = np.r_[True, voter[1:] != voter[:-1]]
+    start = np.maximum.accumulate(np.where(first, positions, 0))
+
+    def running(values: np.ndarray) -> np.ndarray:
+        total = np.cumsum(values)
+        return total - (total - values)[start]
+
+    peak = np.maximum(running(log_upper), running(log_lower))
+    crossed = np.flatnonzero(peak > threshold)
+    _, firsts = np.unique(voter[crossed], return_index=True)
+    flags = {
+        hashes[i]: _Flag(float(np.exp(min(peak[i], 690.0))), int(rank[i]) + 1, int(totals[i]))
+        for i in crossed[firsts]
+    }
+    return int(np.count_nonzero(first)), flags
+
+
+def voters_flag(
+    *,
+    cutoff: dt.datetime,
+    plan: selectors.FilterPlan | None = None,
+    consensus: dict | None = None,
+) -> FlagReport:
     """Flag voters whose votes go against the consensus beyond chance (FastChat's rule).
 
     This is `outlier_detect` from FastChat's elo_analysis.py. For every voter with at least
-    ARENA_OUTLIER_MIN_VOTES valid votes, their first ARENA_OUTLIER_MAX_VOTES votes are walked
-    in time order. Each vote is scored 1 / ½ / 0 from the point of view of the pair's
+    ARENA_OUTLIER_MIN_VOTES counted votes, their first ARENA_OUTLIER_MAX_VOTES decisive votes
+    are walked in time order. Each vote is scored 1 / 0 from the point of view of the pair's
     lower-id model and compared with the pair's decisive votes by everyone (the consensus,
     the voter's own votes included): p_upper = P(consensus <= vote), p_lower =
     P(consensus >= vote). Two betting martingales multiply 1 / (2 p) per vote; a voter whose
     either product exceeds 1 / ARENA_OUTLIER_ALPHA is flagged and all their votes are left
-    out. Votes on a pair with no decisive vote are skipped.
+    out. Ties and votes on a pair with no decisive vote are skipped.
 
-    Votes stream from the database ordered by (visitor, time); memory holds the pair table
-    and one voter. The result replaces the previous flags, except rows staff cleared.
+    The database sorts the votes; numpy walks them. The result replaces the previous flags,
+    except rows staff cleared. `voters_tested` counts voters with a tested vote.
     """
     alpha = settings.ARENA_OUTLIER_ALPHA
     max_votes = settings.ARENA_OUTLIER_MAX_VOTES
-    threshold = math.log(1 / alpha)
-    plan = selectors.filter_plan(cutoff=cutoff, voter_flags=False)
-    consensus = _pair_consensus(cutoff=cutoff, plan=plan)
-    report = FlagReport()
-    flagged: dict[str, _VoterTest] = {}
-    current: _VoterTest | None = None
-
-    def finish(test: _VoterTest | None) -> None:
-        if test is None:
-            return
-        report.voters_tested += 1
-        if test.crossed_at is not None:
-            flagged[test.visitor_hash] = test
-
-    for visitor_hash, model_a, model_b, choice in selectors.votes_by_voter(
-        cutoff=cutoff, plan=plan, min_votes=settings.ARENA_OUTLIER_MIN_VOTES
-    ):
-        if current is None or current.visitor_hash != visitor_hash:
-            finish(current)
-            current = _VoterTest(visitor_hash)
-        current.total += 1
-        if current.crossed_at is not None or current.tested >= max_votes:
-            continue
-        lo, hi = sorted((model_a, model_b))
-        winner = {"a": model_a, "b": model_b}.get(choice)
-        vote = 0.5 if winner is None else float(winner == lo)
-        tails = _tail_probabilities(vote, *consensus.get((lo, hi), (0, 0)))
-        if tails is None:
-            continue
-        current.tested += 1
-        current.log_upper += -math.log(2 * tails[0])
-        current.log_lower += -math.log(2 * tails[1])
-        current.peak = max(current.log_upper, current.log_lower)
-        if current.peak > threshold:
-            current.crossed_at = current.tested
-    finish(current)
-
+    plan = plan or selectors.filter_plan(cutoff=cutoff)
+    if consensus is None:
+        with _stage("outlier: pair consensus"):
+            consensus = selectors.VoteTallies(
+                cutoff=cutoff, plan=plan, style=False, languages=False
+            ).consensus()
+    with _stage("outlier: read votes"):
+        votes = selectors.votes_by_voter(
+            cutoff=cutoff, plan=plan, min_votes=settings.ARENA_OUTLIER_MIN_VOTES
+        )
+    with _stage("outlier: walk votes"):
+        tested, flagged = _outlier_walk(
+            votes, consensus, threshold=math.log(1 / alpha), max_votes=max_votes
+        )
+    report = FlagReport(voters_tested=tested)
     params = {"alpha": alpha, "min_votes": settings.ARENA_OUTLIER_MIN_VOTES,
               "max_votes": max_votes, "cutoff": cutoff.isoformat()}
-    with transaction.atomic():
+    with _stage("outlier: write flags"), transaction.atomic():
         stale = FlaggedVoter.objects.filter(cleared=False).exclude(visitor_hash__in=list(flagged))
         report.unflagged = stale.delete()[0]
         cleared = set(
             FlaggedVoter.objects.filter(visitor_hash__in=list(flagged), cleared=True)
             .values_list("visitor_hash", flat=True)
         )
-        for visitor_hash, test in flagged.items():
+        for visitor_hash, flag in flagged.items():
             if visitor_hash in cleared:
                 continue
             FlaggedVoter.objects.update_or_create(
                 visitor_hash=visitor_hash,
                 defaults={
-                    "e_value": math.exp(min(test.peak, 690.0)),
-                    "votes_tested": test.crossed_at,
-                    "votes_total": test.total,
+                    "e_value": flag.e_value,
+                    "votes_tested": flag.votes_tested,
+                    "votes_total": flag.votes_total,
                     "params": params,
                 },
             )
@@ -263,21 +299,17 @@ def voters_flag(*, cutoff: dt.datetime) -> FlagReport:
 def _recompute_category(
     *,
     category: str,
+    votes: selectors.CategoryVotes,
     bootstrap: int,
     style: bool,
     cutoff: dt.datetime,
-    plan: selectors.FilterPlan | None = None,
+    plan: selectors.FilterPlan,
 ) -> Snapshot:
     started = time.monotonic()
-    plan = plan or selectors.filter_plan(cutoff=cutoff)
-    counted, excluded = selectors.votes_excluded(category=category, cutoff=cutoff, plan=plan)
-    plain = selectors.vote_counts(category=category, cutoff=cutoff, style=False, plan=plan)
-    styled = (
-        selectors.vote_counts(category=category, cutoff=cutoff, style=True, plan=plan)
-        if style
-        else []
-    )
-    model_ids = sorted({r.model_a for r in plain} | {r.model_b for r in plain})
+    style = style and votes.style_x is not None
+    counted, excluded = votes.counted, votes.excluded
+    ids = np.union1d(votes.model_a, votes.model_b).astype(np.int64)
+    model_ids = [int(pk) for pk in ids]
     index = {pk: i for i, pk in enumerate(model_ids)}
     anchor = _anchor_index(index)
     options = _options(bootstrap=bootstrap, anchor=anchor)
@@ -294,21 +326,24 @@ def _recompute_category(
         "excluded_statuses": selectors.excluded_statuses(),
         "filters": plan.params(),
     }
-    fingerprint = _fingerprint(plain + styled, {"params": params, "excluded": excluded})
+    fingerprint = _fingerprint(votes, {"params": params, "excluded": excluded})
     latest = selectors.snapshot_current(category=category)
     if latest is not None and latest.fingerprint == fingerprint:
         return latest
 
     n = len(model_ids)
-    result = fit(_pair_counts(plain, index), n, options) if n else None
+    counts = _pair_counts(votes, ids)
+    with _stage("fit"):
+        result = fit(counts, n, options) if n else None
     style_result = None
     if style and n:
-        style_result = fit(
-            _pair_counts(styled, index),
-            n,
-            RatingOptions(anchor=anchor, both_bad_as_tie=options.both_bad_as_tie),
-            features=_scaled(styled),
-        )
+        with _stage("style fit"):
+            style_result = fit(
+                counts,
+                n,
+                RatingOptions(anchor=anchor, both_bad_as_tie=options.both_bad_as_tie),
+                style=StyleSums(votes.style_x, votes.style_xx),
+            )
         params["style_coefs"] = dict(
             zip(selectors.STYLE_FEATURES, style_result.style_coefs.tolist(), strict=True)
         )
@@ -348,7 +383,7 @@ def _recompute_category(
         for pk, i in index.items()
     ] if result else []
     snapshot.duration_ms = int((time.monotonic() - started) * 1000)
-    with transaction.atomic():
+    with _stage("write snapshot"), transaction.atomic():
         snapshot.save()
         for row in rows:
             row.snapshot = snapshot
@@ -356,14 +391,27 @@ def _recompute_category(
     return snapshot
 
 
-def _voters_flag_if_enabled(*, cutoff: dt.datetime) -> None:
-    # Flags first, so every category of this run leaves out the same voters.
-    if getattr(settings, "ARENA_OUTLIER_DETECTION", True):
-        voters_flag(cutoff=cutoff)
-
-
 def _style_default() -> bool:
     return getattr(settings, "ARENA_STYLE_CONTROL", True)
+
+
+def _tallies(
+    *, cutoff: dt.datetime, style: bool, languages: bool
+) -> tuple[selectors.FilterPlan, selectors.VoteTallies]:
+    """Everything the database has to say at this cut-off: the filter plan, every category's
+    counts, and (flags first, so every category leaves out the same voters) the outlier test."""
+    with selectors.recompute_reads():
+        with _stage("filter plan"):
+            plan = selectors.filter_plan(cutoff=cutoff)
+        with _stage("tallies"):
+            tallies = selectors.VoteTallies(
+                cutoff=cutoff, plan=plan, style=style, languages=languages
+            )
+        if plan.voter_flags:
+            voters_flag(cutoff=cutoff, plan=plan, consensus=tallies.consensus())
+            with _stage("flagged voters' votes"):
+                tallies.flags_apply()
+    return plan, tallies
 
 
 def ratings_recompute(
@@ -371,20 +419,25 @@ def ratings_recompute(
 ) -> Snapshot:
     """Rate one category's valid votes and write a snapshot (the latest one if nothing changed).
 
-    `bootstrap` > 0 asks for that many bootstrap rounds instead of sandwich intervals.
-    Raises RecomputeBusyError if another recompute is running.
+    `bootstrap` > 0 asks for that many bootstrap rounds instead of sandwich intervals. Style
+    control applies to the overall board. Raises RecomputeBusyError if another recompute runs.
     """
     if not is_valid_category(category):
         raise ValueError(f"Unknown category {category!r}.")
+    style = (_style_default() if style is None else style) and category == OVERALL
     token = _lock_claim()
     try:
         cutoff = timezone.now()
-        _voters_flag_if_enabled(cutoff=cutoff)
+        plan, tallies = _tallies(
+            cutoff=cutoff, style=style, languages=category.startswith(LANGUAGE_PREFIX)
+        )
         return _recompute_category(
             category=category,
+            votes=tallies.category(category),
             bootstrap=bootstrap,
-            style=_style_default() if style is None else style,
+            style=style,
             cutoff=cutoff,
+            plan=plan,
         )
     finally:
         _lock_release(token)
@@ -393,25 +446,27 @@ def ratings_recompute(
 def ratings_recompute_all(*, bootstrap: int = 0, style: bool | None = None) -> list[Snapshot]:
     """Every category (the fixed ones and each language with enough votes) at one cut-off.
 
-    Style control runs for the overall board only: its GROUP BY over style buckets returns
-    far more rows than the plain one, and doing it for every category was most of the time
-    of a recompute over millions of votes.
+    Style control runs for the overall board only.
     """
     token = _lock_claim()
     style = _style_default() if style is None else style
     try:
         cutoff = timezone.now()
-        _voters_flag_if_enabled(cutoff=cutoff)
-        plan = selectors.filter_plan(cutoff=cutoff)
+        plan, tallies = _tallies(cutoff=cutoff, style=style, languages=True)
+        minimum = getattr(settings, "ARENA_LANGUAGE_CATEGORY_MIN_VOTES", 100)
+        categories = [c.key for c in fixed_categories()] + [
+            language_category(code) for code in tallies.languages(min_votes=minimum)
+        ]
         return [
             _recompute_category(
                 category=category,
+                votes=tallies.category(category),
                 bootstrap=bootstrap,
                 style=style and category == OVERALL,
                 cutoff=cutoff,
                 plan=plan,
             )
-            for category in selectors.rating_categories()
+            for category in categories
         ]
     finally:
         _lock_release(token)

@@ -33,6 +33,7 @@ from leaderboard.engine.types import (
     PairCounts,
     RatingOptions,
     RatingResult,
+    StyleSums,
 )
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "PairCounts",
     "RatingOptions",
     "RatingResult",
+    "StyleSums",
     "fit",
     "online_elo",
     "rank_ub",

@@ -14,11 +14,18 @@ from leaderboard.engine.likelihood import (
     fit_theta,
     fitting_rows,
     sandwich_variance,
+    style_rows,
     successes,
     trials,
 )
 from leaderboard.engine.stats import model_stats, rank_ub
-from leaderboard.engine.types import CI_METHODS, PairCounts, RatingOptions, RatingResult
+from leaderboard.engine.types import (
+    CI_METHODS,
+    PairCounts,
+    RatingOptions,
+    RatingResult,
+    StyleSums,
+)
 
 
 def fit(
@@ -27,6 +34,7 @@ def fit(
     options: RatingOptions = RatingOptions(),  # noqa: B008 (frozen, safe to share)
     *,
     features: np.ndarray | None = None,
+    style: StyleSums | None = None,
 ) -> RatingResult:
     """Fit Bradley-Terry ratings with confidence intervals.
 
@@ -35,12 +43,24 @@ def fit(
     (len_a - len_b) / (len_a + len_b), markdown counts likewise, then standardised). Callers
     aggregate by (model_a, model_b, rounded feature bucket) and pass the bucket value. The
     ratings are then style-controlled and ``style_coefs`` holds gamma.
+
+    ``style`` does the same from feature sums per row (StyleSums: one row per pair however
+    many distinct feature values its votes have), through a second-order expansion of each
+    vote's likelihood around its row's mean (see likelihood.style_rows); features are scaled
+    by their root mean square, and only sandwich or no intervals are offered.
     """
     if options.ci not in CI_METHODS:
         raise ValueError(f"ci must be one of {CI_METHODS}, got {options.ci!r}")
     if options.anchor is not None and not 0 <= options.anchor < n_models:
         raise ValueError("anchor must index a model")
-    rows = fitting_rows(counts, n_models, options.both_bad_as_tie, features)
+    if style is not None:
+        if features is not None:
+            raise ValueError("pass features or style sums, not both")
+        if options.ci == "bootstrap":
+            raise ValueError("style sums support sandwich intervals or none, not the bootstrap")
+        rows, _ = style_rows(counts, style, n_models, options.both_bad_as_tie)
+    else:
+        rows = fitting_rows(counts, n_models, options.both_bad_as_tie, features)
     summary = model_stats(counts, n_models)
     played = np.zeros(n_models, dtype=bool)
     played[rows.a] = True

@@ -7,20 +7,38 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, sparse, special
 
-from leaderboard.engine.types import PairCounts
+from leaderboard.engine.types import PairCounts, StyleSums
 
 RIDGE = 1e-6
 
 
 @dataclass(frozen=True)
+class StyleParts:
+    """Per-row style statistics of the summed-features fit (see style_rows).
+
+    ``xc``/``qc``: feature sums and outer-product sums per cell (A wins, B wins, half);
+    ``r``: sum of (y - mean y) x; ``c``: the within-row scatter sum (x - xbar)(x - xbar)^T.
+    """
+
+    xc: np.ndarray
+    qc: np.ndarray
+    r: np.ndarray
+    c: np.ndarray
+
+
+@dataclass(frozen=True)
 class Rows:
-    """Fitting rows: cells are (A wins, B wins, half-win outcomes) per row."""
+    """Fitting rows: cells are (A wins, B wins, half-win outcomes) per row.
+
+    ``x`` holds each row's features (with summed style: the row's mean feature vector).
+    """
 
     a: np.ndarray
     b: np.ndarray
     cells: np.ndarray
     x: np.ndarray
     n_models: int
+    style: StyleParts | None = None
 
     @property
     def n_params(self) -> int:
@@ -68,6 +86,50 @@ def fitting_rows(
     )
 
 
+def style_rows(
+    counts: PairCounts, sums: StyleSums, n_models: int, both_bad_as_tie: bool
+) -> tuple[Rows, np.ndarray]:
+    """Fitting rows for style control from per-row feature sums, and the feature scales.
+
+    Each vote's log-likelihood l(d + g.x_i) is expanded to second order around its row's
+    mean style term g.xbar (the row's votes share d = beta_a - beta_b):
+        sum_i l_i ~ l_row(d + g.xbar) + g.R - 1/2 p(1 - p) g^T C g,
+    with R = sum (y_i - ybar) x_i and C = sum (x_i - xbar)(x_i - xbar)^T. Exact when the
+    features are constant within a row; otherwise the error is third order in the spread of
+    g.x within a row. Features are divided by their root mean square over the fitted votes,
+    so the coefficients are per typical difference.
+    """
+    base = fitting_rows(counts, n_models, both_bad_as_tie, np.zeros((len(counts.model_a), 0)))
+    x = np.asarray(sums.x, dtype=float)
+    xx = np.asarray(sums.xx, dtype=float)
+    k = x.shape[-1]
+    if x.shape != (len(counts.model_a), 4, k) or xx.shape != (len(counts.model_a), 4, k, k):
+        raise ValueError("style sums must have shapes (rows, 4, k) and (rows, 4, k, k)")
+    half = [2, 3] if both_bad_as_tie else [2]
+    xc = np.stack([x[:, 0], x[:, 1], x[:, half].sum(axis=1)], axis=1)
+    qc = np.stack([xx[:, 0], xx[:, 1], xx[:, half].sum(axis=1)], axis=1)
+    keep = np.asarray(counts.wins_a, dtype=float) + np.asarray(counts.wins_b, dtype=float)
+    keep = keep + np.asarray(counts.ties, dtype=float)
+    if both_bad_as_tie:
+        keep = keep + np.asarray(counts.both_bad, dtype=float)
+    keep = keep > 0
+    xc, qc = xc[keep], qc[keep]
+    m = trials(base.cells)
+    total_q = qc.sum(axis=(0, 1))
+    rms = np.sqrt(np.diag(total_q) / max(float(m.sum()), 1.0))
+    # A feature that is always zero carries no information; leave it at zero.
+    scale = np.where(rms > 1e-9, rms, 1.0)
+    xc = xc / scale
+    qc = qc / np.outer(scale, scale)
+    sx = xc.sum(axis=1)
+    xbar = sx / m[:, None]
+    sy = xc[:, 0] + 0.5 * xc[:, 2]
+    r = sy - successes(base.cells)[:, None] * xbar
+    c = qc.sum(axis=1) - sx[:, :, None] * xbar[:, None, :]
+    rows = Rows(base.a, base.b, base.cells, xbar, n_models, StyleParts(xc, qc, r, c))
+    return rows, scale
+
+
 def successes(cells: np.ndarray) -> np.ndarray:
     """A wins plus half the half-win outcomes; cells are (rows, 3) or (rows, 3, batch)."""
     return cells[:, 0] + 0.5 * cells[:, 2]
@@ -89,8 +151,17 @@ def objective(theta: np.ndarray, rows: Rows, s: np.ndarray, m: np.ndarray):
     n = rows.n_models
     d = logits(theta, rows)
     f = np.sum(m * np.logaddexp(0.0, d) - s * d) + 0.5 * RIDGE * theta @ theta
-    resid = s - m * special.expit(d)
+    p = special.expit(d)
+    resid = s - m * p
     g = RIDGE * theta
+    if rows.style is not None:
+        gamma = theta[n:]
+        v = p * (1 - p)
+        cg = rows.style.c @ gamma
+        q = cg @ gamma
+        f += -np.sum(rows.style.r @ gamma) + 0.5 * np.sum(v * q)
+        resid = resid - 0.5 * v * (1 - 2 * p) * q
+        g[n:] += -rows.style.r.sum(axis=0) + v @ cg
     g[:n] -= np.bincount(rows.a, resid, n) - np.bincount(rows.b, resid, n)
     if rows.x.shape[1]:
         g[n:] -= rows.x.T @ resid
@@ -105,6 +176,8 @@ def fit_theta(rows: Rows, s: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, int
     diag = np.full(rows.n_params, RIDGE)
     diag[:n] += np.bincount(rows.a, m / 4, n) + np.bincount(rows.b, m / 4, n)
     diag[n:] += (rows.x**2).T @ m / 4
+    if rows.style is not None:
+        diag[n:] += np.einsum("rjj->j", rows.style.c) / 4
     root = np.sqrt(diag)
 
     def fun(z):
@@ -153,6 +226,12 @@ def group_pins(groups: np.ndarray, n_params: int) -> np.ndarray:
 
 def gram(rows: Rows, w: np.ndarray) -> np.ndarray:
     """sum_r w_r z_r z_r^T with z_r = (e_a - e_b, x_r): the shape of H and of the meat."""
+    return gram_parts(rows, w, w[:, None] * rows.x, rows.x.T @ (w[:, None] * rows.x))
+
+
+def gram_parts(rows: Rows, w: np.ndarray, wx: np.ndarray, wxx: np.ndarray) -> np.ndarray:
+    """The matrix with model block sum_r w_r (e_a - e_b)(e_a - e_b)^T, model-feature block
+    sum_r (e_a - e_b) wx_r^T and feature block wxx (given summed)."""
     n, p = rows.n_models, rows.n_params
     a, b = rows.a, rows.b
     flat = (
@@ -163,11 +242,10 @@ def gram(rows: Rows, w: np.ndarray) -> np.ndarray:
     )
     out = flat.reshape(p, p)
     for j in range(p - n):
-        wx = w * rows.x[:, j]
-        col = np.bincount(a, wx, n) - np.bincount(b, wx, n)
+        col = np.bincount(a, wx[:, j], n) - np.bincount(b, wx[:, j], n)
         out[:n, n + j] = col
         out[n + j, :n] = col
-    out[n:, n:] = rows.x.T @ (w[:, None] * rows.x)
+    out[n:, n:] = wxx
     return out
 
 
@@ -184,13 +262,25 @@ def sandwich_variance(
     n = rows.n_models
     p_win = special.expit(logits(theta, rows))
     m = trials(rows.cells)
-    hessian = gram(rows, m * p_win * (1 - p_win))
-    meat = gram(
-        rows,
-        rows.cells[:, 0] * (1 - p_win) ** 2
-        + rows.cells[:, 1] * p_win**2
-        + rows.cells[:, 2] * (0.5 - p_win) ** 2,
-    )
+    # Squared residual of each cell's votes: A wins (y = 1), B wins (0), half wins (1/2).
+    sq = np.column_stack([(1 - p_win) ** 2, p_win**2, (0.5 - p_win) ** 2])
+    if rows.style is None:
+        hessian = gram(rows, m * p_win * (1 - p_win))
+        meat = gram(rows, np.sum(rows.cells * sq, axis=1))
+    else:
+        # Summed style: the information and the score products from each cell's feature sums
+        # (the row's probability stands in for each vote's; see style_rows).
+        v = p_win * (1 - p_win)
+        xc, qc = rows.style.xc, rows.style.qc
+        hessian = gram_parts(
+            rows, m * v, v[:, None] * xc.sum(axis=1), np.einsum("r,rcjk->jk", v, qc)
+        )
+        meat = gram_parts(
+            rows,
+            np.sum(rows.cells * sq, axis=1),
+            np.einsum("rc,rcj->rj", sq, xc),
+            np.einsum("rc,rcjk->jk", sq, qc),
+        )
     hessian[np.diag_indices(rows.n_params)] += RIDGE
     hessian += max(float(np.mean(np.diag(hessian))), 1.0) * group_pins(groups, rows.n_params)
     h_inv = np.linalg.inv(hessian)

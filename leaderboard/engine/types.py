@@ -27,6 +27,20 @@ class PairCounts:
 
 
 @dataclass(frozen=True)
+class StyleSums:
+    """Style features summed per PairCounts row, for style control without one row per vote.
+
+    ``x[r, c]`` is the sum of the feature vectors (A minus B, e.g. (len_a - len_b) /
+    (len_a + len_b + 1)) of row r's votes with outcome c (OUTCOME_A, OUTCOME_B, OUTCOME_TIE,
+    OUTCOME_BOTH_BAD), shape (rows, 4, k); ``xx[r, c]`` the sum of their outer products,
+    shape (rows, 4, k, k). Unscaled: the engine divides each feature by its root mean square.
+    """
+
+    x: np.ndarray
+    xx: np.ndarray
+
+
+@dataclass(frozen=True)
 class RatingOptions:
     """How to fit and display.
 

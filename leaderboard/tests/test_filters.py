@@ -22,10 +22,10 @@ def filters_on(settings):
 def test_the_dedup_cut_off_is_the_interpolated_quantile_of_prompt_counts():
     # Nine prompts asked once and one asked eight times, at the 90th percentile:
     # position 0.9 * 9 = 8.1, between 1 and 8, so 1 + 0.1 * 7 = 1.7.
-    assert selectors._interpolated_quantile([8], 9, 0.9) == pytest.approx(1.7)
+    assert selectors._quantile_of_counts({1: 9, 8: 1}, 0.9) == pytest.approx(1.7)
     # 99 single prompts and one asked 50 times, at FastChat's top 0.1%: 1 + 0.901 * 49.
-    assert selectors._interpolated_quantile([50], 99, 0.999) == pytest.approx(45.149)
-    assert selectors._interpolated_quantile([], 5, 0.999) == 1.0
+    assert selectors._quantile_of_counts({1: 99, 50: 1}, 0.999) == pytest.approx(45.149)
+    assert selectors._quantile_of_counts({1: 5}, 0.999) == 1.0
 
 
 def test_a_hot_prompt_keeps_only_its_first_votes(settings, three_models, make_vote):

@@ -1,0 +1,165 @@
+"""The whole ratings recompute from PostgreSQL, at millions of votes (issue target: 2M < 10 s).
+
+    python -m benchmarks.recompute                    # 2,000,000 votes over 200 models
+    python -m benchmarks.recompute --votes 300000 --keep-db
+    python -m benchmarks.recompute --reuse            # the kept database, no insert
+
+Creates a throwaway database (`llmbattler_bench_recompute`), migrates it, inserts synthetic
+battles and votes (benchmarks/synthetic.py), then runs `manage.py recompute_ratings` as an
+operator would, in a fresh process, and reports its wall time, each stage's time (from the
+command's INFO log) and the process's peak memory. For scale it also times the bare SQL
+aggregation a recompute cannot do without (one GROUP BY of every vote into counts).
+The first run writes every snapshot; the second finds nothing changed (same fingerprint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import synthetic
+
+ROOT = Path(__file__).resolve().parents[1]
+DB_NAME = "llmbattler_bench_recompute"
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+DB_URL = f"postgresql://postgres@127.0.0.1:5432/{DB_NAME}"
+STAGE_RE = re.compile(r"recompute stage (?P<stage>.+?): (?P<seconds>[\d.]+) s$", re.MULTILINE)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def sql(statement: str, params=None, fetch: bool = False):
+    import psycopg
+
+    with psycopg.connect(DB_URL, autocommit=True) as conn:
+        cur = conn.execute(statement, params)
+        return cur.fetchall() if fetch else None
+
+
+def db_exists() -> bool:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        return bool(
+            conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone()
+        )
+
+
+def db_recreate(drop_only: bool = False) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+        if not drop_only:
+            conn.execute(f"CREATE DATABASE {DB_NAME}")
+
+
+def env() -> dict:
+    out = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "ARENA_"))}
+    out.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
+        LOG_LEVEL="INFO",
+        PYTHONUNBUFFERED="1",
+    )
+    out.pop("REDIS_URL", None)
+    return out
+
+
+def manage(*args: str) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS MB of the process, output) of one manage.py command."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT, env=env(), capture_output=True, text=True, check=False,
+    )
+    wall = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if result.returncode:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+    # ru_maxrss of children is the largest child so far: only meaningful when it grew.
+    return wall, max(peak, before) / 1024, result.stdout + result.stderr
+
+
+def stages(output: str) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for match in STAGE_RE.finditer(output):
+        totals[match["stage"]] = totals.get(match["stage"], 0.0) + float(match["seconds"])
+    return totals
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.recompute", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--votes", type=int, default=2_000_000)
+    parser.add_argument("--models", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=2, help="recompute runs (default 2)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="use the database a --keep-db run left (no insert)")
+    parser.add_argument("--keep-db", action="store_true", help="do not drop the database")
+    parser.add_argument("--args", default="", help="extra recompute_ratings arguments")
+    args = parser.parse_args(argv)
+
+    log(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} cores")
+    if args.reuse and db_exists():
+        log("reusing the kept database")
+        sql("DELETE FROM leaderboard_snapshotrow")
+        sql("DELETE FROM leaderboard_snapshot")
+        sql("DELETE FROM battles_flaggedvoter")
+    else:
+        db_recreate()
+        manage("migrate", "--noinput")
+        log(f"inserting {args.votes:,} battles and votes over {args.models} models")
+        started = time.perf_counter()
+        ids = synthetic.models_insert(sql, count=args.models)
+        synthetic.votes_insert(sql, count=args.votes, model_ids=ids)
+        log(f"inserted in {time.perf_counter() - started:.1f} s")
+    votes = sql("SELECT count(*) FROM battles_vote", fetch=True)[0][0]
+    sql("VACUUM ANALYZE battles_vote")
+
+    started = time.perf_counter()
+    floor_rows = sql(
+        "SELECT model_a_id, model_b_id, choice, count(*) FROM battles_vote GROUP BY 1, 2, 3",
+        fetch=True,
+    )
+    floor = time.perf_counter() - started
+
+    runs = []
+    try:
+        for i in range(args.runs):
+            wall, peak, output = manage("recompute_ratings", *args.args.split())
+            runs.append((wall, peak, stages(output), output))
+            log(f"run {i + 1}: {wall:.1f} s, peak {peak:.0f} MB")
+    finally:
+        if not args.keep_db and not args.reuse:
+            db_recreate(drop_only=True)
+
+    print()
+    print(f"recompute_ratings over {votes:,} votes, {args.models} models "
+          f"(load average at the end {os.getloadavg()[0]:.2f})")
+    print(f"  bare SQL GROUP BY of every vote into counts: {floor:.2f} s "
+          f"({len(floor_rows):,} rows)")
+    for i, (wall, peak, stage_times, output) in enumerate(runs, start=1):
+        label = "first run (writes every snapshot)" if i == 1 else "again (nothing changed)"
+        print(f"  run {i}, {label}: {wall:.2f} s wall, peak RSS {peak:.0f} MB")
+        for stage, seconds in sorted(stage_times.items(), key=lambda kv: -kv[1]):
+            print(f"      {stage:<28} {seconds:6.2f} s")
+    print()
+    print(runs[0][3].strip().splitlines()[-1] if runs else "")
+    target = runs[0][0] if runs else float("nan")
+    verdict = "met" if target < 10 else "MISSED"
+    print(f"target: whole recompute_ratings with 2M votes under 10 s -> {target:.1f} s: {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
