@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(load average at the end {os.getloadavg()[0]:.2f})")
     print(f"  bare SQL GROUP BY of every vote into counts: {floor:.2f} s "
           f"({len(floor_rows):,} rows)")
-    for i, (wall, peak, stage_times, output) in enumerate(runs, start=1):
+    for i, (wall, peak, stage_times, _output) in enumerate(runs, start=1):
         label = "first run (writes every snapshot)" if i == 1 else "again (nothing changed)"
         print(f"  run {i}, {label}: {wall:.2f} s wall, peak RSS {peak:.0f} MB")
         for stage, seconds in sorted(stage_times.items(), key=lambda kv: -kv[1]):

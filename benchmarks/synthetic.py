@@ -58,7 +58,7 @@ def models_insert(sql: SQL, *, count: int, prefix: str = "synthetic") -> list[in
         "llm_providers_llmmodel",
         {
             "slug": f"'{prefix}-' || g",
-            "name": f"'Synthetic ' || g",
+            "name": "'Synthetic ' || g",
             "organization": "'Org ' || (g % 17)",
             "license": "CASE WHEN g % 3 = 0 THEN 'MIT' ELSE 'Proprietary' END",
             "base_url": "'http://synthetic.invalid/v1'",

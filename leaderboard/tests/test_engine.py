@@ -5,7 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from leaderboard.engine import PairCounts, RatingOptions, fit, online_elo, rank_ub
+from leaderboard.engine import (
+    PairCounts,
+    RatingOptions,
+    StyleSums,
+    fit,
+    online_elo,
+    rank_ub,
+)
 
 ELO = 400 / math.log(10)
 
@@ -264,3 +271,87 @@ def test_style_control_with_zero_features_equals_the_plain_fit():
     np.testing.assert_allclose(styled.ratings, plain.ratings, atol=1e-3)
     np.testing.assert_allclose(styled.upper, plain.upper, atol=1e-3)
     np.testing.assert_allclose(styled.style_coefs, 0, atol=1e-6)
+
+
+# --- style control from per-pair sums (StyleSums) ---------------------------------------------
+
+
+def style_votes(rng, n_models, n_votes, gamma):
+    """Votes swayed by two style features; models differ in how long they write."""
+    strength = rng.normal(0, 0.5, n_models)
+    verbosity = rng.normal(0, 0.5, n_models)
+    a = rng.integers(0, n_models, n_votes)
+    b = (a + rng.integers(1, n_models, n_votes)) % n_models
+    x = np.column_stack(
+        [
+            np.tanh(verbosity[a] - verbosity[b] + rng.normal(0, 0.4, n_votes)),
+            rng.normal(0, 0.3, n_votes) * (rng.random(n_votes) < 0.3),
+        ]
+    )
+    p = 1 / (1 + np.exp(-(strength[a] - strength[b] + x @ gamma)))
+    outcome = np.where(rng.random(n_votes) < 0.25, 2, np.where(rng.random(n_votes) < p, 0, 1))
+    outcome = np.where((outcome == 2) & (rng.random(n_votes) < 0.1), 3, outcome)
+    return a, b, outcome, x
+
+
+def per_vote(a, b, outcome):
+    table = np.zeros((len(a), 4))
+    table[np.arange(len(a)), outcome] = 1
+    return PairCounts(a, b, *(table[:, j] for j in range(4)))
+
+
+def summed(a, b, outcome, x, n):
+    """One row per ordered pair with the per-outcome feature sums, as the recompute reads."""
+    keys, inverse = np.unique(a * n + b, return_inverse=True)
+    k = x.shape[1]
+    table = np.zeros((len(keys), 4))
+    sx = np.zeros((len(keys), 4, k))
+    sxx = np.zeros((len(keys), 4, k, k))
+    np.add.at(table, (inverse, outcome), 1)
+    np.add.at(sx, (inverse, outcome), x)
+    np.add.at(sxx, (inverse, outcome), x[:, :, None] * x[:, None, :])
+    counts = PairCounts(keys // n, keys % n, *(table[:, j] for j in range(4)))
+    return counts, StyleSums(sx, sxx)
+
+
+def test_style_sums_agree_with_the_fit_on_one_row_per_vote():
+    rng = np.random.default_rng(11)
+    n = 12
+    a, b, outcome, x = style_votes(rng, n, 60_000, gamma=np.array([1.2, 0.3]))
+    rms = np.sqrt(np.mean(x**2, axis=0))  # the engine scales summed features the same way
+    exact = fit(per_vote(a, b, outcome), n, features=x / rms)
+    pair_counts, sums = summed(a, b, outcome, x, n)
+    approx = fit(pair_counts, n, style=sums)
+    plain = fit(pair_counts, n)
+    assert np.abs(plain.ratings - exact.ratings).max() > 40  # a style effect worth removing
+    np.testing.assert_allclose(approx.ratings, exact.ratings, atol=0.5)
+    np.testing.assert_allclose(approx.style_coefs, exact.style_coefs, atol=0.01)
+    np.testing.assert_allclose(
+        approx.upper - approx.ratings, exact.upper - exact.ratings, rtol=0.03
+    )
+    assert approx.method == "bradley-terry+style/sandwich"
+
+
+def test_style_sums_are_exact_when_every_vote_of_a_pair_has_the_same_features():
+    rng = np.random.default_rng(12)
+    n = 6
+    a, b, outcome, _ = style_votes(rng, n, 20_000, gamma=np.array([0.0, 0.0]))
+    per_pair = rng.normal(0, 0.3, (n * n, 2))  # one feature vector per ordered pair
+    x = per_pair[a * n + b]
+    rms = np.sqrt(np.mean(x**2, axis=0))
+    _, first = np.unique(a * n + b, return_index=True)
+    pair_counts, sums = summed(a, b, outcome, x, n)
+    exact = fit(pair_counts, n, features=x[first] / rms)
+    approx = fit(pair_counts, n, style=sums)
+    np.testing.assert_allclose(approx.ratings, exact.ratings, atol=1e-4)
+    np.testing.assert_allclose(approx.upper, exact.upper, atol=1e-3)
+
+
+def test_style_sums_refuse_the_bootstrap_and_malformed_shapes():
+    pair_counts, sums = summed(
+        np.array([0, 1]), np.array([1, 0]), np.array([0, 1]), np.ones((2, 1)), 2
+    )
+    with pytest.raises(ValueError, match="bootstrap"):
+        fit(pair_counts, 2, RatingOptions(ci="bootstrap"), style=sums)
+    with pytest.raises(ValueError, match="shapes"):
+        fit(pair_counts, 2, style=StyleSums(sums.x[:, :2], sums.xx))

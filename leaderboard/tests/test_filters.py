@@ -1,5 +1,8 @@
 """The analysis-time filters: hot prompts down-sampled, outlier voters flagged and left out."""
 
+import math
+import random
+
 import pytest
 
 from battles.models import FlaggedVoter, Vote
@@ -158,3 +161,55 @@ def _now():
     from django.utils import timezone
 
     return timezone.now()
+
+
+def _walk_one_vote_at_a_time(votes, consensus, threshold, max_votes):
+    """The sequential rule written out plainly, vote by vote: the reference for the arrays."""
+    flags, tested_voters, current = {}, set(), None
+    state = {}
+    for visitor, model_a, model_b, choice, total in votes:
+        if visitor != current:
+            current, state = visitor, {"tested": 0, "up": 0.0, "down": 0.0, "done": False}
+        if state["done"] or state["tested"] >= max_votes:
+            continue
+        lo, hi = sorted((model_a, model_b))
+        vote = float((model_a if choice == "a" else model_b) == lo)
+        tails = services._tail_probabilities(vote, *consensus.get((lo, hi), (0, 0)))
+        if tails is None:
+            continue
+        tested_voters.add(visitor)
+        state["tested"] += 1
+        state["up"] -= math.log(2 * tails[0])
+        state["down"] -= math.log(2 * tails[1])
+        peak = max(state["up"], state["down"])
+        if peak > threshold:
+            state["done"] = True
+            flags[visitor] = (math.exp(peak), state["tested"], total)
+    return len(tested_voters), flags
+
+
+def test_the_vectorised_outlier_walk_matches_the_rule_vote_by_vote():
+    rng = random.Random(5)
+    consensus = {(lo, hi): (rng.randint(0, 40), rng.randint(0, 40))
+                 for lo in range(6) for hi in range(lo + 1, 6)}
+    consensus[(0, 5)] = (0, 0)  # a pair nobody decided: skipped
+    votes = []
+    for voter in range(300):
+        contrarian = voter % 7 == 0
+        count = rng.randint(5, 150)
+        for _ in range(count):
+            a, b = rng.sample(range(6), 2)
+            lo, hi = sorted((a, b))
+            lo_wins, hi_wins = consensus[(lo, hi)]
+            lo_better = lo_wins >= hi_wins
+            picks_lo = (not lo_better) if contrarian else (rng.random() < 0.6) == lo_better
+            votes.append((f"v{voter:03d}", a, b, "a" if (a == lo) == picks_lo else "b", count))
+    tested, flags = services._outlier_walk(
+        votes, consensus, threshold=math.log(20), max_votes=100
+    )
+    expected_tested, expected = _walk_one_vote_at_a_time(votes, consensus, math.log(20), 100)
+    assert tested == expected_tested
+    assert set(flags) == set(expected) and len(expected) >= 30
+    for visitor, (e_value, votes_tested, total) in expected.items():
+        assert flags[visitor].e_value == pytest.approx(e_value, rel=1e-9)
+        assert (flags[visitor].votes_tested, flags[visitor].votes_total) == (votes_tested, total)

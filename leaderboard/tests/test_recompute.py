@@ -275,3 +275,23 @@ def test_the_celery_worker_runs_the_recompute_task(transactional_db, celery_work
         message="the worker did not write a snapshot",
     )
     assert Snapshot.objects.get(category="overall").vote_count == 60
+
+
+def test_the_database_fills_the_style_differences_when_a_vote_is_written(three_models, make_vote):
+    alpha, bravo, _ = three_models
+    vote = make_vote(alpha, bravo, "a", style={
+        "a": {"length": 900, "headers": 2, "lists": 0, "bold": 1},
+        "b": {"length": 300, "lists": 3},  # a missing count is zero
+    })
+    vote.refresh_from_db()
+    assert vote.style_length == pytest.approx(600 / 1201)
+    assert vote.style_headers == pytest.approx(2 / 3)
+    assert vote.style_lists == pytest.approx(-3 / 4)
+    assert vote.style_bold == pytest.approx(1 / 2)
+    imported = ImportedVote.objects.create(
+        external_id="q1", model_a=alpha, model_b=bravo, choice="b",
+        style={"a": {"length": 10}, "b": {"length": 30}}, created_at=vote.created_at,
+    )
+    imported.refresh_from_db()
+    assert imported.style_length == pytest.approx(-20 / 41)
+    assert imported.style_bold == 0
