@@ -1,5 +1,5 @@
 # The two commands: `make run` (quick start) and `make test` (the whole suite).
-.PHONY: run test install install-test lint worker beat web bench-ratings bench-load test-llm-server
+.PHONY: run test install install-test lint worker beat web bench-ratings bench-recompute bench-load test-llm-server
 
 run: install
 	.venv/bin/python manage.py runarena
@@ -32,6 +32,9 @@ test-llm-server:
 bench-ratings: install-test
 	.venv/bin/python -m pip install --quiet -r requirements-bench.txt
 	.venv/bin/python -m benchmarks.ratings
+
+bench-recompute: install-test
+	.venv/bin/python -m benchmarks.recompute
 
 bench-load: install-test
 	.venv/bin/python -m pip install --quiet -r requirements-bench.txt
