@@ -453,14 +453,22 @@ class VoteTallies:
             scope &= ~self.dropped
         self._move(scope, _FLAGGED)
 
+    def _language_rows(self) -> dict[str, np.ndarray]:
+        """Row numbers of the language table, per language."""
+        if not hasattr(self, "_by_code"):
+            codes = np.array([key[0] for key in self.by_language.keys], dtype=object)
+            order = np.argsort(codes, kind="stable")
+            names, starts = np.unique(codes[order], return_index=True)
+            groups = np.split(order, starts[1:]) if len(names) else []
+            self._by_code = dict(zip(names.tolist(), groups, strict=True))
+        return self._by_code
+
     def languages(self, *, min_votes: int) -> list[str]:
         """Languages with at least min_votes counted votes, most votes first."""
-        totals: dict[str, float] = defaultdict(float)
-        for (language, _a, _b, reason), values in zip(
-            self.by_language.keys, self.by_language.values, strict=True
-        ):
-            if not reason:
-                totals[language] += values.sum()
+        table = self.by_language
+        counted = np.array([not key[-1] for key in table.keys], dtype=bool)
+        per_row = table.values.sum(axis=1) * counted if len(table.keys) else np.zeros(0)
+        totals = {code: float(per_row[rows].sum()) for code, rows in self._language_rows().items()}
         ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))
         return [language for language, votes in ranked if votes >= min_votes]
 
@@ -468,7 +476,7 @@ class VoteTallies:
         if key.startswith(LANGUAGE_PREFIX):
             language = key.removeprefix(LANGUAGE_PREFIX)
             table = self.by_language
-            picked = [i for i, k in enumerate(table.keys) if k[0] == language]
+            picked = self._language_rows().get(language, np.zeros(0, dtype=int)).tolist()
             offset = 0
         else:
             table = self.fixed
@@ -493,13 +501,17 @@ class VoteTallies:
         return result
 
 
-def votes_by_voter(*, cutoff: dt.datetime, plan: FilterPlan, min_votes: int) -> list[tuple]:
-    """Decisive counted arena votes of voters with at least `min_votes` counted votes (ties
-    included), in (visitor, time) order, as (visitor_hash, model_a_id, model_b_id, choice,
-    the voter's counted votes). Flagged voters are not left out: this feeds their test."""
-    scope = Q()
+def _counted_scope(plan: FilterPlan) -> Q:
     if plan.dedup and plan.hot_prompts:
-        scope = ~Q(pk__in=_dedup_dropped_ids(plan))
+        return ~Q(pk__in=_dedup_dropped_ids(plan))
+    return Q()
+
+
+def votes_by_voter(*, cutoff: dt.datetime, plan: FilterPlan, min_votes: int) -> list[tuple]:
+    """Decisive counted arena votes of voters with at least `min_votes` of them, in (visitor,
+    time) order, as (visitor_hash, model_a_id, model_b_id, choice). Flagged voters are not
+    left out: this feeds their test. Ties never enter the test, so they are not sorted."""
+    scope = _counted_scope(plan) & Q(choice__in=("a", "b"))
     sql, params = _source_votes(
         Vote,
         cutoff=cutoff,
@@ -513,11 +525,25 @@ def votes_by_voter(*, cutoff: dt.datetime, plan: FilterPlan, min_votes: int) -> 
     # Byte order sorts the hashes fastest and the same on every database.
     collate = ' COLLATE "C"' if connection.vendor == "postgresql" else ""
     return _raw(
-        f"SELECT vh, ma, mb, ch, n FROM (SELECT vh, ma, mb, ch, ts, vid, "  # noqa: S608
+        f"SELECT vh, ma, mb, ch FROM (SELECT vh, ma, mb, ch, ts, vid, "  # noqa: S608
         f"COUNT(*) OVER (PARTITION BY vh{collate}) AS n FROM ({sql}) votes "
-        f"WHERE rs = '') counted "
-        f"WHERE n >= %s AND ch IN ('a', 'b') ORDER BY vh{collate}, ts, vid",
+        f"WHERE rs = '') counted WHERE n >= %s ORDER BY vh{collate}, ts, vid",
         (*params, min_votes),
+    )
+
+
+def votes_counted_by(
+    visitor_hashes: list[str], *, cutoff: dt.datetime, plan: FilterPlan
+) -> dict[str, int]:
+    """Counted arena votes (ties included) of the given voters, by voter."""
+    if not visitor_hashes:
+        return {}
+    sql, params = _source_votes(
+        Vote, cutoff=cutoff, plan=plan, columns={"vh": F("visitor_hash")},
+        scope=_counted_scope(plan) & Q(visitor_hash__in=visitor_hashes),
+    )
+    return dict(
+        _raw(f"SELECT vh, COUNT(*) FROM ({sql}) votes WHERE rs = '' GROUP BY vh", params)  # noqa: S608
     )
 
 

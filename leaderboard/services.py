@@ -166,8 +166,9 @@ def _tail_probabilities(vote: float, lo_wins: int, hi_wins: int) -> tuple[float,
 
 def _outlier_walk(
     votes: list[tuple], consensus: dict, *, threshold: float, max_votes: int
-) -> tuple[int, dict[str, _Flag]]:
-    """(voters tested, {visitor_hash: flag}) for decisive votes in (voter, time) order.
+) -> tuple[int, dict[str, tuple[float, int]]]:
+    """(voters tested, {visitor_hash: (e-value, votes tested)}) for (visitor_hash, model_a,
+    model_b, choice) decisive votes in (voter, time) order.
 
     Vectorised: per vote the two log e-value factors -log(2 p), then running sums within
     each voter over their first `max_votes` tested votes; a voter is flagged at the first
@@ -180,7 +181,6 @@ def _outlier_walk(
     a = np.fromiter((v[1] for v in votes), np.int64, size)
     b = np.fromiter((v[2] for v in votes), np.int64, size)
     a_won = np.fromiter((v[3] == "a" for v in votes), bool, size)
-    totals = np.fromiter((v[4] for v in votes), np.int64, size)
     voter = np.cumsum(np.r_[True, hashes[1:] != hashes[:-1]]) - 1
 
     lo, hi = np.minimum(a, b), np.maximum(a, b)
@@ -198,7 +198,7 @@ def _outlier_walk(
 
     tested = decisive > 0
     voter, lo_won, lo_wins = voter[tested], lo_won[tested], lo_wins[tested]
-    decisive, hashes, totals = decisive[tested], hashes[tested], totals[tested]
+    decisive, hashes = decisive[tested], hashes[tested]
     if not len(voter):
         return 0, {}
     q = lo_wins / decisive
@@ -210,7 +210,7 @@ def _outlier_walk(
     start = np.maximum.accumulate(np.where(first, positions, 0))
     rank = positions - start
     keep = rank < max_votes
-    voter, rank, hashes, totals = voter[keep], rank[keep], hashes[keep], totals[keep]
+    voter, rank, hashes = voter[keep], rank[keep], hashes[keep]
     log_upper, log_lower = -np.log(2 * upper[keep]), -np.log(2 * lower[keep])
     positions = np.arange(len(voter))
     first = np.r_[True, voter[1:] != voter[:-1]]
@@ -224,7 +224,7 @@ def _outlier_walk(
     crossed = np.flatnonzero(peak > threshold)
     _, firsts = np.unique(voter[crossed], return_index=True)
     flags = {
-        hashes[i]: _Flag(float(np.exp(min(peak[i], 690.0))), int(rank[i]) + 1, int(totals[i]))
+        hashes[i]: (float(np.exp(min(peak[i], 690.0))), int(rank[i]) + 1)
         for i in crossed[firsts]
     }
     return int(np.count_nonzero(first)), flags
@@ -239,7 +239,7 @@ def voters_flag(
     """Flag voters whose votes go against the consensus beyond chance (FastChat's rule).
 
     This is `outlier_detect` from FastChat's elo_analysis.py. For every voter with at least
-    ARENA_OUTLIER_MIN_VOTES counted votes, their first ARENA_OUTLIER_MAX_VOTES decisive votes
+    ARENA_OUTLIER_MIN_VOTES decisive counted votes, their first ARENA_OUTLIER_MAX_VOTES of them
     are walked in time order. Each vote is scored 1 / 0 from the point of view of the pair's
     lower-id model and compared with the pair's decisive votes by everyone (the consensus,
     the voter's own votes included): p_upper = P(consensus <= vote), p_lower =
@@ -263,9 +263,14 @@ def voters_flag(
             cutoff=cutoff, plan=plan, min_votes=settings.ARENA_OUTLIER_MIN_VOTES
         )
     with _stage("outlier: walk votes"):
-        tested, flagged = _outlier_walk(
+        tested, crossed = _outlier_walk(
             votes, consensus, threshold=math.log(1 / alpha), max_votes=max_votes
         )
+        totals = selectors.votes_counted_by(list(crossed), cutoff=cutoff, plan=plan)
+        flagged = {
+            voter: _Flag(e_value, votes_tested, totals.get(voter, votes_tested))
+            for voter, (e_value, votes_tested) in crossed.items()
+        }
     report = FlagReport(voters_tested=tested)
     params = {"alpha": alpha, "min_votes": settings.ARENA_OUTLIER_MIN_VOTES,
               "max_votes": max_votes, "cutoff": cutoff.isoformat()}
