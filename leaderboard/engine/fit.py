@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
+
+# special.ndtri is the normal quantile; scipy.stats would add 0.6 s to every command's start.
+from scipy import special
 
 from leaderboard.engine.bootstrap import bootstrap_samples
 from leaderboard.engine.likelihood import (
@@ -78,7 +80,7 @@ def fit(
         lower, upper = ratings.copy(), ratings.copy()
     elif options.ci == "sandwich":
         se = to_elo * np.sqrt(sandwich_variance(theta, rows, groups, anchor))
-        half = stats.norm.ppf(1 - options.alpha / 2) * se
+        half = special.ndtri(1 - options.alpha / 2) * se
         lower, upper = ratings - half, ratings + half
     elif options.ci == "bootstrap":
         samples = bootstrap_samples(theta, rows, groups, played, anchor, options)
