@@ -395,6 +395,8 @@ class Bench:
                 f"127.0.0.1:{self.web_port}",
                 "--graceful-timeout",
                 "5",
+                "--keep-alive",
+                str(self.args.keep_alive),
             ],
             self.env,
         )
@@ -934,8 +936,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep-alive",
         type=int,
-        default=0,
-        help="gunicorn --keep-alive seconds (default: gunicorn's own, 2 s)",
+        default=20,
+        help="gunicorn --keep-alive seconds (default: 20, as in make web and the image)",
     )
     parser.add_argument("--direct-concurrency", type=int, default=8)
     parser.add_argument("--wait-min", type=float, default=1.0)
