@@ -8,6 +8,9 @@ service mode uses Redis Streams, so any web process can serve any stream.
 
 import asyncio
 import bisect
+import contextlib
+import logging
+import os
 import threading
 import time
 import weakref
@@ -16,12 +19,37 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+log = logging.getLogger(__name__)
+
+# Batched events wait at most this long, so one Redis round trip carries the events of every
+# reply a worker process is generating.
+BATCH_WINDOW_SECONDS = 0.02
+
 
 @dataclass(frozen=True)
 class Event:
     id: str
     name: str
     data: str
+
+
+class Subscription:
+    """One SSE connection's view of a stream: `get` returns the events after the last one it
+    returned, waiting up to `timeout` seconds for some; `close` when the connection ends."""
+
+    def __init__(self, hub, stream: str, after: str | None):
+        self.hub = hub
+        self.stream = stream
+        self.after = after
+
+    async def get(self, timeout: float) -> list[Event]:
+        events = await self.hub.read(self.stream, self.after, timeout)
+        if events:
+            self.after = events[-1].id
+        return events
+
+    def close(self) -> None:
+        pass
 
 
 class MemoryHub:
@@ -49,6 +77,9 @@ class MemoryHub:
             loop.call_soon_threadsafe(ready.set)
         return event.id
 
+    def publish_batched(self, stream: str, name: str, data: str) -> None:
+        self.publish(stream, name, data)
+
     def _gc(self) -> None:
         now = time.monotonic()
         for stream in [s for s, t in self._expires.items() if t < now]:
@@ -67,6 +98,9 @@ class MemoryHub:
         with self._lock:
             self._streams.pop(stream, None)
             self._expires.pop(stream, None)
+
+    def subscribe(self, stream: str, after: str | None) -> Subscription:
+        return Subscription(self, stream, after)
 
     async def read(self, stream: str, after: str | None, timeout: float) -> list[Event]:
         loop = asyncio.get_running_loop()
@@ -117,17 +151,68 @@ class RedisHub:
         # One async client per event loop (a client is bound to the loop that created it).
         self._async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._async_lock = threading.Lock()
+        # Batched publishing (see publish_batched): events waiting for the flusher thread,
+        # and a lock that keeps every write to Redis in the order it was asked for.
+        self._batch: list[tuple[str, str, str]] = []
+        self._batch_lock = threading.Lock()
+        self._batch_ready = threading.Event()
+        self._write_lock = threading.Lock()
+        self._flusher_pid = 0
+        # One shared stream reader per event loop (see _SharedReader).
+        self._readers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def _key(self, stream: str) -> str:
         return f"{self.prefix}:hub:{stream}"
 
     def publish(self, stream: str, name: str, data: str) -> str:
+        """Append one event now. Batched events asked for earlier are written first."""
         key = self._key(stream)
-        pipe = self._sync.pipeline(transaction=False)
-        pipe.xadd(key, {"n": name, "d": data}, maxlen=100_000, approximate=True)
-        pipe.expire(key, self.ttl)
-        event_id, _ = pipe.execute()
+        with self._write_lock:
+            self._flush_locked()
+            pipe = self._sync.pipeline(transaction=False)
+            pipe.xadd(key, {"n": name, "d": data}, maxlen=100_000, approximate=True)
+            pipe.expire(key, self.ttl)
+            event_id, _ = pipe.execute()
         return event_id.decode()
+
+    def publish_batched(self, stream: str, name: str, data: str) -> None:
+        """Append an event within BATCH_WINDOW_SECONDS, together with the other events the
+        process publishes meanwhile: one pipeline for all the replies a worker generates,
+        instead of a round trip per reply and delta. Order is kept: `publish` writes what is
+        waiting first. A failed write is logged and dropped (the deltas are a preview; the
+        final pane carries the whole text).
+        """
+        with self._batch_lock:
+            self._batch.append((stream, name, data))
+            if self._flusher_pid != os.getpid():
+                self._flusher_pid = os.getpid()
+                threading.Thread(target=self._flush_loop, name="hub-flusher", daemon=True).start()
+        self._batch_ready.set()
+
+    def _flush_loop(self) -> None:
+        while True:
+            self._batch_ready.wait()
+            time.sleep(BATCH_WINDOW_SECONDS)
+            self._batch_ready.clear()
+            try:
+                with self._write_lock:
+                    self._flush_locked()
+            except Exception:
+                log.warning("hub: batched events not published", exc_info=True)
+
+    def _flush_locked(self) -> None:
+        with self._batch_lock:
+            batch, self._batch = self._batch, []
+        if not batch:
+            return
+        pipe = self._sync.pipeline(transaction=False)
+        keys = {}
+        for stream, name, data in batch:
+            key = keys.setdefault(stream, self._key(stream))
+            pipe.xadd(key, {"n": name, "d": data}, maxlen=100_000, approximate=True)
+        for key in keys.values():
+            pipe.expire(key, self.ttl)
+        pipe.execute()
 
     def _async_client(self):
         import redis.asyncio
@@ -147,6 +232,14 @@ class RedisHub:
                 )
                 self._async_clients[loop] = client
             return client
+
+    def subscribe(self, stream: str, after: str | None) -> "_RedisSubscription":
+        loop = asyncio.get_running_loop()
+        with self._async_lock:
+            reader = self._readers.get(loop)
+            if reader is None:
+                reader = self._readers[loop] = _SharedReader(self)
+        return reader.subscribe(stream, after)
 
     async def read(self, stream: str, after: str | None, timeout: float) -> list[Event]:
         client = self._async_client()
@@ -176,6 +269,162 @@ class RedisHub:
             return bool(self._sync.ping())
         except Exception:
             return False
+
+
+def _id_key(event_id: str | None) -> tuple[int, int]:
+    if not event_id:
+        return (0, 0)
+    ms, _, seq = event_id.partition("-")
+    try:
+        return (int(ms), int(seq or 0))
+    except ValueError:
+        return (0, 0)
+
+
+class _RedisSubscription:
+    def __init__(self, reader: "_SharedReader", key: str, after: str | None):
+        self.reader = reader
+        self.key = key
+        self.after = after or "0-0"
+        self.events: list[Event] = []
+        self.error: BaseException | None = None
+        self.ready = asyncio.Event()
+
+    def deliver(self, events: list[Event]) -> None:
+        last = _id_key(self.events[-1].id if self.events else self.after)
+        fresh = [e for e in events if _id_key(e.id) > last]
+        if fresh:
+            self.events.extend(fresh)
+            self.ready.set()
+
+    def fail(self, exc: BaseException) -> None:
+        self.error = exc
+        self.ready.set()
+
+    async def get(self, timeout: float) -> list[Event]:
+        if not self.events and self.error is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.ready.wait(), timeout)
+        self.ready.clear()
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        events, self.events = self.events, []
+        if events:
+            self.after = events[-1].id
+        return events
+
+    def close(self) -> None:
+        self.reader.unsubscribe(self)
+
+
+class _SharedReader:
+    """All the SSE streams of one web process read by one task: one `XREAD BLOCK` over every
+    subscribed stream, instead of one blocking connection and one round trip per stream.
+
+    A new subscription wakes the blocked read through a stream of the reader's own (an `XADD`
+    to it), so its first events are not held back until the block times out.
+    """
+
+    BLOCK_MS = 5_000
+    GATHER_SECONDS = 0.01  # after a read that found events, let a few more arrive
+
+    def __init__(self, hub: "RedisHub"):
+        self.hub = hub
+        self.subs: dict[str, set[_RedisSubscription]] = {}
+        self.wake_key = f"{hub.prefix}:hub-wake:{os.getpid()}:{id(self)}"
+        self.wake_id = "0-0"
+        self.task: asyncio.Task | None = None
+        self.has_subs = asyncio.Event()
+        self.reading = False
+        # The position each stream is being read from by the read in flight.
+        self.reading_from: dict[str, str] = {}
+        self.woken = False
+
+    def subscribe(self, stream: str, after: str | None) -> _RedisSubscription:
+        sub = _RedisSubscription(self, self.hub._key(stream), after)
+        self.subs.setdefault(sub.key, set()).add(sub)
+        self.has_subs.set()
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run())
+        elif self.reading and (
+            sub.key not in self.reading_from
+            or _id_key(sub.after) < _id_key(self.reading_from[sub.key])
+        ):
+            # The read in flight does not cover this subscription: read again at once.
+            self._wake()
+        return sub
+
+    def unsubscribe(self, sub: _RedisSubscription) -> None:
+        subs = self.subs.get(sub.key)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self.subs[sub.key]
+
+    def _wake(self) -> None:
+        if self.woken:
+            return
+        self.woken = True
+
+        async def wake():
+            try:
+                pipe = self.hub._async_client().pipeline(transaction=False)
+                pipe.xadd(self.wake_key, {"w": "1"}, maxlen=10)
+                pipe.expire(self.wake_key, 3600)
+                await pipe.execute()
+            except Exception:
+                log.warning("hub: could not wake the stream reader", exc_info=True)
+
+        asyncio.get_running_loop().create_task(wake())
+
+    async def _run(self) -> None:
+        client = self.hub._async_client()
+        while True:
+            if not self.subs:
+                self.has_subs.clear()
+                await self.has_subs.wait()
+            streams = {
+                key: min((s.after for s in subs), key=_id_key) for key, subs in self.subs.items()
+            }
+            self.reading_from = dict(streams)
+            streams[self.wake_key] = self.wake_id
+            self.woken = False
+            self.reading = True
+            try:
+                response = await client.xread(streams, block=self.BLOCK_MS, count=500)
+            except Exception as exc:
+                # Redis is unreachable: every waiting stream hears of it (and falls back to
+                # the database or ends; the browser reconnects).
+                for subs in list(self.subs.values()):
+                    for sub in list(subs):
+                        sub.fail(exc)
+                self.subs.clear()
+                continue
+            finally:
+                self.reading = False
+            found = False
+            items = response.items() if isinstance(response, dict) else (response or [])
+            for raw_key, entries in items:
+                key = raw_key.decode()
+                if not entries:
+                    continue
+                if key == self.wake_key:
+                    self.wake_id = entries[-1][0].decode()
+                    continue
+                events = [
+                    Event(id=eid.decode(), name=fields[b"n"].decode(), data=fields[b"d"].decode())
+                    for eid, fields in entries
+                ]
+                found = True
+                start = _id_key(self.reading_from.get(key))
+                for sub in list(self.subs.get(key, ())):
+                    if _id_key(sub.after) < start:
+                        continue  # subscribed during the read, further back: the next read
+                    sub.deliver(events)
+                    sub.after = max(sub.after, events[-1].id, key=_id_key)
+            if found:
+                await asyncio.sleep(self.GATHER_SECONDS)
 
 
 _hub = None

@@ -372,6 +372,7 @@ def reply_generate(*, reply_id: int) -> None:
     parts: list[str] = []
     pending: list[str] = []
     last_publish = [0.0]
+    first_sent = [False]
     stop_key = f"stop:{reply.turn_id}"
     last_check = [0.0, False]
 
@@ -381,7 +382,12 @@ def reply_generate(*, reply_id: int) -> None:
             # sanitised markdown, rendered by arena.markdown).
             text = html.escape("".join(pending), quote=False)
             pending.clear()
-            hub.publish(stream, f"delta-{reply.side}", text)
+            if first_sent[0]:
+                # Later deltas travel with the process's other replies (one round trip).
+                hub.publish_batched(stream, f"delta-{reply.side}", text)
+            else:
+                hub.publish(stream, f"delta-{reply.side}", text)  # the first token: at once
+                first_sent[0] = True
         last_publish[0] = time.monotonic()
 
     def on_delta(text: str) -> None:

@@ -320,11 +320,20 @@ async def turn_events(request: HttpRequest, uuid, index: int) -> StreamingHttpRe
     deadline = time.monotonic() + settings.LLM_TIMEOUT_TOTAL * 2 + 120
 
     async def events():
-        after = last_event_id
+        # One subscription for the connection: in service mode the process's shared reader
+        # fills it (one XREAD for every open stream of the process).
+        subscription = hub.subscribe(stream_key, last_event_id)
+        try:
+            async for chunk in _stream(subscription):
+                yield chunk
+        finally:
+            subscription.close()
+
+    async def _stream(subscription):
         yield "retry: 1000\n\n"
         while time.monotonic() < deadline:
             try:
-                batch = await hub.read(stream_key, after, timeout=10.0)
+                batch = await subscription.get(timeout=10.0)
             except Exception:
                 # Hub unreachable: a finished turn can still be answered from the database;
                 # otherwise end the stream and let the browser reconnect and resume.
@@ -337,14 +346,13 @@ async def turn_events(request: HttpRequest, uuid, index: int) -> StreamingHttpRe
                     yield format_sse(final)
                 return
             if batch:
-                after = batch[-1].id
                 yield format_sse(batch)
                 if any(e.name == "turn-end" for e in batch):
                     return
                 if any(e.name.startswith("delta-") for e in batch):
-                    # While text streams, read at most every DELTA_READ_SECONDS: one Redis
-                    # round trip and one write carry several deltas. The first delta, panes
-                    # and turn-end are never held back.
+                    # While text streams, read at most every DELTA_READ_SECONDS: one write
+                    # carries several deltas. The first delta, panes and turn-end are never
+                    # held back.
                     await asyncio.sleep(DELTA_READ_SECONDS)
                 continue
             final = await sync_to_async(_final_events)(turn)
