@@ -93,3 +93,24 @@ class service_unavailable_middleware(MiddlewareMixin):  # noqa: N801
         response = HttpResponse(format_html(UNAVAILABLE_PAGE, message, back), status=503)
         response["Retry-After"] = "60"
         return response
+
+
+class sync_boundary_middleware:  # noqa: N801
+    """Innermost on purpose: the middleware around it runs in one thread per request.
+
+    Under ASGI Django runs each hook of a sync middleware (`MiddlewareMixin`: security,
+    sessions, CSRF, auth, messages and ours) through `sync_to_async`, a round trip between the
+    event loop and a thread per hook, about 14 per request, each waiting for a busy loop. A
+    sync-only middleware innermost makes Django run everything outside it synchronously, in
+    the request's thread: one switch in (below the async static-file middleware) and one
+    back for the view. Async views (the SSE stream) still run on the event loop.
+    """
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
