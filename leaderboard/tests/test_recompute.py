@@ -1,11 +1,15 @@
+import random
 import threading
 
+import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
-from leaderboard import services
+from battles.models import Vote
+from leaderboard import selectors, services
 from leaderboard.models import ImportedVote, RecomputeLock, Snapshot
 from leaderboard.tasks import ratings_recompute_task
 from llm_providers.models import LLMModel
@@ -295,3 +299,33 @@ def test_the_database_fills_the_style_differences_when_a_vote_is_written(three_m
     imported.refresh_from_db()
     assert imported.style_length == pytest.approx(-20 / 41)
     assert imported.style_bold == 0
+
+
+@pytest.mark.parametrize("both_bad_as_tie", [True, False])
+def test_the_style_sums_per_outcome_equal_the_sums_over_the_votes(
+    three_models, make_vote, settings, both_bad_as_tie
+):
+    settings.ARENA_BOTH_BAD_AS_TIE = both_bad_as_tie
+    alpha, bravo, charlie = three_models
+    rng = random.Random(3)
+    pairs = [(alpha, bravo), (bravo, alpha), (bravo, charlie), (charlie, alpha)]
+    for _ in range(80):
+        a, b = rng.choice(pairs)
+        make_vote(a, b, rng.choice(["a", "b", "tie", "bothbad"]), style={
+            side: {f: rng.randint(0, 900 if f == "length" else 4)
+                   for f in ("length", "headers", "lists", "bold")}
+            for side in ("a", "b")
+        })
+    tallies = selectors.VoteTallies(
+        cutoff=timezone.now(), plan=selectors.filter_plan(), style=True, languages=False
+    )
+    overall = tallies.category("overall")
+    half = ("tie", "bothbad") if both_bad_as_tie else ("tie",)
+    for row, (a, b) in enumerate(zip(overall.model_a, overall.model_b, strict=True)):
+        votes = list(Vote.objects.filter(model_a_id=a, model_b_id=b))
+        for outcome, choices in enumerate([("a",), ("b",), half]):
+            x = np.array([[v.style_length, v.style_headers, v.style_lists, v.style_bold]
+                          for v in votes if v.choice in choices]).reshape(-1, 4)
+            np.testing.assert_allclose(overall.style_x[row, outcome], x.sum(axis=0), atol=1e-9)
+            np.testing.assert_allclose(overall.style_xx[row, outcome], x.T @ x, atol=1e-9)
+        np.testing.assert_allclose(overall.style_x[row, 3], 0, atol=1e-9)
