@@ -15,7 +15,6 @@ from django.db.models import (
     CharField,
     Count,
     F,
-    FloatField,
     IntegerField,
     Q,
     Value,
@@ -277,44 +276,27 @@ def _tally_rows(
                     default=Value(0),
                     output_field=IntegerField(),
                 )
-    k = len(STYLE_FEATURES)
-    pairs = [(i, j) for i in range(k) for j in range(i, k)]
     if style:
         # Stored generated columns (battles.models.style_difference): no JSON parsing here.
         columns.update({f"x{j}": F(f"style_{name}") for j, name in enumerate(STYLE_FEATURES)})
-        # Moments by the vote's score y (1 A wins, 0 B wins, 1/2 tie or counted both-bad):
-        # three distinct scores, so the sums per outcome come back exactly from
-        # sum(x), sum(y x) and sum(y^2 x) without a row per choice.
-        half_choices = ["tie"]
-        if getattr(settings, "ARENA_BOTH_BAD_AS_TIE", True):
-            half_choices.append("bothbad")
-        for name, (a, b, half) in {"w0": (1, 1, 1), "w1": (1, 0, 0.5),
-                                   "w2": (1, 0, 0.25)}.items():
-            columns[name] = Case(
-                When(choice="a", then=Value(float(a))),
-                When(choice="b", then=Value(float(b))),
-                When(choice__in=half_choices, then=Value(float(half))),
-                default=Value(0.0),  # both-bad left out of the fit
-                output_field=FloatField(),
-            )
     scope = scope if scope is not None else Q()
     if by_language:
         scope &= ~Q(language="")
 
+    k = len(STYLE_FEATURES)
+    pairs = [(i, j) for i in range(k) for j in range(i, k)]
     if by_language:
+        # One row per (language, pair, reason): a row per choice would be four times as many.
         keys = "lg, ma, mb, rs"
         aggregates = [f"SUM(CASE WHEN ch = '{c}' THEN 1 ELSE 0 END)" for c in CHOICES]
     else:
-        keys = "ma, mb, rs"
-        aggregates = [
-            f"SUM(CASE WHEN ch = '{c}'{f' AND {flag} = 1' if flag else ''} THEN 1 ELSE 0 END)"
-            for flag in _category_flags().values()
-            for c in CHOICES
-        ]
+        # One row per (pair, reason, choice) and a few plain sums: far cheaper to aggregate
+        # than a CASE per (category, choice, style term).
+        keys = "ma, mb, rs, ch"
+        aggregates = ["COUNT(*)"] + [f"SUM({flag})" for flag in _category_flags().values() if flag]
         if style:
-            for w in ("w0", "w1", "w2"):
-                aggregates += [f"SUM({w} * x{j})" for j in range(k)]
-                aggregates += [f"SUM({w} * x{i} * x{j})" for i, j in pairs]
+            aggregates += [f"SUM(x{j})" for j in range(k)]
+            aggregates += [f"SUM(x{i} * x{j})" for i, j in pairs]
     rows: list[tuple] = []
     for source in sources:
         sql, params = _source_votes(
@@ -325,26 +307,31 @@ def _tally_rows(
             f"SELECT {keys}, {', '.join(aggregates)} FROM ({sql}) votes GROUP BY {keys}",  # noqa: S608
             params,
         )
-    width = len(keys.split(", "))
-    counts = 4 * len(CHOICES) if not by_language else len(CHOICES)
-    values = np.nan_to_num(np.array([row[width:] for row in rows], dtype=float))
-    values = values.reshape(len(rows), -1 if rows else counts)
-    if not style or by_language:
-        return [tuple(row[:width]) for row in rows], values
-    # Per outcome (A, B, half) from the three moments, laid out as StyleSums wants them:
-    # per choice the feature sums, then the k x k outer-product sums (half in the tie slot).
-    size = k + len(pairs)
-    m0, m1, m2 = (values[:, counts + i * size : counts + (i + 1) * size] for i in range(3))
-    per_outcome = {"a": 2 * m2 - m1, "b": m0 - 3 * m1 + 2 * m2, "tie": 4 * (m1 - m2)}
-    out = np.zeros((len(rows), counts + len(CHOICES) * (k + k * k)))
-    out[:, :counts] = values[:, :counts]
-    for c, sums in per_outcome.items():
-        base = counts + CHOICES.index(c) * (k + k * k)
-        out[:, base : base + k] = sums[:, :k]
+    if by_language:
+        return [tuple(row[:4]) for row in rows], np.array(
+            [row[4:] for row in rows], dtype=float
+        ).reshape(len(rows), len(CHOICES))
+    # Lay the fixed rows out per (pair, reason): counts [category x choice], then per choice
+    # the feature sums and the k x k outer-product sums (StyleSums' layout).
+    index: dict[tuple, int] = {}
+    at = np.array([index.setdefault(tuple(row[:3]), len(index)) for row in rows], dtype=int)
+    choice = np.array([CHOICES.index(row[3]) for row in rows], dtype=int)
+    width = 4 * len(CHOICES) + (len(CHOICES) * (k + k * k) if style else 0)
+    if not rows:
+        return [], np.zeros((0, width))
+    sums = np.nan_to_num(np.array([row[4:] for row in rows], dtype=float))
+    out = np.zeros((len(index), width))
+    for category in range(4):
+        np.add.at(out, (at, category * len(CHOICES) + choice), sums[:, category])
+    if style:
+        base = 4 * len(CHOICES) + choice * (k + k * k)
+        for j in range(k):
+            np.add.at(out, (at, base + j), sums[:, 4 + j])
         for p, (i, j) in enumerate(pairs):
-            out[:, base + k + i * k + j] = sums[:, k + p]
-            out[:, base + k + j * k + i] = sums[:, k + p]
-    return [tuple(row[:width]) for row in rows], out
+            np.add.at(out, (at, base + k + i * k + j), sums[:, 4 + k + p])
+            if i != j:
+                np.add.at(out, (at, base + k + j * k + i), sums[:, 4 + k + p])
+    return list(index), out
 
 
 @dataclass
