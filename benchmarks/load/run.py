@@ -30,6 +30,8 @@ from pathlib import Path
 
 import psutil
 
+from benchmarks.synthetic import filler
+
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 BIN = Path(sys.executable).parent
@@ -550,39 +552,6 @@ class Bench:
 
     # ratings with many votes -----------------------------------------------------------------
 
-    def _filler(self, table: str, given: dict[str, str]) -> tuple[str, str]:
-        """Columns and SQL values for an INSERT … SELECT: `given` plus every other NOT NULL
-        column without a default, filled by type (the schema can grow without breaking this)."""
-        rows = bench_sql(
-            "SELECT column_name, data_type, is_nullable, column_default, is_identity "
-            "FROM information_schema.columns WHERE table_name = %s",
-            [table],
-            fetch=True,
-        )
-        by_type = {
-            "character varying": "''",
-            "text": "''",
-            "integer": "0",
-            "smallint": "0",
-            "bigint": "0",
-            "boolean": "false",
-            "jsonb": "'{}'::jsonb",
-            "double precision": "0",
-            "timestamp with time zone": "now()",
-            "uuid": "gen_random_uuid()",
-        }
-        cols, vals = [], []
-        for name, dtype, nullable, default, identity in rows:
-            if identity == "YES":
-                continue
-            if name in given:
-                cols.append(name)
-                vals.append(given[name])
-            elif nullable == "NO" and default is None:
-                cols.append(name)
-                vals.append(by_type[dtype])
-        return ", ".join(cols), ", ".join(vals)
-
     def many_votes(self) -> None:
         n = self.args.votes
         ids = (
@@ -608,7 +577,8 @@ class Bench:
         k = len(ids)
         log(f"inserting {n:,} synthetic battles and votes")
         t0 = time.perf_counter()
-        conv_cols, conv_vals = self._filler(
+        conv_cols, conv_vals = filler(
+            bench_sql,
             "battles_conversation",
             {
                 "owner_key": "'v:bench-synthetic'",
@@ -624,7 +594,8 @@ class Bench:
         )[0][0]
         ia = f"(1 + (g % {k}))"
         ib = f"(1 + ((g % {k}) + 1 + (g / {k}) % {k - 1}) % {k})"
-        b_cols, b_vals = self._filler(
+        b_cols, b_vals = filler(
+            bench_sql,
             "battles_battle",
             {
                 "uuid": "gen_random_uuid()",
@@ -648,7 +619,8 @@ class Bench:
         )
         t_battles = time.perf_counter() - t0
         # A real skill gap: model i beats j with a probability growing with i - j.
-        v_cols, v_vals = self._filler(
+        v_cols, v_vals = filler(
+            bench_sql,
             "battles_vote",
             {
                 "battle_id": "b.id",
