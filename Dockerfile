@@ -39,7 +39,7 @@ COPY . .
 
 # Settings refuse to import with DEBUG off and no SECRET_KEY/ALLOWED_HOSTS: these dummy values
 # exist only for this RUN line (never ENV), so no secret is baked into the image. DEBUG=false
-# selects servestatic's manifest storage, the one the running container uses.
+# selects whitenoise's manifest storage, the one the running container uses.
 RUN DEBUG=false SECRET_KEY=collectstatic-build-only-not-a-secret ALLOWED_HOSTS=localhost \
     python manage.py collectstatic --noinput \
     && chmod 0755 docker/entrypoint.sh \
