@@ -380,13 +380,15 @@ class _Table:
             self.values[self.index[(*key[:-1], reason)]] += other.values[i]
 
 
-def _listed(subquery: Q, values, field: str) -> Q | None:
-    """On PostgreSQL, `field IN (the subquery's values, listed)`: with the values in hand the
-    planner picks an index lookup for a few and a hashed list for many, where the subquery
-    form scans every vote. SQLite indexes an IN (subquery) by itself, and limits the number
-    of parameters, so it keeps the subquery. None when nothing matches."""
+def _listed(values, field: str) -> Q | None:
+    """`field IN (values)`, None when `values` (a one-column queryset) is empty.
+
+    On PostgreSQL the values are fetched and listed: with them in hand the planner picks an
+    index lookup for a few and a hashed list for many, where the subquery form scans every
+    vote. SQLite indexes an IN (subquery) by itself, and limits the number of parameters, so
+    it keeps the subquery."""
     if connection.vendor != "postgresql":
-        return subquery if values.exists() else None
+        return Q(**{f"{field}__in": values}) if values.exists() else None
     listed = list(values.values_list(field, flat=True))
     return Q(**{f"{field}__in": listed}) if listed else None
 
@@ -405,10 +407,9 @@ class VoteTallies:
         self.by_language = (
             self._table(by_language=True) if languages else _Table([], np.zeros((0, 4)))
         )
+        # The votes the hot-prompt down-sampling drops, worked out once for every read below.
         self.dropped = (
-            _listed(Q(pk__in=_dedup_dropped_ids(plan)), _dedup_dropped_ids(plan), "pk")
-            if plan.dedup and plan.hot_prompts
-            else None
+            _listed(_dedup_dropped_ids(plan), "pk") if plan.dedup and plan.hot_prompts else None
         )
         if self.dropped is not None:
             self._move(self.dropped, _DEDUP)
@@ -444,14 +445,51 @@ class VoteTallies:
         """Move the counted votes of flagged voters (not cleared) to the voter_flagged reason."""
         if not self.plan.voter_flags:
             return
-        scope = _listed(
-            Q(visitor_hash__in=_flagged_voters()), _flagged_voters(), "visitor_hash"
-        )
+        scope = _listed(_flagged_voters(), "visitor_hash")
         if scope is None:
             return
         if self.dropped is not None:
             scope &= ~self.dropped
         self._move(scope, _FLAGGED)
+
+    def _counted(self) -> Q:
+        """Arena votes not dropped by the down-sampling (the row reasons are in `rs`)."""
+        return ~self.dropped if self.dropped is not None else Q()
+
+    def votes_by_voter(self, *, min_votes: int) -> list[tuple]:
+        """Decisive counted arena votes of voters with at least `min_votes` of them, in
+        (visitor, time) order, as (visitor_hash, model_a_id, model_b_id, choice). Flagged voters
+        are not left out: this feeds their test. Ties never enter it, so they are not sorted."""
+        sql, params = _source_votes(
+            Vote,
+            cutoff=self.cutoff,
+            plan=self.plan,
+            columns={
+                "vh": F("visitor_hash"), "ma": F("model_a_id"), "mb": F("model_b_id"),
+                "ch": F("choice"), "ts": F("created_at"), "vid": F("pk"),
+            },
+            scope=self._counted() & Q(choice__in=("a", "b")),
+        )
+        # Byte order sorts the hashes fastest and the same on every database.
+        collate = ' COLLATE "C"' if connection.vendor == "postgresql" else ""
+        return _raw(
+            f"SELECT vh, ma, mb, ch FROM (SELECT vh, ma, mb, ch, ts, vid, "  # noqa: S608
+            f"COUNT(*) OVER (PARTITION BY vh{collate}) AS n FROM ({sql}) votes "
+            f"WHERE rs = '') counted WHERE n >= %s ORDER BY vh{collate}, ts, vid",
+            (*params, min_votes),
+        )
+
+    def votes_counted_by(self, visitor_hashes: list[str]) -> dict[str, int]:
+        """Counted arena votes (ties included) of the given voters, by voter."""
+        if not visitor_hashes:
+            return {}
+        sql, params = _source_votes(
+            Vote, cutoff=self.cutoff, plan=self.plan, columns={"vh": F("visitor_hash")},
+            scope=self._counted() & Q(visitor_hash__in=visitor_hashes),
+        )
+        return dict(
+            _raw(f"SELECT vh, COUNT(*) FROM ({sql}) votes WHERE rs = '' GROUP BY vh", params)  # noqa: S608
+        )
 
     def _language_rows(self) -> dict[str, np.ndarray]:
         """Row numbers of the language table, per language."""
@@ -499,52 +537,6 @@ class VoteTallies:
             result.style_x = sums[:, :, :k]
             result.style_xx = sums[:, :, k:].reshape(-1, len(CHOICES), k, k)
         return result
-
-
-def _counted_scope(plan: FilterPlan) -> Q:
-    if plan.dedup and plan.hot_prompts:
-        return ~Q(pk__in=_dedup_dropped_ids(plan))
-    return Q()
-
-
-def votes_by_voter(*, cutoff: dt.datetime, plan: FilterPlan, min_votes: int) -> list[tuple]:
-    """Decisive counted arena votes of voters with at least `min_votes` of them, in (visitor,
-    time) order, as (visitor_hash, model_a_id, model_b_id, choice). Flagged voters are not
-    left out: this feeds their test. Ties never enter the test, so they are not sorted."""
-    scope = _counted_scope(plan) & Q(choice__in=("a", "b"))
-    sql, params = _source_votes(
-        Vote,
-        cutoff=cutoff,
-        plan=plan,
-        columns={
-            "vh": F("visitor_hash"), "ma": F("model_a_id"), "mb": F("model_b_id"),
-            "ch": F("choice"), "ts": F("created_at"), "vid": F("pk"),
-        },
-        scope=scope,
-    )
-    # Byte order sorts the hashes fastest and the same on every database.
-    collate = ' COLLATE "C"' if connection.vendor == "postgresql" else ""
-    return _raw(
-        f"SELECT vh, ma, mb, ch FROM (SELECT vh, ma, mb, ch, ts, vid, "  # noqa: S608
-        f"COUNT(*) OVER (PARTITION BY vh{collate}) AS n FROM ({sql}) votes "
-        f"WHERE rs = '') counted WHERE n >= %s ORDER BY vh{collate}, ts, vid",
-        (*params, min_votes),
-    )
-
-
-def votes_counted_by(
-    visitor_hashes: list[str], *, cutoff: dt.datetime, plan: FilterPlan
-) -> dict[str, int]:
-    """Counted arena votes (ties included) of the given voters, by voter."""
-    if not visitor_hashes:
-        return {}
-    sql, params = _source_votes(
-        Vote, cutoff=cutoff, plan=plan, columns={"vh": F("visitor_hash")},
-        scope=_counted_scope(plan) & Q(visitor_hash__in=visitor_hashes),
-    )
-    return dict(
-        _raw(f"SELECT vh, COUNT(*) FROM ({sql}) votes WHERE rs = '' GROUP BY vh", params)  # noqa: S608
-    )
 
 
 @contextmanager

@@ -233,8 +233,7 @@ def _outlier_walk(
 def voters_flag(
     *,
     cutoff: dt.datetime,
-    plan: selectors.FilterPlan | None = None,
-    consensus: dict | None = None,
+    tallies: selectors.VoteTallies | None = None,
 ) -> FlagReport:
     """Flag voters whose votes go against the consensus beyond chance (FastChat's rule).
 
@@ -252,21 +251,19 @@ def voters_flag(
     """
     alpha = settings.ARENA_OUTLIER_ALPHA
     max_votes = settings.ARENA_OUTLIER_MAX_VOTES
-    plan = plan or selectors.filter_plan(cutoff=cutoff)
-    if consensus is None:
+    if tallies is None:
         with _stage("outlier: pair consensus"):
-            consensus = selectors.VoteTallies(
-                cutoff=cutoff, plan=plan, style=False, languages=False
-            ).consensus()
+            tallies = selectors.VoteTallies(
+                cutoff=cutoff, plan=selectors.filter_plan(cutoff=cutoff), style=False,
+                languages=False,
+            )
     with _stage("outlier: read votes"):
-        votes = selectors.votes_by_voter(
-            cutoff=cutoff, plan=plan, min_votes=settings.ARENA_OUTLIER_MIN_VOTES
-        )
+        votes = tallies.votes_by_voter(min_votes=settings.ARENA_OUTLIER_MIN_VOTES)
     with _stage("outlier: walk votes"):
         tested, crossed = _outlier_walk(
-            votes, consensus, threshold=math.log(1 / alpha), max_votes=max_votes
+            votes, tallies.consensus(), threshold=math.log(1 / alpha), max_votes=max_votes
         )
-        totals = selectors.votes_counted_by(list(crossed), cutoff=cutoff, plan=plan)
+        totals = tallies.votes_counted_by(list(crossed))
         flagged = {
             voter: _Flag(e_value, votes_tested, totals.get(voter, votes_tested))
             for voter, (e_value, votes_tested) in crossed.items()
@@ -413,7 +410,7 @@ def _tallies(
                 cutoff=cutoff, plan=plan, style=style, languages=languages
             )
         if plan.voter_flags:
-            voters_flag(cutoff=cutoff, plan=plan, consensus=tallies.consensus())
+            voters_flag(cutoff=cutoff, tallies=tallies)
             with _stage("flagged voters' votes"):
                 tallies.flags_apply()
     return plan, tallies
