@@ -27,8 +27,7 @@ from benchmarks import synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 DB_NAME = "llmbattler_bench_recompute"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-DB_URL = f"postgresql://postgres@127.0.0.1:5432/{DB_NAME}"
+DB_URL = f"{synthetic.PG_SERVER}/{DB_NAME}"
 STAGE_RE = re.compile(r"recompute stage (?P<stage>.+?): (?P<seconds>[\d.]+) s$", re.MULTILINE)
 
 
@@ -47,19 +46,10 @@ def sql(statement: str, params=None, fetch: bool = False):
 def db_exists() -> bool:
     import psycopg
 
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+    with psycopg.connect(f"{synthetic.PG_SERVER}/postgres", autocommit=True) as conn:
         return bool(
             conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone()
         )
-
-
-def db_recreate(drop_only: bool = False) -> None:
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        if not drop_only:
-            conn.execute(f"CREATE DATABASE {DB_NAME}")
 
 
 def env() -> dict:
@@ -116,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         sql("DELETE FROM leaderboard_snapshot")
         sql("DELETE FROM battles_flaggedvoter")
     else:
-        db_recreate()
+        synthetic.db_recreate(DB_NAME)
         manage("migrate", "--noinput")
         log(f"inserting {args.votes:,} battles and votes over {args.models} models")
         started = time.perf_counter()
@@ -141,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"run {i + 1}: {wall:.1f} s, peak {peak:.0f} MB")
     finally:
         if not args.keep_db and not args.reuse:
-            db_recreate(drop_only=True)
+            synthetic.db_recreate(DB_NAME, drop_only=True)
 
     print()
     print(f"recompute_ratings over {votes:,} votes, {args.models} models "
@@ -154,10 +144,17 @@ def main(argv: list[str] | None = None) -> int:
         for stage, seconds in sorted(stage_times.items(), key=lambda kv: -kv[1]):
             print(f"      {stage:<28} {seconds:6.2f} s")
     print()
-    print(runs[0][3].strip().splitlines()[-1] if runs else "")
+    # The command's own summary of the overall board (models, votes, exclusions).
+    overall = [line for line in (runs[0][3] if runs else "").splitlines()
+               if line.startswith("overall:")]
+    print(overall[0] if overall else "")
     target = runs[0][0] if runs else float("nan")
-    verdict = "met" if target < 10 else "MISSED"
-    print(f"target: whole recompute_ratings with 2M votes under 10 s -> {target:.1f} s: {verdict}")
+    if votes >= 2_000_000:
+        verdict = "met" if target < 10 else "MISSED"
+        print(f"target: whole recompute_ratings with 2M votes under 10 s -> {target:.1f} s: "
+              f"{verdict}")
+    else:
+        print(f"(the 10 s target is for 2,000,000 votes; this run had {votes:,})")
     return 0
 
 

@@ -15,6 +15,17 @@ from collections.abc import Callable
 SQL = Callable[..., list | None]  # sql(statement, params=None, fetch=False)
 
 LANGUAGES = ("en", "en", "en", "en", "en", "zh", "ru", "es", "de", "fr", "ja", "pt")
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+
+def db_recreate(name: str, *, drop_only: bool = False) -> None:
+    """Drop the benchmark database `name` (closing its connections) and create it afresh."""
+    import psycopg
+
+    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        if not drop_only:
+            conn.execute(f"CREATE DATABASE {name}")
 
 
 def filler(sql: SQL, table: str, given: dict[str, str]) -> tuple[str, str]:
@@ -75,15 +86,9 @@ def models_insert(sql: SQL, *, count: int, prefix: str = "synthetic") -> list[in
     return sorted(r[0] for r in rows)
 
 
-def votes_insert(sql: SQL, *, count: int, model_ids: list[int], seed: float = 0.42) -> None:
-    """`count` voted battles and their votes, spread over `model_ids` (skewed popularity).
-
-    Model i beats j with a probability growing with the gap in their list positions.
-    """
-    k = len(model_ids)
-    arr = "ARRAY[" + ",".join(map(str, model_ids)) + "]::bigint[]"
-    sql(f"SELECT setseed({seed})")
-    conv_cols, conv_vals = filler(
+def conversation_insert(sql: SQL) -> int:
+    """One conversation owned by a synthetic visitor, to hang battles on; its id."""
+    cols, vals = filler(
         sql,
         "battles_conversation",
         {
@@ -94,10 +99,20 @@ def votes_insert(sql: SQL, *, count: int, model_ids: list[int], seed: float = 0.
             "updated_at": "now()",
         },
     )
-    conv = sql(
-        f"INSERT INTO battles_conversation ({conv_cols}) SELECT {conv_vals} RETURNING id",
-        fetch=True,
+    return sql(
+        f"INSERT INTO battles_conversation ({cols}) SELECT {vals} RETURNING id", fetch=True
     )[0][0]
+
+
+def votes_insert(sql: SQL, *, count: int, model_ids: list[int], seed: float = 0.42) -> None:
+    """`count` voted battles and their votes, spread over `model_ids` (skewed popularity).
+
+    Model i beats j with a probability growing with the gap in their list positions.
+    """
+    k = len(model_ids)
+    arr = "ARRAY[" + ",".join(map(str, model_ids)) + "]::bigint[]"
+    sql(f"SELECT setseed({seed})")
+    conv = conversation_insert(sql)
     # Pair popularity: position ~ k * u^1.6 gives a few models most of the battles.
     ia = f"(1 + floor({k} * power(random(), 1.6))::int)"
     ib = f"(1 + (ia - 1 + 1 + floor({k - 1} * power(random(), 1.6))::int) % {k})"

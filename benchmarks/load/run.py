@@ -30,13 +30,13 @@ from pathlib import Path
 
 import psutil
 
+from benchmarks import synthetic
 from benchmarks.synthetic import filler
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 BIN = Path(sys.executable).parent
 DB_NAME = "llmbattler_bench"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/14"
 PREFIX = "bench"
 QUEUES = ("bench-llm", "bench-default")
@@ -131,15 +131,6 @@ def wait_http(url: str, timeout: float = 60) -> None:
 
 
 # --- database and redis ------------------------------------------------------------------------
-
-
-def db_recreate(drop_only: bool = False) -> None:
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        if not drop_only:
-            conn.execute(f"CREATE DATABASE {DB_NAME}")
 
 
 def redis_clear() -> None:
@@ -375,7 +366,7 @@ class Bench:
 
     def setup(self) -> None:
         log(f"logs in {self.tmp}; load average {load_average()}")
-        db_recreate()
+        synthetic.db_recreate(DB_NAME)
         redis_clear()
         run([PY, "manage.py", "migrate", "--noinput"], self.env)
         run([PY, "manage.py", "collectstatic", "--noinput"], self.env)
@@ -577,21 +568,7 @@ class Bench:
         k = len(ids)
         log(f"inserting {n:,} synthetic battles and votes")
         t0 = time.perf_counter()
-        conv_cols, conv_vals = filler(
-            bench_sql,
-            "battles_conversation",
-            {
-                "owner_key": "'v:bench-synthetic'",
-                "title": "'synthetic'",
-                "uuid": "gen_random_uuid()",
-                "created_at": "now()",
-                "updated_at": "now()",
-            },
-        )
-        conv = bench_sql(
-            f"INSERT INTO battles_conversation ({conv_cols}) SELECT {conv_vals} RETURNING id",
-            fetch=True,
-        )[0][0]
+        conv = synthetic.conversation_insert(bench_sql)
         ia = f"(1 + (g % {k}))"
         ib = f"(1 + ((g % {k}) + 1 + (g / {k}) % {k - 1}) % {k})"
         b_cols, b_vals = filler(
@@ -884,7 +861,7 @@ class Bench:
             redis_clear()
         if not self.args.keep_db:
             with contextlib.suppress(Exception):
-                db_recreate(drop_only=True)
+                synthetic.db_recreate(DB_NAME, drop_only=True)
         if not self.args.keep_logs:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
