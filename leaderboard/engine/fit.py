@@ -60,7 +60,7 @@ def fit(
             raise ValueError("pass features or style sums, not both")
         if options.ci == "bootstrap":
             raise ValueError("style sums support sandwich intervals or none, not the bootstrap")
-        rows, _ = style_rows(counts, style, n_models, options.both_bad_as_tie)
+        rows = style_rows(counts, style, n_models, options.both_bad_as_tie)
     else:
         rows = fitting_rows(counts, n_models, options.both_bad_as_tie, features)
     summary = model_stats(counts, n_models)

@@ -45,10 +45,10 @@ class Rows:
         return self.n_models + self.x.shape[1]
 
 
-def fitting_rows(
-    counts: PairCounts, n_models: int, both_bad_as_tie: bool, features: np.ndarray | None
-) -> Rows:
-    """Validate the counts and turn them into fitting rows (unordered pairs without features)."""
+def _cells(
+    counts: PairCounts, n_models: int, both_bad_as_tie: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validated (model_a, model_b, cells) with cells (A wins, B wins, half-win outcomes)."""
     a = np.asarray(counts.model_a, dtype=np.int64)
     b = np.asarray(counts.model_b, dtype=np.int64)
     cols = [counts.wins_a, counts.wins_b, counts.ties, counts.both_bad]
@@ -62,7 +62,14 @@ def fitting_rows(
     if len(a) and min(c.min() for c in (wa, wb, ties, both_bad)) < 0:
         raise ValueError("counts must be non-negative")
     half = ties + both_bad if both_bad_as_tie else ties
-    cells = np.column_stack([wa, wb, half])
+    return a, b, np.column_stack([wa, wb, half])
+
+
+def fitting_rows(
+    counts: PairCounts, n_models: int, both_bad_as_tie: bool, features: np.ndarray | None
+) -> Rows:
+    """Validate the counts and turn them into fitting rows (unordered pairs without features)."""
+    a, b, cells = _cells(counts, n_models, both_bad_as_tie)
     if features is not None:
         x = np.asarray(features, dtype=float)
         x = x[:, None] if x.ndim == 1 else x
@@ -88,8 +95,8 @@ def fitting_rows(
 
 def style_rows(
     counts: PairCounts, sums: StyleSums, n_models: int, both_bad_as_tie: bool
-) -> tuple[Rows, np.ndarray]:
-    """Fitting rows for style control from per-row feature sums, and the feature scales.
+) -> Rows:
+    """Fitting rows for style control from per-row feature sums (rows stay as voted).
 
     Each vote's log-likelihood l(d + g.x_i) is expanded to second order around its row's
     mean style term g.xbar (the row's votes share d = beta_a - beta_b):
@@ -99,22 +106,19 @@ def style_rows(
     g.x within a row. Features are divided by their root mean square over the fitted votes,
     so the coefficients are per typical difference.
     """
-    base = fitting_rows(counts, n_models, both_bad_as_tie, np.zeros((len(counts.model_a), 0)))
+    a, b, cells = _cells(counts, n_models, both_bad_as_tie)
+    keep = trials(cells) > 0
+    a, b, cells = a[keep], b[keep], cells[keep]
     x = np.asarray(sums.x, dtype=float)
     xx = np.asarray(sums.xx, dtype=float)
     k = x.shape[-1]
-    if x.shape != (len(counts.model_a), 4, k) or xx.shape != (len(counts.model_a), 4, k, k):
+    if x.shape != (len(keep), 4, k) or xx.shape != (len(keep), 4, k, k):
         raise ValueError("style sums must have shapes (rows, 4, k) and (rows, 4, k, k)")
     half = [2, 3] if both_bad_as_tie else [2]
     xc = np.stack([x[:, 0], x[:, 1], x[:, half].sum(axis=1)], axis=1)
     qc = np.stack([xx[:, 0], xx[:, 1], xx[:, half].sum(axis=1)], axis=1)
-    keep = np.asarray(counts.wins_a, dtype=float) + np.asarray(counts.wins_b, dtype=float)
-    keep = keep + np.asarray(counts.ties, dtype=float)
-    if both_bad_as_tie:
-        keep = keep + np.asarray(counts.both_bad, dtype=float)
-    keep = keep > 0
     xc, qc = xc[keep], qc[keep]
-    m = trials(base.cells)
+    m = trials(cells)
     total_q = qc.sum(axis=(0, 1))
     rms = np.sqrt(np.diag(total_q) / max(float(m.sum()), 1.0))
     # A feature that is always zero carries no information; leave it at zero.
@@ -124,10 +128,9 @@ def style_rows(
     sx = xc.sum(axis=1)
     xbar = sx / m[:, None]
     sy = xc[:, 0] + 0.5 * xc[:, 2]
-    r = sy - successes(base.cells)[:, None] * xbar
+    r = sy - successes(cells)[:, None] * xbar
     c = qc.sum(axis=1) - sx[:, :, None] * xbar[:, None, :]
-    rows = Rows(base.a, base.b, base.cells, xbar, n_models, StyleParts(xc, qc, r, c))
-    return rows, scale
+    return Rows(a, b, cells, xbar, n_models, StyleParts(xc, qc, r, c))
 
 
 def successes(cells: np.ndarray) -> np.ndarray:
