@@ -6,13 +6,17 @@ the prompt is allowed (fail open) unless ARENA_MODERATION_FAIL_CLOSED is on; eit
 failure is recorded, so staff can see how often the check was skipped.
 """
 
+from __future__ import annotations
+
 import logging
 import os
 
-import openai
 from django.conf import settings
 
 from battles.models import ModerationEvent
+from llm_providers.client import lazy_import
+
+openai = lazy_import("openai")  # half a second to import; only a configured check needs it
 
 log = logging.getLogger(__name__)
 

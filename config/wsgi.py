@@ -5,3 +5,7 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 application = get_wsgi_application()
+
+from leaderboard.categories import language_model_warm_up  # noqa: E402 (after setup)
+
+language_model_warm_up()

@@ -25,21 +25,46 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import json
 import logging
 import queue
 import random
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx2
-import openai
-from openai.types.chat import ChatCompletion
+if TYPE_CHECKING:
+    import httpx2
+    import openai
+
+
+def lazy_import(name: str):
+    """The module, loaded on first attribute access (the importlib docs' recipe).
+
+    The SDK and its HTTP client take about half a second to import; the catalog models,
+    the admin and the battle services import this module for its types (and the moderation
+    check imports the SDK), so every web and worker process and every management command (a
+    ratings recompute, say) would pay that without ever calling a model."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    loader = importlib.util.LazyLoader(spec.loader)
+    spec.loader = loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    loader.exec_module(module)
+    return module
+
+
+if not TYPE_CHECKING:
+    httpx2 = lazy_import("httpx2")
+    openai = lazy_import("openai")
 
 logger = logging.getLogger(__name__)
 
@@ -543,7 +568,7 @@ def _complete_once(
         raise _classify(exc, endpoint.api_key) from None
     finally:
         client.close()
-    if not isinstance(response, ChatCompletion) or not response.choices:
+    if not isinstance(response, openai.types.chat.ChatCompletion) or not response.choices:
         raise ProviderPermanentError("malformed", detail=f"unexpected response {response!r:.200}")
     choice = response.choices[0]
     message = choice.message
