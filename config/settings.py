@@ -223,6 +223,10 @@ ARENA_STYLE_CONTROL = env_bool("ARENA_STYLE_CONTROL", True)
 ARENA_BOTH_BAD_AS_TIE = env_bool("ARENA_BOTH_BAD_AS_TIE", True)
 ARENA_RATING_ANCHOR = env_str("ARENA_RATING_ANCHOR", "")
 ARENA_RECOMPUTE_LEASE_SECONDS = env_int("ARENA_RECOMPUTE_LEASE_SECONDS", 1800, minimum=10)
+# PostgreSQL: run the recompute's independent passes over the votes at once, each on its own
+# connection sharing one snapshot (off behind a transaction-mode pooler such as PgBouncer,
+# which cannot share snapshots between connections).
+ARENA_RECOMPUTE_CONCURRENT_READS = env_bool("ARENA_RECOMPUTE_CONCURRENT_READS", True)
 # PostgreSQL sort/hash memory for the recompute's few big queries (its transaction only).
 ARENA_RECOMPUTE_WORK_MEM = env_str("ARENA_RECOMPUTE_WORK_MEM", "256MB")
 if not re.fullmatch(r"\d+(kB|MB|GB)", ARENA_RECOMPUTE_WORK_MEM):

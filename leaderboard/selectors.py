@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
+import logging
+import re
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -30,6 +35,8 @@ from leaderboard.categories import LANGUAGE_PREFIX, OVERALL, category_filter
 from leaderboard.models import ImportedVote, Snapshot, SnapshotRow
 from llm_providers.models import LLMModel
 
+log = logging.getLogger("leaderboard.services")
+
 # The columns battles.Vote and ImportedVote share; every rating input goes through these.
 VOTE_SOURCES = (Vote, ImportedVote)
 SORTS = {
@@ -42,6 +49,16 @@ SORTS = {
     "license": ("model__license", "model__name"),
     "style": ("style_rank_ub", "-style_rating"),
 }
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Log how long one stage of a recompute took (INFO; benchmarks/recompute.py reads it)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        log.info("recompute stage %s: %.3f s", name, time.perf_counter() - started)
 
 
 def excluded_statuses() -> list[str]:
@@ -240,27 +257,28 @@ def _category_flags() -> dict[str, str]:
     return {OVERALL: "", "multi_turn": "c_multi", "long_prompt": "c_long", "code": "c_code"}
 
 
-def _reason_case(source, plan: FilterPlan):
-    """The first row-level reason to leave a vote out ("" if none; see the comment above)."""
+def _reason_case(source):
+    """The first row-level reason to leave a vote out ("" if none; see the comment above).
+    The plan's reasons (hot prompts, flagged voters) are moved later, so no plan is needed."""
     whens = [
         When(q, then=Value(name))
-        for name, q in _exclusions(source, plan).items()
-        if q is not None and name not in (_FLAGGED, _DEDUP)
+        for name, q in _exclusions(source, FilterPlan()).items()
+        if q is not None
     ]
     if not whens:
         return Value("", output_field=CharField())
     return Case(*whens, default=Value(""), output_field=CharField())
 
 
-def _source_votes(source, *, cutoff: dt.datetime, plan: FilterPlan, columns: dict, scope: Q):
+def _source_votes(source, *, cutoff: dt.datetime, columns: dict, scope: Q):
     """SQL of one vote table's votes up to the cut-off: `columns` plus `rs`, the reason."""
     queryset = source.objects.filter(scope, created_at__lte=cutoff).order_by()
-    named = {**columns, "rs": _reason_case(source, plan)}
+    named = {**columns, "rs": _reason_case(source)}
     return _compiled(queryset.annotate(**named).values_list(*named))
 
 
 def _tally_rows(
-    *, cutoff: dt.datetime, plan: FilterPlan, by_language: bool, style: bool,
+    *, cutoff: dt.datetime, by_language: bool, style: bool,
     sources=VOTE_SOURCES, scope: Q | None = None,
 ) -> tuple[list[tuple], np.ndarray]:
     """One GROUP BY per vote table: keys (..., model_a, model_b, reason) and their sums (both
@@ -279,6 +297,7 @@ def _tally_rows(
     if style:
         # Stored generated columns (battles.models.style_difference): no JSON parsing here.
         columns.update({f"x{j}": F(f"style_{name}") for j, name in enumerate(STYLE_FEATURES)})
+        columns["vid"] = F("pk")
     scope = scope if scope is not None else Q()
     if by_language:
         scope &= ~Q(language="")
@@ -297,11 +316,12 @@ def _tally_rows(
         if style:
             aggregates += [f"SUM(x{j})" for j in range(k)]
             aggregates += [f"SUM(x{i} * x{j})" for i, j in pairs]
+            # The sum of the vote ids tells one set of votes from another exactly, where the
+            # float sums differ in their last bits with the order the database adds them in.
+            aggregates.append("SUM(vid)")
     rows: list[tuple] = []
     for source in sources:
-        sql, params = _source_votes(
-            source, cutoff=cutoff, plan=plan, columns=columns, scope=scope
-        )
+        sql, params = _source_votes(source, cutoff=cutoff, columns=columns, scope=scope)
         # Only the ORM's compiled SQL and constants go into these statements (S608).
         rows += _raw(
             f"SELECT {keys}, {', '.join(aggregates)} FROM ({sql}) votes GROUP BY {keys}",  # noqa: S608
@@ -315,22 +335,25 @@ def _tally_rows(
     # the feature sums and the k x k outer-product sums (StyleSums' layout).
     index: dict[tuple, int] = {}
     at = np.array([index.setdefault(tuple(row[:3]), len(index)) for row in rows], dtype=int)
-    choice = np.array([CHOICES.index(row[3]) for row in rows], dtype=int)
-    width = 4 * len(CHOICES) + (len(CHOICES) * (k + k * k) if style else 0)
+    choice_of = {c: i for i, c in enumerate(CHOICES)}
+    choice = np.array([choice_of[row[3]] for row in rows], dtype=int)
+    width = 4 * len(CHOICES) + (len(CHOICES) * (k + k * k + 1) if style else 0)
     if not rows:
         return [], np.zeros((0, width))
     sums = np.nan_to_num(np.array([row[4:] for row in rows], dtype=float))
     out = np.zeros((len(index), width))
-    for category in range(4):
-        np.add.at(out, (at, category * len(CHOICES) + choice), sums[:, category])
+    columns = np.arange(4) * len(CHOICES) + choice[:, None]
     if style:
+        upper = np.triu_indices(k)  # the order of `pairs`
+        products = np.zeros((len(rows), k, k))
+        products[:, upper[0], upper[1]] = sums[:, 4 + k:-1]
+        products[:, upper[1], upper[0]] = sums[:, 4 + k:-1]
+        sums = np.hstack([sums[:, :4 + k], products.reshape(len(rows), k * k), sums[:, -1:]])
         base = 4 * len(CHOICES) + choice * (k + k * k)
-        for j in range(k):
-            np.add.at(out, (at, base + j), sums[:, 4 + j])
-        for p, (i, j) in enumerate(pairs):
-            np.add.at(out, (at, base + k + i * k + j), sums[:, 4 + k + p])
-            if i != j:
-                np.add.at(out, (at, base + k + j * k + i), sums[:, 4 + k + p])
+        ids = 4 * len(CHOICES) + len(CHOICES) * (k + k * k) + choice
+        columns = np.hstack([columns, base[:, None] + np.arange(k + k * k), ids[:, None]])
+    # A key may come from both vote tables: add, never overwrite.
+    np.add.at(out, (at[:, None], columns), sums)
     return list(index), out
 
 
@@ -339,7 +362,9 @@ class CategoryVotes:
     """One category's rating input: counted votes per (model_a, model_b), and exclusions.
 
     `counts` has one row per pair as voted: A wins, B wins, ties, both bad. `style_x` /
-    `style_xx` (overall only, when asked) are the StyleSums arrays for those rows.
+    `style_xx` (overall only, when asked) are the StyleSums arrays for those rows, and
+    `style_ids` the sum of the ids of the votes behind each row and outcome (a fingerprint of
+    which votes the style sums came from).
     """
 
     model_a: np.ndarray
@@ -348,6 +373,7 @@ class CategoryVotes:
     excluded: dict[str, int]
     style_x: np.ndarray | None = None
     style_xx: np.ndarray | None = None
+    style_ids: np.ndarray | None = None
 
     @property
     def counted(self) -> int:
@@ -361,9 +387,25 @@ class _Table:
         self.index: dict[tuple, int] = {}
         at = np.array([self.index.setdefault(key, len(self.index)) for key in keys], dtype=int)
         self.keys = list(self.index)
-        self.values = np.zeros((len(self.keys), values.shape[1] if values.ndim == 2 else 0))
-        if len(keys):
-            np.add.at(self.values, at, values)
+        if len(self.keys) == len(keys):  # each key once (the usual case): nothing to add up
+            self.values = np.array(values, dtype=float)
+        else:
+            self.values = np.zeros((len(self.keys), values.shape[1]))
+            order = np.argsort(at, kind="stable")
+            starts = np.flatnonzero(np.r_[True, np.diff(at[order]) != 0])
+            self.values[at[order][starts]] = np.add.reduceat(values[order], starts, axis=0)
+        self._columns: tuple[np.ndarray, ...] | None = None
+
+    def key_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(model_a ids, model_b ids, reasons) of the rows, as arrays."""
+        if self._columns is None or len(self._columns[0]) != len(self.keys):
+            size = len(self.keys)
+            self._columns = (
+                np.fromiter((key[-3] for key in self.keys), np.int64, size),
+                np.fromiter((key[-2] for key in self.keys), np.int64, size),
+                np.array([key[-1] for key in self.keys], dtype=object),
+            )
+        return self._columns
 
     def move(self, other: _Table, reason: str) -> None:
         """Subtract `other`'s counted rows from ours and file them under `reason`."""
@@ -393,31 +435,105 @@ def _listed(values, field: str) -> Q | None:
     return Q(**{f"{field}__in": listed}) if listed else None
 
 
-class VoteTallies:
-    """Every category's counts at one cut-off (see the comment above _reason_case)."""
+def _voter_votes(*, cutoff: dt.datetime, min_votes: int, scope: Q | None = None) -> list[tuple]:
+    """Decisive arena votes with no row-level reason, of voters with at least `min_votes` of
+    them, in (visitor, time) order, as (visitor_hash, model_a_id, model_b_id, choice, id).
+    Ties never enter the outlier test, so they are not sorted."""
+    sql, params = _source_votes(
+        Vote,
+        cutoff=cutoff,
+        columns={
+            "vh": F("visitor_hash"), "ma": F("model_a_id"), "mb": F("model_b_id"),
+            "ch": F("choice"), "ts": F("created_at"), "vid": F("pk"),
+        },
+        scope=(scope if scope is not None else Q()) & Q(choice__in=("a", "b")),
+    )
+    # Byte order sorts the hashes fastest and the same on every database.
+    collate = ' COLLATE "C"' if connection.vendor == "postgresql" else ""
+    return _raw(
+        f"SELECT vh, ma, mb, ch, vid FROM (SELECT vh, ma, mb, ch, ts, vid, "  # noqa: S608
+        f"COUNT(*) OVER (PARTITION BY vh{collate}) AS n FROM ({sql}) votes "
+        f"WHERE rs = '') counted WHERE n >= %s ORDER BY vh{collate}, ts, vid",
+        (*params, min_votes),
+    )
 
-    def __init__(self, *, cutoff: dt.datetime, plan: FilterPlan, style: bool,
-                 languages: bool = True):
+
+_SNAPSHOT_ID_RE = re.compile(r"^[0-9A-F]+-[0-9A-F]+-[0-9]+$")
+
+
+def _reads(jobs: dict[str, Callable[[], object]], *, concurrent: bool) -> dict[str, object]:
+    """Run independent reads, each on its own connection at once when `concurrent`.
+
+    Every concurrent read sees the caller's transaction snapshot (pg_export_snapshot), so
+    they agree with each other and with the caller's later reads of the same cut-off. Each
+    runs without parallel workers: four passes side by side keep two cores busier than one
+    pass split three ways (benchmarks/README.md)."""
+    if not concurrent or len(jobs) < 2:
+        return {name: job() for name, job in jobs.items()}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_export_snapshot()")
+        snapshot = cursor.fetchone()[0]
+    if not _SNAPSHOT_ID_RE.match(snapshot):  # it goes into SQL as a literal below
+        raise ValueError(f"unexpected snapshot id {snapshot!r}")
+
+    def run(name: str, job: Callable[[], object]) -> object:
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                cursor.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+                _read_settings(cursor, parallel=False)
+                with stage(f"read {name}"):
+                    return job()
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="recompute-read") as pool:
+        futures = {name: pool.submit(run, name, job) for name, job in jobs.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+class VoteTallies:
+    """Every category's counts at one cut-off (see the comment above _reason_case).
+
+    Without a `plan` the filter plan is read too. With `voter_min_votes` the outlier test's
+    votes (votes_by_voter) are read along with the counts. The reads are independent of each
+    other and run at once when `concurrent` (recompute_reads says when that is possible)."""
+
+    def __init__(self, *, cutoff: dt.datetime, plan: FilterPlan | None = None, style: bool,
+                 languages: bool = True, voter_min_votes: int | None = None,
+                 concurrent: bool = False):
         self.cutoff = cutoff
-        self.plan = plan
         self.style = style
         self.languages_read = languages
-        self.reasons = list(_exclusions(Vote, plan))
-        self.fixed = self._table(by_language=False)
-        self.by_language = (
-            self._table(by_language=True) if languages else _Table([], np.zeros((0, 4)))
-        )
+        jobs: dict[str, Callable[[], object]] = {
+            "counts": lambda: self._table(by_language=False),
+        }
+        if plan is None:
+            jobs["filter plan"] = lambda: filter_plan(cutoff=cutoff)
+        if languages:
+            jobs["language counts"] = lambda: self._table(by_language=True)
+        if voter_min_votes is not None:
+            jobs["voters' votes"] = lambda: _voter_votes(cutoff=cutoff, min_votes=voter_min_votes)
+        read = _reads(jobs, concurrent=concurrent)
+        self.plan = plan if plan is not None else read["filter plan"]
+        self.reasons = list(_exclusions(Vote, self.plan))
+        self.fixed = read["counts"]
+        self.by_language = read.get("language counts") or _Table([], np.zeros((0, 4)))
+        self._voter_votes = (voter_min_votes, read["voters' votes"]) if voter_min_votes else None
         # The votes the hot-prompt down-sampling drops, worked out once for every read below.
-        self.dropped = (
-            _listed(_dedup_dropped_ids(plan), "pk") if plan.dedup and plan.hot_prompts else None
-        )
+        self.dropped_ids: set[int] = set()
+        self.dropped: Q | None = None
+        if self.plan.dedup and self.plan.hot_prompts:
+            ids = _dedup_dropped_ids(self.plan)
+            self.dropped_ids = set(ids.values_list("pk", flat=True))
+            self.dropped = _listed(ids, "pk")
         if self.dropped is not None:
             self._move(self.dropped, _DEDUP)
 
     def _table(self, *, by_language: bool, **kwargs) -> _Table:
         return _Table(
             *_tally_rows(
-                cutoff=self.cutoff, plan=self.plan, by_language=by_language,
+                cutoff=self.cutoff, by_language=by_language,
                 style=self.style and not by_language, **kwargs,
             )
         )
@@ -458,33 +574,27 @@ class VoteTallies:
 
     def votes_by_voter(self, *, min_votes: int) -> list[tuple]:
         """Decisive counted arena votes of voters with at least `min_votes` of them, in
-        (visitor, time) order, as (visitor_hash, model_a_id, model_b_id, choice). Flagged voters
-        are not left out: this feeds their test. Ties never enter it, so they are not sorted."""
-        sql, params = _source_votes(
-            Vote,
-            cutoff=self.cutoff,
-            plan=self.plan,
-            columns={
-                "vh": F("visitor_hash"), "ma": F("model_a_id"), "mb": F("model_b_id"),
-                "ch": F("choice"), "ts": F("created_at"), "vid": F("pk"),
-            },
-            scope=self._counted() & Q(choice__in=("a", "b")),
-        )
-        # Byte order sorts the hashes fastest and the same on every database.
-        collate = ' COLLATE "C"' if connection.vendor == "postgresql" else ""
-        return _raw(
-            f"SELECT vh, ma, mb, ch FROM (SELECT vh, ma, mb, ch, ts, vid, "  # noqa: S608
-            f"COUNT(*) OVER (PARTITION BY vh{collate}) AS n FROM ({sql}) votes "
-            f"WHERE rs = '') counted WHERE n >= %s ORDER BY vh{collate}, ts, vid",
-            (*params, min_votes),
-        )
+        (visitor, time) order, as (visitor_hash, model_a_id, model_b_id, choice, id). Flagged
+        voters are not left out: this feeds their test.
+
+        The votes read with the counts do not know the hot prompts yet: a voter may have
+        fewer than `min_votes` once the dropped votes are out, which is checked here."""
+        if self._voter_votes is not None and self._voter_votes[0] == min_votes:
+            votes = self._voter_votes[1]
+        else:
+            votes = _voter_votes(cutoff=self.cutoff, min_votes=min_votes)
+        if not self.dropped_ids:
+            return votes
+        kept = [vote for vote in votes if vote[4] not in self.dropped_ids]
+        per_voter = Counter(vote[0] for vote in kept)
+        return [vote for vote in kept if per_voter[vote[0]] >= min_votes]
 
     def votes_counted_by(self, visitor_hashes: list[str]) -> dict[str, int]:
         """Counted arena votes (ties included) of the given voters, by voter."""
         if not visitor_hashes:
             return {}
         sql, params = _source_votes(
-            Vote, cutoff=self.cutoff, plan=self.plan, columns={"vh": F("visitor_hash")},
+            Vote, cutoff=self.cutoff, columns={"vh": F("visitor_hash")},
             scope=self._counted() & Q(visitor_hash__in=visitor_hashes),
         )
         return dict(
@@ -514,44 +624,66 @@ class VoteTallies:
         if key.startswith(LANGUAGE_PREFIX):
             language = key.removeprefix(LANGUAGE_PREFIX)
             table = self.by_language
-            picked = self._language_rows().get(language, np.zeros(0, dtype=int)).tolist()
+            picked = self._language_rows().get(language, np.zeros(0, dtype=int))
             offset = 0
         else:
             table = self.fixed
-            picked = list(range(len(table.keys)))
+            picked = np.arange(len(table.keys))
             offset = 4 * list(_category_flags()).index(key)
-        keys = [table.keys[i][-3:] for i in picked]
-        values = table.values[picked] if picked else np.zeros((0, offset + 4))
+        model_a, model_b, reasons = (column[picked] for column in table.key_columns())
+        values = table.values[picked] if len(picked) else np.zeros((0, offset + 4))
         counts = np.rint(values[:, offset : offset + 4])
-        reasons = np.array([k[2] for k in keys], dtype=object)
         excluded = dict.fromkeys(self.reasons, 0)
         for reason in set(reasons.tolist()) - {""}:
             excluded[reason] += int(counts[reasons == reason].sum())
         keep = (reasons == "") & (counts.sum(axis=1) > 0)
-        pairs = np.array([k[:2] for k in keys], dtype=np.int64).reshape(-1, 2)[keep]
-        order = np.lexsort((pairs[:, 1], pairs[:, 0]))
-        result = CategoryVotes(pairs[order, 0], pairs[order, 1], counts[keep][order], excluded)
+        order = np.lexsort((model_b[keep], model_a[keep]))
+        result = CategoryVotes(
+            model_a[keep][order], model_b[keep][order], counts[keep][order], excluded
+        )
         if self.style and key == OVERALL:
             k = len(STYLE_FEATURES)
-            sums = values[keep][order][:, 16:].reshape(-1, len(CHOICES), k + k * k)
+            kept = values[keep][order]
+            style_end = 16 + len(CHOICES) * (k + k * k)
+            sums = kept[:, 16:style_end].reshape(-1, len(CHOICES), k + k * k)
             result.style_x = sums[:, :, :k]
             result.style_xx = sums[:, :, k:].reshape(-1, len(CHOICES), k, k)
+            result.style_ids = np.rint(kept[:, style_end:]).astype(np.int64)
         return result
 
 
+def _read_settings(cursor, *, parallel: bool) -> None:
+    """This transaction's PostgreSQL settings for the recompute's reads."""
+    cursor.execute(
+        "SELECT set_config('work_mem', %s, true), set_config('jit', 'off', true)"
+        + ("" if parallel else ", set_config('max_parallel_workers_per_gather', '0', true)"),
+        [settings.ARENA_RECOMPUTE_WORK_MEM],
+    )
+
+
 @contextmanager
-def recompute_reads():
+def recompute_reads() -> Iterator[bool]:
     """A transaction for the recompute's reads; on PostgreSQL with more sort/hash memory
     (ARENA_RECOMPUTE_WORK_MEM) and without JIT compilation, which costs more than it saves
-    on these one-off queries."""
+    on these one-off queries.
+
+    Yields whether the big reads may run at once on their own connections (_reads): on
+    PostgreSQL with ARENA_RECOMPUTE_CONCURRENT_READS, and only when this transaction is the
+    outermost one (other connections cannot see what an enclosing transaction wrote). The
+    transaction is then REPEATABLE READ, so every read of the recompute, on any of the
+    connections, sees the votes as they were when it began."""
+    concurrent = (
+        connection.vendor == "postgresql"
+        and getattr(settings, "ARENA_RECOMPUTE_CONCURRENT_READS", True)
+        and not connection.in_atomic_block
+    )
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT set_config('work_mem', %s, true), set_config('jit', 'off', true)",
-                    [settings.ARENA_RECOMPUTE_WORK_MEM],
-                )
-        yield
+                if concurrent:
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                _read_settings(cursor, parallel=True)
+        yield concurrent
 
 
 def _choice_counts() -> dict[str, Count]:

@@ -11,7 +11,6 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,14 +45,7 @@ class RecomputeBusyError(Exception):
         super().__init__("Another ratings recompute is running; this one did nothing.")
 
 
-@contextmanager
-def _stage(name: str):
-    """Log how long one stage of a recompute took (INFO; benchmarks/recompute.py reads it)."""
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        log.info("recompute stage %s: %.3f s", name, time.perf_counter() - started)
+_stage = selectors.stage
 
 
 # --- the lock --------------------------------------------------------------------------------
@@ -111,9 +103,10 @@ def _fingerprint(votes: selectors.CategoryVotes, extra: dict) -> str:
     digest = hashlib.sha256(json.dumps(extra, sort_keys=True).encode())
     for array in (votes.model_a, votes.model_b, votes.counts):
         digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
-    if votes.style_x is not None:
-        digest.update(np.round(votes.style_x, 9).tobytes())
-        digest.update(np.round(votes.style_xx, 9).tobytes())
+    if votes.style_ids is not None:
+        # Which votes the style sums came from, exactly: the float sums themselves differ in
+        # their last bits from run to run (the database adds them up in no fixed order).
+        digest.update(np.ascontiguousarray(votes.style_ids, dtype=np.int64).tobytes())
     return digest.hexdigest()
 
 
@@ -402,13 +395,14 @@ def _tallies(
 ) -> tuple[selectors.FilterPlan, selectors.VoteTallies]:
     """Everything the database has to say at this cut-off: the filter plan, every category's
     counts, and (flags first, so every category leaves out the same voters) the outlier test."""
-    with selectors.recompute_reads():
-        with _stage("filter plan"):
-            plan = selectors.filter_plan(cutoff=cutoff)
-        with _stage("tallies"):
+    outliers = getattr(settings, "ARENA_OUTLIER_DETECTION", True)
+    with selectors.recompute_reads() as concurrent:
+        with _stage("reads"):
             tallies = selectors.VoteTallies(
-                cutoff=cutoff, plan=plan, style=style, languages=languages
+                cutoff=cutoff, style=style, languages=languages, concurrent=concurrent,
+                voter_min_votes=settings.ARENA_OUTLIER_MIN_VOTES if outliers else None,
             )
+        plan = tallies.plan
         if plan.voter_flags:
             voters_flag(cutoff=cutoff, tallies=tallies)
             with _stage("flagged voters' votes"):

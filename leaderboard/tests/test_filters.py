@@ -2,8 +2,11 @@
 
 import math
 import random
+import threading
 
 import pytest
+from django.db import connection
+from django.utils import timezone
 
 from battles.models import FlaggedVoter, Vote
 from leaderboard import selectors, services
@@ -213,3 +216,83 @@ def test_the_vectorised_outlier_walk_matches_the_rule_vote_by_vote():
     for visitor, (e_value, votes_tested) in expected.items():
         assert flags[visitor][0] == pytest.approx(e_value, rel=1e-9)
         assert flags[visitor][1] == votes_tested
+
+
+# --- the reads at once (PostgreSQL) ---------------------------------------------------------------
+
+on_postgresql = pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="concurrent reads are PostgreSQL only: runs in the service-mode pass",
+)
+
+
+def _tallied(tallies: selectors.VoteTallies) -> dict:
+    """Everything a recompute takes from the tallies, comparable with ==."""
+    def table(t):
+        return sorted(zip(t.keys, t.values.tolist(), strict=True))
+
+    return {
+        "plan": tallies.plan,
+        "fixed": table(tallies.fixed),
+        "by_language": table(tallies.by_language),
+        "voters": tallies.votes_by_voter(min_votes=5),
+        "dropped": tallies.dropped_ids,
+    }
+
+
+@on_postgresql
+def test_the_reads_at_once_see_what_the_reads_in_turn_see(
+    transactional_db, settings, consensus, make_vote
+):
+    settings.ARENA_PROMPT_DEDUP_PERCENTILE = 0.9
+    alpha, bravo, charlie = consensus
+    for i in range(10):
+        pair = [(alpha, bravo, "b"), (bravo, charlie, "b")][i % 2]
+        make_vote(*pair, visitor_hash="contrarian", language="de", prompt_hash="f" * 64)
+    for i in range(9):
+        make_vote(alpha, charlie, "tie", prompt_hash=f"{i:064x}", language="fr")
+    make_vote(alpha, charlie, "a", identity_leak=True, language="fr")
+    cutoff = timezone.now()
+
+    with selectors.recompute_reads() as concurrent:
+        assert concurrent  # the outermost transaction on PostgreSQL
+        at_once = selectors.VoteTallies(
+            cutoff=cutoff, style=True, voter_min_votes=5, concurrent=True
+        )
+        in_turn = selectors.VoteTallies(cutoff=cutoff, style=True, voter_min_votes=5)
+
+    assert at_once.plan.hot_prompts == ("f" * 64,)
+    # Nine prompts asked once and one ten times: cut-off 1.9, the hot prompt keeps 1 vote.
+    assert len(at_once.dropped_ids) == 9
+    # Four of the contrarian's decisive votes are left: fewer than 5, so none is tested.
+    assert [vote[0] for vote in at_once.votes_by_voter(min_votes=5)].count("contrarian") == 0
+    assert _tallied(at_once) == _tallied(in_turn)
+
+
+@on_postgresql
+def test_every_read_of_a_recompute_sees_the_votes_as_they_were_when_it_began(
+    transactional_db, consensus
+):
+    cutoff = timezone.now()
+
+    def flag_elsewhere():  # staff flag a voter's votes, committed on another connection
+        try:
+            Vote.objects.filter(visitor_hash="honest-0").update(flagged_invalid=True)
+        finally:
+            connection.close()
+
+    with selectors.recompute_reads() as concurrent:
+        before = selectors.VoteTallies(cutoff=cutoff, style=False)
+        worker = threading.Thread(target=flag_elsewhere)
+        worker.start()
+        worker.join()
+        at_once = selectors.VoteTallies(cutoff=cutoff, style=False, concurrent=concurrent)
+        in_turn = selectors.VoteTallies(cutoff=cutoff, style=False)
+    assert Vote.objects.filter(flagged_invalid=True).count() == 8
+    assert _tallied(at_once) == _tallied(before) == _tallied(in_turn)
+    assert "flagged_invalid" not in {key[-1] for key in at_once.fixed.keys}
+
+
+def test_the_reads_run_in_turn_inside_an_enclosing_transaction(db):
+    with selectors.recompute_reads() as concurrent:
+        assert not concurrent

@@ -323,3 +323,23 @@ def test_the_style_sums_per_choice_equal_the_sums_over_the_votes(three_models, m
                           for v in votes if v.choice == choice]).reshape(-1, 4)
             np.testing.assert_allclose(overall.style_x[row, outcome], x.sum(axis=0), atol=1e-9)
             np.testing.assert_allclose(overall.style_xx[row, outcome], x.T @ x, atol=1e-9)
+            assert overall.style_ids[row, outcome] == sum(
+                v.pk for v in votes if v.choice == choice
+            )
+
+
+def test_the_same_counts_from_other_votes_are_a_new_snapshot_with_style_control(rated, make_vote):
+    """Counts alone would say nothing changed; the style sums (and the style fit) did."""
+    alpha, bravo, _ = rated
+    long_a = {"a": {"length": 2000}, "b": {"length": 100}}
+    short_a = {"a": {"length": 100}, "b": {"length": 2000}}
+    first = make_vote(alpha, bravo, "a", style=long_a)
+    second = make_vote(alpha, bravo, "a", style=short_a, flagged_invalid=True)
+    before = services.ratings_recompute()
+    Vote.objects.filter(pk=first.pk).update(flagged_invalid=True)
+    Vote.objects.filter(pk=second.pk).update(flagged_invalid=False)
+    after = services.ratings_recompute()
+    assert after.vote_count == before.vote_count
+    assert after.pk != before.pk
+    assert after.params["style_coefs"] != before.params["style_coefs"]
+    assert services.ratings_recompute().pk == after.pk
