@@ -158,23 +158,18 @@ def _tail_probabilities(vote: float, lo_wins: int, hi_wins: int) -> tuple[float,
 
 
 def _outlier_walk(
-    votes: list[tuple], consensus: dict, *, threshold: float, max_votes: int
+    votes: selectors.VoterVotes, consensus: dict, *, threshold: float, max_votes: int
 ) -> tuple[int, dict[str, tuple[float, int]]]:
-    """(voters tested, {visitor_hash: (e-value, votes tested)}) for (visitor_hash, model_a,
-    model_b, choice) decisive votes in (voter, time) order.
+    """(voters tested, {visitor_hash: (e-value, votes tested)}) for decisive votes in (voter,
+    time) order.
 
     Vectorised: per vote the two log e-value factors -log(2 p), then running sums within
     each voter over their first `max_votes` tested votes; a voter is flagged at the first
     vote where either sum exceeds `threshold`.
     """
-    if not votes:
+    if not len(votes):
         return 0, {}
-    size = len(votes)
-    hashes = np.array([v[0] for v in votes], dtype=object)
-    a = np.fromiter((v[1] for v in votes), np.int64, size)
-    b = np.fromiter((v[2] for v in votes), np.int64, size)
-    a_won = np.fromiter((v[3] == "a" for v in votes), bool, size)
-    voter = np.cumsum(np.r_[True, hashes[1:] != hashes[:-1]]) - 1
+    a, b, a_won, voter = votes.model_a, votes.model_b, votes.a_won, votes.voter
 
     lo, hi = np.minimum(a, b), np.maximum(a, b)
     lo_won = np.where(a_won, a, b) == lo
@@ -190,8 +185,8 @@ def _outlier_walk(
     decisive = lo_wins + hi_wins
 
     tested = decisive > 0
-    voter, lo_won, lo_wins = voter[tested], lo_won[tested], lo_wins[tested]
-    decisive, hashes = decisive[tested], hashes[tested]
+    voter, lo_won = voter[tested], lo_won[tested]
+    lo_wins, decisive = lo_wins[tested], decisive[tested]
     if not len(voter):
         return 0, {}
     q = lo_wins / decisive
@@ -203,7 +198,7 @@ def _outlier_walk(
     start = np.maximum.accumulate(np.where(first, positions, 0))
     rank = positions - start
     keep = rank < max_votes
-    voter, rank, hashes = voter[keep], rank[keep], hashes[keep]
+    voter, rank = voter[keep], rank[keep]
     log_upper, log_lower = -np.log(2 * upper[keep]), -np.log(2 * lower[keep])
     positions = np.arange(len(voter))
     first = np.r_[True, voter[1:] != voter[:-1]]
@@ -217,7 +212,7 @@ def _outlier_walk(
     crossed = np.flatnonzero(peak > threshold)
     _, firsts = np.unique(voter[crossed], return_index=True)
     flags = {
-        hashes[i]: (float(np.exp(min(peak[i], 690.0))), int(rank[i]) + 1)
+        votes.hashes[voter[i]]: (float(np.exp(min(peak[i], 690.0))), int(rank[i]) + 1)
         for i in crossed[firsts]
     }
     return int(np.count_nonzero(first)), flags
@@ -322,7 +317,11 @@ def _recompute_category(
         "filters": plan.params(),
     }
     fingerprint = _fingerprint(votes, {"params": params, "excluded": excluded})
-    latest = selectors.snapshot_current(category=category)
+    latest = (
+        Snapshot.objects.filter(category=category)
+        .defer("win_rate_matrix", "battle_count_matrix")  # only compared, not shown
+        .first()
+    )
     if latest is not None and latest.fingerprint == fingerprint:
         return latest
 
@@ -354,7 +353,11 @@ def _recompute_category(
         vote_count=counted,
         excluded=excluded,
         models_order=model_ids,
-        win_rate_matrix=[[_finite(v) for v in row] for row in result.win_rate_matrix]
+        # Four decimals (0.01 points of win rate) are more than the heatmap shows, and half
+        # the text to encode and store of full floats (a 200-model matrix is 40,000 of them).
+        win_rate_matrix=[
+            [_finite(v) for v in row] for row in np.round(result.win_rate_matrix, 4).tolist()
+        ]
         if result
         else [],
         battle_count_matrix=result.battle_count_matrix.astype(int).tolist() if result else [],

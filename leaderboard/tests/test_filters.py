@@ -1,9 +1,11 @@
 """The analysis-time filters: hot prompts down-sampled, outlier voters flagged and left out."""
 
+import dataclasses
 import math
 import random
 import threading
 
+import numpy as np
 import pytest
 from django.db import connection
 from django.utils import timezone
@@ -208,7 +210,7 @@ def test_the_vectorised_outlier_walk_matches_the_rule_vote_by_vote():
             picks_lo = (not lo_better) if contrarian else (rng.random() < 0.6) == lo_better
             votes.append((f"v{voter:03d}", a, b, "a" if (a == lo) == picks_lo else "b"))
     tested, flags = services._outlier_walk(
-        votes, consensus, threshold=math.log(20), max_votes=100
+        selectors.VoterVotes.from_rows(votes), consensus, threshold=math.log(20), max_votes=100
     )
     expected_tested, expected = _walk_one_vote_at_a_time(votes, consensus, math.log(20), 100)
     assert tested == expected_tested
@@ -235,7 +237,8 @@ def _tallied(tallies: selectors.VoteTallies) -> dict:
         "plan": tallies.plan,
         "fixed": table(tallies.fixed),
         "by_language": table(tallies.by_language),
-        "voters": tallies.votes_by_voter(min_votes=5),
+        "voters": [np.asarray(column).tolist()
+                   for column in dataclasses.astuple(tallies.votes_by_voter(min_votes=5))],
         "dropped": tallies.dropped_ids,
     }
 
@@ -265,7 +268,7 @@ def test_the_reads_at_once_see_what_the_reads_in_turn_see(
     # Nine prompts asked once and one ten times: cut-off 1.9, the hot prompt keeps 1 vote.
     assert len(at_once.dropped_ids) == 9
     # Four of the contrarian's decisive votes are left: fewer than 5, so none is tested.
-    assert [vote[0] for vote in at_once.votes_by_voter(min_votes=5)].count("contrarian") == 0
+    assert "contrarian" not in at_once.votes_by_voter(min_votes=5).hashes
     assert _tallied(at_once) == _tallied(in_turn)
 
 
