@@ -18,7 +18,6 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import (
     Case,
-    CharField,
     Count,
     F,
     IntegerField,
@@ -258,17 +257,23 @@ def _category_flags() -> dict[str, str]:
     return {OVERALL: "", "multi_turn": "c_multi", "long_prompt": "c_long", "code": "c_code"}
 
 
-def _reason_case(source):
-    """The first row-level reason to leave a vote out ("" if none; see the comment above).
+def _row_reasons(source) -> list[str]:
+    """The row-level reasons to leave a vote out, in precedence order, after "" (counted).
     The plan's reasons (hot prompts, flagged voters) are moved later, so no plan is needed."""
+    return ["", *(name for name, q in _exclusions(source, FilterPlan()).items() if q is not None)]
+
+
+def _reason_case(source):
+    """The number of the first row-level reason that applies (see _row_reasons; 0 = counted).
+    The database groups and compares small integers faster than text."""
+    exclusions = _exclusions(source, FilterPlan())
     whens = [
-        When(q, then=Value(name))
-        for name, q in _exclusions(source, FilterPlan()).items()
-        if q is not None
+        When(exclusions[name], then=Value(code))
+        for code, name in enumerate(_row_reasons(source)) if code
     ]
     if not whens:
-        return Value("", output_field=CharField())
-    return Case(*whens, default=Value(""), output_field=CharField())
+        return Value(0, output_field=IntegerField())
+    return Case(*whens, default=Value(0), output_field=IntegerField())
 
 
 def _source_votes(source, *, cutoff: dt.datetime, columns: dict, scope: Q):
@@ -321,21 +326,26 @@ def _tally_rows(
             # float sums differ in their last bits with the order the database adds them in.
             aggregates.append("CAST(SUM(vid) AS BIGINT)")  # not numeric: no Decimals
     rows: list[tuple] = []
+    keyed: list[tuple] = []  # the rows' keys, the reason by name
+    reason_at = 3 if by_language else 2
     for source in sources:
         sql, params = _source_votes(source, cutoff=cutoff, columns=columns, scope=scope)
         # Only the ORM's compiled SQL and constants go into these statements (S608).
-        rows += _raw(
+        read = _raw(
             f"SELECT {keys}, {', '.join(aggregates)} FROM ({sql}) votes GROUP BY {keys}",  # noqa: S608
             params,
         )
+        names = _row_reasons(source)
+        keyed += [(*row[:reason_at], names[row[reason_at]]) for row in read]
+        rows += read
     if by_language:
-        return [tuple(row[:4]) for row in rows], np.array(
+        return keyed, np.array(
             [row[4:] for row in rows], dtype=float
         ).reshape(len(rows), len(CHOICES))
     # Lay the fixed rows out per (pair, reason): counts [category x choice], then per choice
     # the feature sums and the k x k outer-product sums (StyleSums' layout).
     index: dict[tuple, int] = {}
-    at = np.array([index.setdefault(tuple(row[:3]), len(index)) for row in rows], dtype=int)
+    at = np.array([index.setdefault(key, len(index)) for key in keyed], dtype=int)
     choice_of = {c: i for i, c in enumerate(CHOICES)}
     choice = np.array([choice_of[row[3]] for row in rows], dtype=int)
     width = 4 * len(CHOICES) + (len(CHOICES) * (k + k * k + 1) if style else 0)
@@ -509,7 +519,7 @@ def _voter_votes(*, cutoff: dt.datetime, min_votes: int) -> VoterVotes:
         _raw(
             f"SELECT vh, ma, mb, ch, vid FROM (SELECT vh, ma, mb, ch, ts, vid, "  # noqa: S608
             f"COUNT(*) OVER (PARTITION BY vh{collate}) AS n FROM ({sql}) votes "
-            f"WHERE rs = '') counted WHERE n >= %s ORDER BY vh{collate}, ts, vid",
+            f"WHERE rs = 0) counted WHERE n >= %s ORDER BY vh{collate}, ts, vid",
             (*params, min_votes),
         )
     )
@@ -562,15 +572,16 @@ class VoteTallies:
         self.cutoff = cutoff
         self.style = style
         self.languages_read = languages
+        # Longest first, should there be fewer cores than reads.
         jobs: dict[str, Callable[[], object]] = {
             "counts": lambda: self._table(by_language=False),
         }
-        if plan is None:
-            jobs["filter plan"] = lambda: filter_plan(cutoff=cutoff)
-        if languages:
-            jobs["language counts"] = lambda: self._table(by_language=True)
         if voter_min_votes is not None:
             jobs["voters' votes"] = lambda: _voter_votes(cutoff=cutoff, min_votes=voter_min_votes)
+        if languages:
+            jobs["language counts"] = lambda: self._table(by_language=True)
+        if plan is None:
+            jobs["filter plan"] = lambda: filter_plan(cutoff=cutoff)
         read = _reads(jobs, concurrent=concurrent)
         self.plan = plan if plan is not None else read["filter plan"]
         self.reasons = list(_exclusions(Vote, self.plan))
@@ -650,13 +661,13 @@ class VoteTallies:
             scope=self._counted() & Q(visitor_hash__in=visitor_hashes),
         )
         return dict(
-            _raw(f"SELECT vh, COUNT(*) FROM ({sql}) votes WHERE rs = '' GROUP BY vh", params)  # noqa: S608
+            _raw(f"SELECT vh, COUNT(*) FROM ({sql}) votes WHERE rs = 0 GROUP BY vh", params)  # noqa: S608
         )
 
     def _language_rows(self) -> dict[str, np.ndarray]:
         """Row numbers of the language table, per language."""
         if not hasattr(self, "_by_code"):
-            codes = np.array([key[0] for key in self.by_language.keys], dtype=object)
+            codes = np.array([key[0] for key in self.by_language.keys], dtype=str)
             order = np.argsort(codes, kind="stable")
             names, starts = np.unique(codes[order], return_index=True)
             groups = np.split(order, starts[1:]) if len(names) else []
