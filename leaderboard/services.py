@@ -267,18 +267,23 @@ def voters_flag(
             FlaggedVoter.objects.filter(visitor_hash__in=list(flagged), cleared=True)
             .values_list("visitor_hash", flat=True)
         )
-        for visitor_hash, flag in flagged.items():
-            if visitor_hash in cleared:
-                continue
-            FlaggedVoter.objects.update_or_create(
-                visitor_hash=visitor_hash,
-                defaults={
-                    "e_value": flag.e_value,
-                    "votes_tested": flag.votes_tested,
-                    "votes_total": flag.votes_total,
-                    "params": params,
-                },
-            )
+        FlaggedVoter.objects.bulk_create(
+            [
+                FlaggedVoter(
+                    visitor_hash=visitor_hash,
+                    e_value=flag.e_value,
+                    votes_tested=flag.votes_tested,
+                    votes_total=flag.votes_total,
+                    params=params,
+                )
+                for visitor_hash, flag in flagged.items()
+                if visitor_hash not in cleared
+            ],
+            update_conflicts=True,
+            unique_fields=["visitor_hash"],
+            update_fields=["e_value", "votes_tested", "votes_total", "params", "updated_at"],
+            batch_size=1000,
+        )
     report.flagged = len(flagged)
     log.info("outlier test: %s voters tested, %s flagged", report.voters_tested, report.flagged)
     return report

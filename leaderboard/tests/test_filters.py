@@ -120,6 +120,22 @@ def test_honest_voters_and_voters_with_few_votes_are_not_flagged(consensus, make
     assert not FlaggedVoter.objects.exists()
 
 
+def test_a_voter_flagged_again_keeps_one_row_brought_up_to_date(consensus, make_vote):
+    alpha, bravo, charlie = consensus
+    contrary = [(alpha, bravo, "b"), (bravo, charlie, "b")]
+    for i in range(10):
+        make_vote(*contrary[i % 2], visitor_hash="contrarian")
+    services.voters_flag(cutoff=_now())
+    first = FlaggedVoter.objects.get()
+    for i in range(4):
+        make_vote(*contrary[i % 2], visitor_hash="contrarian")
+    services.voters_flag(cutoff=_now())
+    again = FlaggedVoter.objects.get()
+    assert again.pk == first.pk and again.flagged_at == first.flagged_at
+    assert (first.votes_total, again.votes_total) == (10, 14)
+    assert again.updated_at > first.updated_at
+
+
 def test_a_cleared_voter_stays_cleared_and_a_stale_flag_is_removed(consensus, make_vote):
     alpha, bravo, charlie = consensus
     for i in range(10):
