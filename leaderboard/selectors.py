@@ -501,6 +501,23 @@ class VoterVotes:
         )
 
 
+@dataclass
+class Consensus:
+    """Decisive votes per unordered pair: `pairs` (lo id, hi id) rows in sorted order and
+    `wins` (lo wins, hi wins) rows."""
+
+    pairs: np.ndarray
+    wins: np.ndarray
+
+    @classmethod
+    def from_dict(cls, wins: dict[tuple[int, int], tuple[float, float]]) -> Consensus:
+        pairs = sorted(wins)
+        return cls(
+            np.array(pairs, dtype=np.int64).reshape(-1, 2),
+            np.array([wins[pair] for pair in pairs], dtype=float).reshape(-1, 2),
+        )
+
+
 def _voter_votes(*, cutoff: dt.datetime, min_votes: int) -> VoterVotes:
     """Decisive arena votes with no row-level reason, of voters with at least `min_votes` of
     them, in (visitor, time) order. Ties never enter the outlier test, so they are not sorted."""
@@ -613,17 +630,21 @@ class VoteTallies:
                 self._table(by_language=True, sources=(Vote,), scope=scope), reason
             )
 
-    def consensus(self) -> dict[tuple[int, int], list[float]]:
-        """Counted decisive overall votes per unordered pair: (lo, hi) -> [lo wins, hi wins]."""
-        pairs: dict[tuple[int, int], list[float]] = {}
-        for (a, b, reason), values in zip(self.fixed.keys, self.fixed.values, strict=True):
-            if reason:
-                continue
-            lo, hi = (a, b) if a < b else (b, a)
-            wins = pairs.setdefault((lo, hi), [0.0, 0.0])
-            wins[0] += values[0] if a == lo else values[1]
-            wins[1] += values[1] if a == lo else values[0]
-        return pairs
+    def consensus(self) -> Consensus:
+        """Counted decisive overall votes per unordered pair."""
+        model_a, model_b, reasons = self.fixed.key_columns()
+        counted = reasons == ""
+        a, b, values = model_a[counted], model_b[counted], self.fixed.values[counted]
+        a_is_lo = a <= b
+        lo, hi = np.where(a_is_lo, a, b), np.where(a_is_lo, b, a)
+        wins = np.column_stack([
+            np.where(a_is_lo, values[:, 0], values[:, 1]),
+            np.where(a_is_lo, values[:, 1], values[:, 0]),
+        ])
+        pairs, at = np.unique(np.column_stack([lo, hi]), axis=0, return_inverse=True)
+        summed = np.zeros((len(pairs), 2))
+        np.add.at(summed, at.ravel(), wins)
+        return Consensus(pairs.reshape(-1, 2), summed)
 
     def flags_apply(self) -> None:
         """Move the counted votes of flagged voters (not cleared) to the voter_flagged reason."""

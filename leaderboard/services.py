@@ -159,7 +159,8 @@ def _tail_probabilities(vote: float, lo_wins: int, hi_wins: int) -> tuple[float,
 
 
 def _outlier_walk(
-    votes: selectors.VoterVotes, consensus: dict, *, threshold: float, max_votes: int
+    votes: selectors.VoterVotes, consensus: selectors.Consensus, *, threshold: float,
+    max_votes: int,
 ) -> tuple[int, dict[str, tuple[float, int]]]:
     """(voters tested, {visitor_hash: (e-value, votes tested)}) for decisive votes in (voter,
     time) order.
@@ -174,10 +175,9 @@ def _outlier_walk(
 
     lo, hi = np.minimum(a, b), np.maximum(a, b)
     lo_won = np.where(a_won, a, b) == lo
-    width = int(max(hi.max(), max((p[1] for p in consensus), default=0))) + 1
-    pairs = np.array(sorted(consensus), dtype=np.int64).reshape(-1, 2)
-    codes = pairs[:, 0] * width + pairs[:, 1]
-    wins = np.array([consensus[tuple(p)] for p in pairs.tolist()], dtype=float).reshape(-1, 2)
+    pairs, wins = consensus.pairs, consensus.wins
+    width = int(max(hi.max(), pairs[:, 1].max(initial=0))) + 1
+    codes = pairs[:, 0] * width + pairs[:, 1]  # sorted, as the pairs are
     at = np.searchsorted(codes, lo * width + hi)
     found = at < len(codes)
     found[found] = codes[at[found]] == (lo * width + hi)[found]

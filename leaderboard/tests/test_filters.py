@@ -226,7 +226,8 @@ def test_the_vectorised_outlier_walk_matches_the_rule_vote_by_vote():
             picks_lo = (not lo_better) if contrarian else (rng.random() < 0.6) == lo_better
             votes.append((f"v{voter:03d}", a, b, "a" if (a == lo) == picks_lo else "b"))
     tested, flags = services._outlier_walk(
-        selectors.VoterVotes.from_rows(votes), consensus, threshold=math.log(20), max_votes=100
+        selectors.VoterVotes.from_rows(votes), selectors.Consensus.from_dict(consensus),
+        threshold=math.log(20), max_votes=100,
     )
     expected_tested, expected = _walk_one_vote_at_a_time(votes, consensus, math.log(20), 100)
     assert tested == expected_tested
