@@ -14,9 +14,9 @@ import os
 from django.conf import settings
 
 from battles.models import ModerationEvent
-from llm_providers.client import lazy_import
+from llm_providers.client import Deferred
 
-openai = lazy_import("openai")  # half a second to import; only a configured check needs it
+openai = Deferred("openai")  # half a second to import; only a configured check needs it
 
 log = logging.getLogger(__name__)
 

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
+import importlib
 import json
 import logging
 import queue
 import random
 import socket
 import ssl
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,27 +43,27 @@ if TYPE_CHECKING:
     import openai
 
 
-def lazy_import(name: str):
-    """The module, loaded on first attribute access (the importlib docs' recipe).
+class Deferred:
+    """A module imported on its first attribute access.
 
     The SDK and its HTTP client take about half a second to import; the catalog models,
     the admin and the battle services import this module for its types (and the moderation
     check imports the SDK), so every web and worker process and every management command (a
-    ratings recompute, say) would pay that without ever calling a model."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    loader = importlib.util.LazyLoader(spec.loader)
-    spec.loader = loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    loader.exec_module(module)
-    return module
+    ratings recompute, say) would pay that without ever calling a model. `import_module`
+    holds the import lock, so threads that get here first at the same time all see the
+    whole module (importlib's LazyLoader is not thread-safe before Python 3.12).
+    """
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attribute: str):
+        return getattr(importlib.import_module(self._name), attribute)
 
 
 if not TYPE_CHECKING:
-    httpx2 = lazy_import("httpx2")
-    openai = lazy_import("openai")
+    httpx2 = Deferred("httpx2")
+    openai = Deferred("openai")
 
 logger = logging.getLogger(__name__)
 

@@ -343,3 +343,22 @@ def test_the_same_counts_from_other_votes_are_a_new_snapshot_with_style_control(
     assert after.pk != before.pk
     assert after.params["style_coefs"] != before.params["style_coefs"]
     assert services.ratings_recompute().pk == after.pk
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="PostgreSQL only: runs in the service-mode pass"
+)
+def test_postgresql_has_the_voter_order_index_and_lz4_matrices(db):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'battles_vote_voter_order'"
+        )
+        (definition,) = cursor.fetchone()
+        cursor.execute(
+            "SELECT attname, attcompression FROM pg_attribute "
+            "WHERE attrelid = 'leaderboard_snapshot'::regclass AND attname LIKE '%%_matrix'"
+        )
+        compression = dict(cursor.fetchall())
+    assert '(visitor_hash COLLATE "C", created_at, id)' in definition
+    assert "INCLUDE (model_a_id, model_b_id, choice, identity_leak, flagged_invalid)" in definition
+    assert compression == {"win_rate_matrix": "l", "battle_count_matrix": "l"}

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -376,3 +379,32 @@ def test_connection_test_gives_up_within_its_timeout(llm_server: str):
     assert not ok
     assert message == MESSAGES["timeout"]
     assert time.monotonic() - started < 1.0
+
+
+_FIRST_USE = """
+import sys, threading
+import llm_providers.client as client
+assert "openai" not in sys.modules, "the SDK was imported with the client"
+errors, barrier = [], threading.Barrier(16)
+def touch():
+    barrier.wait()
+    try:
+        assert issubclass(client.openai.APITimeoutError, client.openai.OpenAIError)
+        assert client.openai.types.chat.ChatCompletion.__name__ == "ChatCompletion"
+    except Exception as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=touch) for _ in range(16)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+assert not errors, errors
+"""
+
+
+def test_the_sdk_is_imported_on_first_use_whole_for_threads_arriving_together():
+    result = subprocess.run(
+        [sys.executable, "-c", _FIRST_USE],
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
