@@ -470,7 +470,8 @@ def ratings_recompute_all(*, bootstrap: int = 0, style: bool | None = None) -> l
         categories = [c.key for c in fixed_categories()] + [
             language_category(code) for code in tallies.languages(min_votes=minimum)
         ]
-        with _blas_one_thread():
+        # One transaction: a reader sees every category of this cut-off or none of them.
+        with _blas_one_thread(), transaction.atomic():
             return [
                 _recompute_category(
                     category=category,
