@@ -14,9 +14,7 @@ import os
 from django.conf import settings
 
 from battles.models import ModerationEvent
-from llm_providers.client import Deferred
-
-openai = Deferred("openai")  # half a second to import; only a configured check needs it
+from llm_providers.client import openai  # imported on first use: only a configured check needs it
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ app.autodiscover_tasks()
 
 
 @worker_ready.connect
-def _sdk_warm_up(**_kwargs) -> None:
-    """A worker calls models: load the SDK now, not in the first reply it generates."""
-    from llm_providers.client import sdk_warm_up
+def _warm_up(**_kwargs) -> None:
+    """Load what replies need now, not in the first reply the worker generates."""
+    from config import warmup
 
-    sdk_warm_up()
+    warmup.worker()

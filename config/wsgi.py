@@ -6,8 +6,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 application = get_wsgi_application()
 
-from leaderboard.categories import language_model_warm_up  # noqa: E402 (after setup)
-from llm_providers.client import sdk_warm_up  # noqa: E402
+from config import warmup  # noqa: E402 (after setup)
 
-language_model_warm_up()
-sdk_warm_up()  # embedded mode generates replies in this process
+warmup.web_server()

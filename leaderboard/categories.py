@@ -6,7 +6,6 @@ A category is a name plus a filter on the columns that battles.Vote and Imported
 
 import functools
 import re
-import threading
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -80,18 +79,6 @@ def _identifier():
     from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-
-
-def language_model_warm_up() -> None:
-    """Load the language model in the background (about a second of CPU), so the first vote
-    does not wait for it. Called where votes are taken: the web server's ASGI/WSGI module, not
-    at every Django start (a management command or a worker would pay for nothing)."""
-    threading.Thread(
-        target=prompt_language,
-        args=("Warming up the language identifier with a sentence.",),
-        daemon=True,
-        name="langid-warmup",
-    ).start()
 
 
 def prompt_language(text: str) -> str:

@@ -66,13 +66,6 @@ if not TYPE_CHECKING:
     openai = Deferred("openai")
 
 
-def sdk_warm_up() -> None:
-    """Import the SDK in the background now, in a process that will call models (the worker,
-    the embedded web server), so the first reply does not wait half a second for it."""
-    threading.Thread(
-        target=importlib.import_module, args=("openai",), daemon=True, name="sdk-warmup"
-    ).start()
-
 logger = logging.getLogger(__name__)
 
 NO_KEY = "not-needed"  # the SDK insists on a key; local servers ignore it
