@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import (
     Case,
     Count,
@@ -36,7 +36,7 @@ from leaderboard.categories import LANGUAGE_PREFIX, OVERALL, category_filter
 from leaderboard.models import ImportedVote, Snapshot, SnapshotRow
 from llm_providers.models import LLMModel
 
-log = logging.getLogger("leaderboard.services")
+log = logging.getLogger(__name__)
 
 # The columns battles.Vote and ImportedVote share; every rating input goes through these.
 VOTE_SOURCES = (Vote, ImportedVote)
@@ -240,13 +240,15 @@ def _valid(source, plan: FilterPlan | None = None) -> Q:
 
 # --- the rating input: every category's counts in two passes -----------------------------------
 #
-# A recompute reads the votes twice, whatever the number of categories: once grouped by
+# A recompute counts the votes twice, whatever the number of categories: once grouped by
 # (model_a, model_b, reason) with a count per (category, choice) and the style sums, once
-# grouped by (language, model_a, model_b, reason). The reason column is the first of the
-# row-level exclusions that applies ("" = counted). The votes a hot prompt drops and the
-# votes of flagged voters are then moved out of the counted rows with the same two queries
-# over just those votes (small, and picked by a top-level IN that the database hashes), so
-# the outlier test can run between the pass and the fit.
+# grouped by (language, model_a, model_b, reason). The reason is the first of the row-level
+# exclusions that applies (a small integer in SQL, its name, "" = counted, in Python). The
+# votes a hot prompt drops and the votes of flagged voters are then moved out of the counted
+# rows with the same two queries over just those votes (small, and picked by a top-level IN
+# that the database hashes), so the outlier test can run between the counts and the fit.
+# Along with the two counts, the filter plan and the outlier test's votes are read: four
+# independent reads, side by side on PostgreSQL (_reads).
 
 CHOICES = ("a", "b", "tie", "bothbad")
 _FLAGGED = "voter_flagged"
@@ -258,19 +260,23 @@ def _category_flags() -> dict[str, str]:
     return {OVERALL: "", "multi_turn": "c_multi", "long_prompt": "c_long", "code": "c_code"}
 
 
+def _row_exclusions(source) -> dict[str, Q]:
+    """The row-level reasons to leave a vote out, in precedence order. The plan's reasons
+    (hot prompts, flagged voters) are moved later, so no plan is needed."""
+    return {name: q for name, q in _exclusions(source, FilterPlan()).items() if q is not None}
+
+
 def _row_reasons(source) -> list[str]:
-    """The row-level reasons to leave a vote out, in precedence order, after "" (counted).
-    The plan's reasons (hot prompts, flagged voters) are moved later, so no plan is needed."""
-    return ["", *(name for name, q in _exclusions(source, FilterPlan()).items() if q is not None)]
+    """Reason names by the code _reason_case gives them: "" (0, counted), then the reasons."""
+    return ["", *_row_exclusions(source)]
 
 
 def _reason_case(source):
     """The number of the first row-level reason that applies (see _row_reasons; 0 = counted).
     The database groups and compares small integers faster than text."""
-    exclusions = _exclusions(source, FilterPlan())
     whens = [
-        When(exclusions[name], then=Value(code))
-        for code, name in enumerate(_row_reasons(source)) if code
+        When(q, then=Value(code))
+        for code, q in enumerate(_row_exclusions(source).values(), start=1)
     ]
     if not whens:
         return Value(0, output_field=IntegerField())
@@ -434,17 +440,20 @@ class _Table:
             self.values[self.index[(*key[:-1], reason)]] += other.values[i]
 
 
-def _listed(values, field: str) -> Q | None:
-    """`field IN (values)`, None when `values` (a one-column queryset) is empty.
+def _listed(values, field: str, fetched: list | None = None) -> Q | None:
+    """`field IN (values)`, None when `values` (a one-column queryset) is empty; `fetched`
+    are its values when the caller has them already.
 
     On PostgreSQL the values are fetched and listed: with them in hand the planner picks an
     index lookup for a few and a hashed list for many, where the subquery form scans every
     vote. SQLite indexes an IN (subquery) by itself, and limits the number of parameters, so
     it keeps the subquery."""
     if connection.vendor != "postgresql":
-        return Q(**{f"{field}__in": values}) if values.exists() else None
-    listed = list(values.values_list(field, flat=True))
-    return Q(**{f"{field}__in": listed}) if listed else None
+        empty = not fetched if fetched is not None else not values.exists()
+        return None if empty else Q(**{f"{field}__in": values})
+    if fetched is None:
+        fetched = list(values.values_list(field, flat=True))
+    return Q(**{f"{field}__in": fetched}) if fetched else None
 
 
 @dataclass
@@ -546,6 +555,23 @@ def _voter_votes(*, cutoff: dt.datetime, min_votes: int) -> VoterVotes:
 _SNAPSHOT_ID_RE = re.compile(r"^[0-9A-F]+-[0-9A-F]+-[0-9]+$")
 
 
+class ConcurrentReadsError(RuntimeError):
+    """A read on its own connection could not share the recompute's snapshot."""
+
+
+def _snapshot_import(cursor, snapshot: str) -> None:
+    """Make this transaction see what the one that exported `snapshot` sees."""
+    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    try:
+        cursor.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+    except DatabaseError as exc:
+        raise ConcurrentReadsError(
+            f"The ratings recompute could not share its database snapshot with the extra "
+            f"connections of its concurrent reads ({exc}). Behind a transaction-mode pooler "
+            "such as PgBouncer this cannot work: set ARENA_RECOMPUTE_CONCURRENT_READS=false."
+        ) from exc
+
+
 def _reads(jobs: dict[str, Callable[[], object]], *, concurrent: bool) -> dict[str, object]:
     """Run independent reads, each on its own connection at once when `concurrent`.
 
@@ -564,8 +590,7 @@ def _reads(jobs: dict[str, Callable[[], object]], *, concurrent: bool) -> dict[s
     def run(name: str, job: Callable[[], object]) -> object:
         try:
             with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                cursor.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+                _snapshot_import(cursor, snapshot)
                 _read_settings(cursor, parallel=False)
                 with stage(f"read {name}"):
                     return job()
@@ -609,14 +634,17 @@ class VoteTallies:
         self.reasons = list(_exclusions(Vote, self.plan))
         self.fixed = read["counts"]
         self.by_language = read.get("language counts") or _Table([], np.zeros((0, 4)))
-        self._voter_votes = (voter_min_votes, read["voters' votes"]) if voter_min_votes else None
+        self._voter_votes = (
+            (voter_min_votes, read["voters' votes"]) if voter_min_votes is not None else None
+        )
         # The votes the hot-prompt down-sampling drops, worked out once for every read below.
         self.dropped_ids: set[int] = set()
         self.dropped: Q | None = None
         if self.plan.dedup and self.plan.hot_prompts:
             ids = _dedup_dropped_ids(self.plan)
-            self.dropped_ids = set(ids.values_list("pk", flat=True))
-            self.dropped = _listed(ids, "pk")
+            fetched = list(ids.values_list("pk", flat=True))
+            self.dropped_ids = set(fetched)
+            self.dropped = _listed(ids, "pk", fetched)
         if self.dropped is not None:
             self._move(self.dropped, _DEDUP)
 
@@ -703,7 +731,7 @@ class VoteTallies:
     def languages(self, *, min_votes: int) -> list[str]:
         """Languages with at least min_votes counted votes, most votes first."""
         table = self.by_language
-        counted = np.array([not key[-1] for key in table.keys], dtype=bool)
+        counted = table.key_columns()[2] == ""
         per_row = table.values.sum(axis=1) * counted if len(table.keys) else np.zeros(0)
         totals = {code: float(per_row[rows].sum()) for code, rows in self._language_rows().items()}
         ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))
@@ -784,8 +812,12 @@ def _choice_counts() -> dict[str, Count]:
 # --- the pages -------------------------------------------------------------------------------
 
 
-def snapshot_current(*, category: str = OVERALL) -> Snapshot | None:
-    return Snapshot.objects.filter(category=category).first()
+def snapshot_current(*, category: str = OVERALL, matrices: bool = True) -> Snapshot | None:
+    """The latest snapshot of a category; without its (large) matrices unless asked."""
+    snapshots = Snapshot.objects.filter(category=category)
+    if not matrices:
+        snapshots = snapshots.defer("win_rate_matrix", "battle_count_matrix")
+    return snapshots.first()
 
 
 def snapshot_categories() -> list[str]:

@@ -323,27 +323,25 @@ def _recompute_category(
         "filters": plan.params(),
     }
     fingerprint = _fingerprint(votes, {"params": params, "excluded": excluded})
-    latest = (
-        Snapshot.objects.filter(category=category)
-        .defer("win_rate_matrix", "battle_count_matrix")  # only compared, not shown
-        .first()
-    )
+    latest = selectors.snapshot_current(category=category, matrices=False)
     if latest is not None and latest.fingerprint == fingerprint:
         return latest
 
     n = len(model_ids)
     counts = _pair_counts(votes, ids)
-    with _stage("fit"):
-        result = fit(counts, n, options) if n else None
     style_result = None
-    if style and n:
-        with _stage("style fit"):
-            style_result = fit(
-                counts,
-                n,
-                RatingOptions(anchor=anchor, both_bad_as_tie=options.both_bad_as_tie),
-                style=StyleSums(votes.style_x, votes.style_xx),
-            )
+    with _blas_one_thread():
+        with _stage("fit"):
+            result = fit(counts, n, options) if n else None
+        if style and n:
+            with _stage("style fit"):
+                style_result = fit(
+                    counts,
+                    n,
+                    RatingOptions(anchor=anchor, both_bad_as_tie=options.both_bad_as_tie),
+                    style=StyleSums(votes.style_x, votes.style_xx),
+                )
+    if style_result is not None:
         params["style_coefs"] = dict(
             zip(selectors.STYLE_FEATURES, style_result.style_coefs.tolist(), strict=True)
         )
@@ -443,15 +441,14 @@ def ratings_recompute(
         plan, tallies = _tallies(
             cutoff=cutoff, style=style, languages=category.startswith(LANGUAGE_PREFIX)
         )
-        with _blas_one_thread():
-            return _recompute_category(
-                category=category,
-                votes=tallies.category(category),
-                bootstrap=bootstrap,
-                style=style,
-                cutoff=cutoff,
-                plan=plan,
-            )
+        return _recompute_category(
+            category=category,
+            votes=tallies.category(category),
+            bootstrap=bootstrap,
+            style=style,
+            cutoff=cutoff,
+            plan=plan,
+        )
     finally:
         _lock_release(token)
 
@@ -471,7 +468,7 @@ def ratings_recompute_all(*, bootstrap: int = 0, style: bool | None = None) -> l
             language_category(code) for code in tallies.languages(min_votes=minimum)
         ]
         # One transaction: a reader sees every category of this cut-off or none of them.
-        with _blas_one_thread(), transaction.atomic():
+        with transaction.atomic():
             return [
                 _recompute_category(
                     category=category,

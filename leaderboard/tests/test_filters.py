@@ -7,7 +7,7 @@ import threading
 
 import numpy as np
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from battles.models import FlaggedVoter, Vote
@@ -311,6 +311,17 @@ def test_every_read_of_a_recompute_sees_the_votes_as_they_were_when_it_began(
     assert Vote.objects.filter(flagged_invalid=True).count() == 8
     assert _tallied(at_once) == _tallied(before) == _tallied(in_turn)
     assert "flagged_invalid" not in {key[-1] for key in at_once.fixed.keys}
+
+
+@on_postgresql
+def test_a_snapshot_that_cannot_be_shared_says_which_setting_to_turn_off(transactional_db):
+    # What a read behind a transaction-mode pooler meets: a snapshot id its connection
+    # does not know.
+    refused = pytest.raises(
+        selectors.ConcurrentReadsError, match="ARENA_RECOMPUTE_CONCURRENT_READS"
+    )
+    with refused, transaction.atomic(), connection.cursor() as cursor:
+        selectors._snapshot_import(cursor, "00000003-0000001B-1")
 
 
 def test_the_reads_run_in_turn_inside_an_enclosing_transaction(db):
