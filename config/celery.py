@@ -4,7 +4,7 @@ settings (CELERY_BEAT_SCHEDULE)."""
 import os
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -13,9 +13,10 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
-@worker_ready.connect
+@worker_init.connect
 def _warm_up(**_kwargs) -> None:
-    """Load what replies need now, not in the first reply the worker generates."""
+    """Load what replies need before the worker takes its first task, not inside it (a
+    reply claimed while the SDK is still loading could be stopped before its first token)."""
     from config import warmup
 
     warmup.worker()

@@ -1,16 +1,7 @@
-"""Loading, in the background, what a process will need before its first request needs it."""
+"""Loading what a process will need before its first request needs it."""
 
 import importlib
 import threading
-from collections.abc import Callable
-
-
-def _in_background(*steps: Callable[[], object]) -> None:
-    def run() -> None:
-        for step in steps:
-            step()
-
-    threading.Thread(target=run, daemon=True, name="warm-up").start()
 
 
 def _sdk() -> None:
@@ -24,10 +15,16 @@ def _language_model() -> None:
 
 
 def web_server() -> None:
-    """Votes need the language model; in embedded mode replies are generated here too."""
-    _in_background(_language_model, _sdk)
+    """Votes need the language model (loaded in the background). In embedded mode replies
+    are generated in this process too: the SDK is loaded before the first request, as a
+    worker does (see worker)."""
+    from django.conf import settings
+
+    threading.Thread(target=_language_model, daemon=True, name="warm-up").start()
+    if settings.ARENA_TASK_MODE == "inprocess":
+        _sdk()
 
 
 def worker() -> None:
-    """A Celery worker generates replies."""
-    _in_background(_sdk)
+    """A Celery worker generates replies: load the SDK now, before it takes a task."""
+    _sdk()
