@@ -377,7 +377,6 @@ def reply_generate(*, reply_id: int) -> None:
     last_publish = [0.0]
     first_sent = [False]
     stop_key = f"stop:{reply.turn_id}"
-    last_check = [0.0, False]
 
     def publish_pending() -> None:
         if pending:
@@ -404,14 +403,11 @@ def reply_generate(*, reply_id: int) -> None:
 
     def should_stop() -> bool:
         # Called after every chunk and every 50 ms without one: also sends held-back text.
-        now_m = time.monotonic()
-        if pending and now_m - last_publish[0] >= DELTA_PUBLISH_SECONDS:
+        if pending and time.monotonic() - last_publish[0] >= DELTA_PUBLISH_SECONDS:
             publish_pending()
-        # The flag lives in the hub (Redis in service mode); look at most a few times a second.
-        if now_m - last_check[0] >= 0.25:
-            last_check[0] = now_m
-            last_check[1] = hub.has_flag(stop_key)
-        return last_check[1]
+        # The flag lives in the hub (Redis in service mode); the hub reads the flags of all the
+        # process's replies a few times a second, in one round trip.
+        return stop_watch.is_set()
 
     endpoint, messages = reply.model.endpoint(), _messages(reply)
     # The model call lasts seconds to minutes without touching the database: hold no
@@ -420,19 +416,20 @@ def reply_generate(*, reply_id: int) -> None:
     checkpoint = _Checkpoint(reply.pk, parts)
     checkpoint.start()
     try:
-        result = chat_stream(
-            endpoint,
-            messages,
-            on_delta=on_delta,
-            should_stop=should_stop,
-            timeouts=Timeouts(
-                connect=settings.LLM_TIMEOUT_CONNECT,
-                first_token=settings.LLM_TIMEOUT_FIRST_TOKEN,
-                idle=settings.LLM_TIMEOUT_IDLE,
-                total=settings.LLM_TIMEOUT_TOTAL,
-            ),
-            max_retries=settings.LLM_MAX_RETRIES,
-        )
+        with hub.watch_flag(stop_key) as stop_watch:
+            result = chat_stream(
+                endpoint,
+                messages,
+                on_delta=on_delta,
+                should_stop=should_stop,
+                timeouts=Timeouts(
+                    connect=settings.LLM_TIMEOUT_CONNECT,
+                    first_token=settings.LLM_TIMEOUT_FIRST_TOKEN,
+                    idle=settings.LLM_TIMEOUT_IDLE,
+                    total=settings.LLM_TIMEOUT_TOTAL,
+                ),
+                max_retries=settings.LLM_MAX_RETRIES,
+            )
     except ProviderError as exc:
         checkpoint.stop()
         publish_pending()

@@ -1,6 +1,7 @@
 """The Redis stream hub: batched publishing and the per-process shared reader."""
 
 import asyncio
+import time
 
 import pytest
 from django.conf import settings
@@ -65,3 +66,23 @@ def test_streams_of_one_process_share_one_reader_and_idle_ones_time_out_empty():
             hub.discard(name)
 
     asyncio.run(main())
+
+
+def test_watched_flags_are_read_together_and_seen_within_a_poll():
+    hub = _hub()
+    for key in ("stop:1", "stop:2", "stop:3"):
+        hub.clear_flag(key)
+    hub.set_flag("stop:3")
+    with hub.watch_flag("stop:1") as one, hub.watch_flag("stop:2") as two:
+        with hub.watch_flag("stop:3") as three:
+            assert three.is_set()  # raised before the watch began: seen at once
+        assert not one.is_set() and not two.is_set()
+        hub.set_flag("stop:2")
+        deadline = time.monotonic() + 5
+        while not two.is_set() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert two.is_set() and not one.is_set()
+        assert set(hub._watched) == {"stop:1", "stop:2"}
+    assert hub._watched == {} and hub._raised == set()
+    for key in ("stop:2", "stop:3"):
+        hub.clear_flag(key)
