@@ -331,6 +331,7 @@ async def turn_events(request: HttpRequest, uuid, index: int) -> StreamingHttpRe
 
     async def _stream(subscription):
         yield "retry: 1000\n\n"
+        started_sides: set[str] = set()
         while time.monotonic() < deadline:
             try:
                 batch = await subscription.get(timeout=10.0)
@@ -349,11 +350,14 @@ async def turn_events(request: HttpRequest, uuid, index: int) -> StreamingHttpRe
                 yield format_sse(batch)
                 if any(e.name == "turn-end" for e in batch):
                     return
-                if any(e.name.startswith("delta-") for e in batch):
-                    # While text streams, read at most every DELTA_READ_SECONDS: one write
-                    # carries several deltas. The first delta, panes and turn-end are never
-                    # held back.
+                deltas = {e.name for e in batch if e.name.startswith("delta-")}
+                if deltas and started_sides | deltas == {"delta-a", "delta-b"}:
+                    # While both sides stream, read at most every DELTA_READ_SECONDS: one write
+                    # carries several deltas. Until both have begun there is no pause, so the
+                    # second side's first delta is not held back behind the first side's
+                    # (it was, by up to 50 ms); panes and turn-end never wait either.
                     await asyncio.sleep(DELTA_READ_SECONDS)
+                started_sides |= deltas
                 continue
             final = await sync_to_async(_final_events)(turn)
             if final is not None:
