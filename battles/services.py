@@ -292,6 +292,8 @@ def _messages(reply: Reply) -> list[dict]:
     """The chat history this side's model sees: its own system prompt and its own replies."""
     model = reply.model
     messages = [{"role": "system", "content": model.system_prompt}] if model.system_prompt else []
+    if reply.turn.index == 0:
+        return [*messages, {"role": "user", "content": reply.turn.prompt}]
     earlier = (
         Reply.objects.filter(
             turn__battle_id=reply.turn.battle_id, turn__index__lt=reply.turn.index, side=reply.side
@@ -371,7 +373,6 @@ def reply_generate(*, reply_id: int) -> None:
     reply = Reply.objects.select_related("turn", "model").get(pk=reply_id)
     hub = get_hub()
     stream = reply.turn.stream_key()
-    _publish_pane(reply)
     parts: list[str] = []
     pending: list[str] = []
     last_publish = [0.0]
@@ -422,6 +423,8 @@ def reply_generate(*, reply_id: int) -> None:
                 messages,
                 on_delta=on_delta,
                 should_stop=should_stop,
+                # The "streaming" pane goes out while the model thinks, not before the request.
+                on_sent=lambda: _publish_pane(reply),
                 timeouts=Timeouts(
                     connect=settings.LLM_TIMEOUT_CONNECT,
                     first_token=settings.LLM_TIMEOUT_FIRST_TOKEN,

@@ -168,6 +168,7 @@ def chat_stream(
     *,
     on_delta: Callable[[str], None],
     should_stop: Callable[[], bool] | None = None,
+    on_sent: Callable[[], None] | None = None,
     timeouts: Timeouts = Timeouts(),
     max_retries: int = 2,
     backoff: float = 0.5,
@@ -176,9 +177,12 @@ def chat_stream(
 
     `should_stop()` is polled after chunks and while waiting, at most every
     STOP_POLL_INTERVAL; when it returns True the stream is closed and the partial text is
-    returned with `stopped=True`. Raises ProviderError subclasses (see the module docstring).
+    returned with `stopped=True`. `on_sent()` is called once, as soon as the first request is
+    on its way: work done there overlaps the model's time to first token instead of adding
+    to it; `on_delta` is not called before it returns. Raises ProviderError subclasses (see
+    the module docstring).
     """
-    call = _StreamCall(endpoint, messages, on_delta, should_stop, timeouts)
+    call = _StreamCall(endpoint, messages, on_delta, should_stop, timeouts, on_sent)
     return call.run(max_retries=max_retries, backoff=backoff)
 
 
@@ -259,8 +263,10 @@ class _StreamCall:
         on_delta: Callable[[str], None],
         should_stop: Callable[[], bool] | None,
         timeouts: Timeouts,
+        on_sent: Callable[[], None] | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.on_sent = on_sent
         self.messages = messages
         self.on_delta = on_delta
         self.should_stop = should_stop
@@ -312,6 +318,9 @@ class _StreamCall:
         last_chunk_at = 0.0
         finished = False
         try:
+            if self.on_sent is not None:
+                on_sent, self.on_sent = self.on_sent, None
+                on_sent()
             while True:
                 if self.parts:
                     deadline, kind = last_chunk_at + timeouts.idle, "hang"

@@ -61,6 +61,13 @@ def pct(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
+def cpu_per_battle(samples: list[float], battles: int) -> float | None:
+    """CPU milliseconds per completed battle: the samples are % of one core, one a second."""
+    if not samples or not battles:
+        return None
+    return sum(samples) / 100 * 1000 / battles
+
+
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -793,8 +800,8 @@ class Bench:
             "SSE streams held (max) | page p50/95/99 ms | start p50/95/99 ms | "
             "vote p50/95/99 ms | leaderboard p50/95/99 ms | web CPU % avg/max | "
             "web worker RSS MB max | Celery CPU % avg/max | Celery RSS MB max | "
-            "test server + locust CPU % avg |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "test server + locust CPU % avg | web / Celery CPU ms per battle |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for s in self.steps:
             pages = s.lat["home"] + s.lat["conversation"] + s.lat["leaderboard"]
@@ -807,7 +814,9 @@ class Bench:
                 f"{f(max(r.web_cpu, default=None))} | {f(max(r.web_rss, default=None))} | "
                 f"{f(statistics.fmean(r.worker_cpu) if r.worker_cpu else None)}/"
                 f"{f(max(r.worker_cpu, default=None))} | {f(max(r.worker_rss, default=None))} | "
-                f"{f(statistics.fmean(r.other_cpu) if r.other_cpu else None)} |"
+                f"{f(statistics.fmean(r.other_cpu) if r.other_cpu else None)} | "
+                f"{f(cpu_per_battle(r.web_cpu, s.battles))} / "
+                f"{f(cpu_per_battle(r.worker_cpu, s.battles))} |"
             )
         lines += [
             "",

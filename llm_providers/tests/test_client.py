@@ -162,6 +162,22 @@ def test_it_retries_a_failing_server_until_it_answers(llm_server: str, prompt: s
     assert len(requests_for(llm_server, prompt)) == 3
 
 
+def test_on_sent_runs_once_before_any_delta_even_across_retries(llm_server: str, prompt: str):
+    seen: list[str] = []
+    result = chat_stream(
+        Endpoint(llm_server, "alpha?tokens=5&ttft=0.2&fault=500&fail_times=1"),
+        user(prompt),
+        on_delta=lambda text: seen.append("delta"),
+        on_sent=lambda: seen.append("sent"),
+        max_retries=1,
+        **FAST_RETRY,
+    )
+
+    assert result.retries == 1
+    assert seen[0] == "sent" and seen.count("sent") == 1
+    assert seen.count("delta") >= 1
+
+
 def test_it_gives_up_when_failures_outlast_the_retries(llm_server: str, prompt: str):
     error, _ = failure(
         llm_server, "alpha?tokens=10&fault=500&fail_times=2", prompt, max_retries=1, **FAST_RETRY
