@@ -23,10 +23,26 @@ from llm_providers.models import LLMModel
 SIDEBAR_PAGE = 30
 
 
+def _visible(battles, *, visitor: Visitor, uuid) -> Battle:
+    battle = battles.filter(
+        uuid=uuid, owner_key=visitor.key, conversation__hidden_at__isnull=True
+    ).first()
+    if battle is None:
+        raise Http404("No such battle.")
+    return battle
+
+
+def battle_find_for_visitor(*, visitor: Visitor, uuid) -> Battle:
+    """The visitor's own battle row (with its session), or 404: for the actions that change it,
+    which read what they need under a lock; `battle_get_for_visitor` to show it."""
+    return _visible(Battle.objects.select_related("conversation"), visitor=visitor, uuid=uuid)
+
+
 def battle_get_for_visitor(*, visitor: Visitor, uuid) -> Battle:
-    """The visitor's own battle, or 404: another visitor's battle does not exist for them."""
-    battle = (
-        Battle.objects.select_related("conversation", "model_a", "model_b")
+    """The visitor's own battle with all it shows, or 404: another visitor's battle does not
+    exist for them."""
+    battles = (
+        Battle.objects.select_related("conversation", "model_a", "model_b", "vote")
         .prefetch_related(
             Prefetch(
                 "turns",
@@ -35,12 +51,8 @@ def battle_get_for_visitor(*, visitor: Visitor, uuid) -> Battle:
                 ),
             )
         )
-        .filter(uuid=uuid, owner_key=visitor.key, conversation__hidden_at__isnull=True)
-        .first()
     )
-    if battle is None:
-        raise Http404("No such battle.")
-    return battle
+    return _visible(battles, visitor=visitor, uuid=uuid)
 
 
 def conversation_get_for_visitor(*, visitor: Visitor, uuid) -> Conversation:
@@ -54,7 +66,7 @@ def conversation_get_for_visitor(*, visitor: Visitor, uuid) -> Conversation:
 
 def conversation_battles(*, conversation: Conversation) -> list[Battle]:
     return list(
-        conversation.battles.select_related("model_a", "model_b")
+        conversation.battles.select_related("model_a", "model_b", "vote")
         .prefetch_related(
             Prefetch(
                 "turns",

@@ -627,7 +627,8 @@ def vote_cast(*, battle: Battle, visitor: Visitor, choice: str) -> Vote:
     try:
         with transaction.atomic():
             locked = Battle.objects.select_for_update().get(pk=battle.pk)
-            if locked.status != Battle.Status.OPEN or hasattr(locked, "vote"):
+            # The vote and the status change commit together, under this row lock.
+            if locked.status != Battle.Status.OPEN:
                 raise AlreadyVotedError("This battle already has your vote.")
             turns = list(locked.turns.prefetch_related("replies"))
             replies = [r for t in turns for r in t.replies.all()]

@@ -154,7 +154,7 @@ def conversation_detail(request: HttpRequest, uuid) -> HttpResponse:
 @require_POST
 @rate_limit("follow_up")
 def follow_up(request: HttpRequest, uuid) -> HttpResponse:
-    battle = selectors.battle_get_for_visitor(visitor=request.visitor, uuid=uuid)
+    battle = selectors.battle_find_for_visitor(visitor=request.visitor, uuid=uuid)
     form = PromptForm(request.POST)
     if not form.is_valid():
         return _battle_response(request, battle, error=form.errors["prompt"][0], status=400)
@@ -168,7 +168,7 @@ def follow_up(request: HttpRequest, uuid) -> HttpResponse:
 @require_POST
 @rate_limit("follow_up")
 def retry_side(request: HttpRequest, uuid, side: str) -> HttpResponse:
-    battle = selectors.battle_get_for_visitor(visitor=request.visitor, uuid=uuid)
+    battle = selectors.battle_find_for_visitor(visitor=request.visitor, uuid=uuid)
     if side not in ("a", "b"):
         raise Http404("No such side.")
     try:
@@ -181,7 +181,7 @@ def retry_side(request: HttpRequest, uuid, side: str) -> HttpResponse:
 @require_POST
 @rate_limit("follow_up")
 def regenerate(request: HttpRequest, uuid) -> HttpResponse:
-    battle = selectors.battle_get_for_visitor(visitor=request.visitor, uuid=uuid)
+    battle = selectors.battle_find_for_visitor(visitor=request.visitor, uuid=uuid)
     try:
         services.turn_regenerate(battle=battle)
     except services.BattleError as exc:
@@ -191,7 +191,7 @@ def regenerate(request: HttpRequest, uuid) -> HttpResponse:
 
 @require_POST
 def stop(request: HttpRequest, uuid) -> HttpResponse:
-    battle = selectors.battle_get_for_visitor(visitor=request.visitor, uuid=uuid)
+    battle = selectors.battle_find_for_visitor(visitor=request.visitor, uuid=uuid)
     services.turn_stop(battle=battle)
     if request.htmx:
         return HttpResponse(status=204)
@@ -213,7 +213,7 @@ def _login_required_response(request: HttpRequest, battle: Battle) -> HttpRespon
 @require_POST
 @rate_limit("vote")
 def vote(request: HttpRequest, uuid) -> HttpResponse:
-    battle = selectors.battle_get_for_visitor(visitor=request.visitor, uuid=uuid)
+    battle = selectors.battle_find_for_visitor(visitor=request.visitor, uuid=uuid)
     if settings.ARENA_VOTE_REQUIRES_LOGIN and _user(request) is None:
         return _login_required_response(request, battle)
     form = VoteForm(request.POST)
