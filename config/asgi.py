@@ -1,10 +1,10 @@
 import os
 
-from django.core.asgi import get_asgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-application = get_asgi_application()
+from arena.asgi import get_application
+
+application = get_application()
 
 from config import warmup  # noqa: E402 (after setup)
 

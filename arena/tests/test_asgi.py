@@ -1,0 +1,100 @@
+"""The ASGI handler keeps each request's thread for the next request (arena/asgi.py)."""
+
+import asyncio
+import threading
+
+import pytest
+from django.core.signals import request_finished
+
+from arena.asgi import ReusedThreadASGIHandler
+
+
+def _scope(path: str) -> dict:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"localhost")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("localhost", 80),
+    }
+
+
+async def _get(app, path: str) -> int:
+    """One request through the ASGI app; the response status."""
+    request_sent = False
+    never = asyncio.Event()
+    messages: list[dict] = []
+
+    async def receive():
+        nonlocal request_sent
+        if not request_sent:
+            request_sent = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await never.wait()  # no disconnect: Django stops listening when the response is sent
+
+    async def send(message):
+        messages.append(message)
+
+    await app(_scope(path), receive, send)
+    return next(m["status"] for m in messages if m["type"] == "http.response.start")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_requests_one_after_another_run_in_one_reused_thread_and_together_in_two():
+    app = ReusedThreadASGIHandler()
+    threads: list[tuple[int, str]] = []
+
+    def finished(**_kwargs):
+        threads.append((threading.get_ident(), threading.current_thread().name))
+
+    request_finished.connect(finished)
+    try:
+
+        async def main():
+            one_by_one = [await _get(app, "/healthz") for _ in range(3)]
+            together = await asyncio.gather(_get(app, "/healthz"), _get(app, "/healthz"))
+            return one_by_one, together
+
+        one_by_one, together = asyncio.run(main())
+    finally:
+        request_finished.disconnect(finished)
+
+    assert one_by_one == [200, 200, 200] and list(together) == [200, 200]
+    # Django closes each response in the request's thread: the same thread, three times over.
+    assert len(set(threads[:3])) == 1 and threads[0][1].startswith("request")
+    # Two requests at once still get a thread each (Django's one-thread-per-request rule).
+    assert len(set(threads[3:])) == 2
+    assert len(app._free) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_request_for_an_async_view_takes_no_request_thread():
+    app = ReusedThreadASGIHandler()
+    threads: list[str] = []
+
+    def finished(**_kwargs):
+        threads.append(threading.current_thread().name)
+
+    request_finished.connect(finished)
+    try:
+
+        async def main():
+            # The SSE stream's view, for a turn that does not exist: a 404, through the
+            # middleware and the view's own database lookup.
+            url = "/b/00000000-0000-0000-0000-000000000000/turns/0/events/"
+            return await asyncio.gather(*[_get(app, url) for _ in range(5)])
+
+        statuses = asyncio.run(main())
+    finally:
+        request_finished.disconnect(finished)
+
+    assert statuses == [404] * 5
+    assert app._free == []  # no request thread was taken, so none was handed back
+    assert len(threads) == 5 and not any(name.startswith("request") for name in threads)
