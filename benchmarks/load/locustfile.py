@@ -121,12 +121,14 @@ class Visitor(HttpUser):
                     blocks = buffer.split("\n\n")
                     buffer = blocks.pop()
                     for block in blocks:
-                        name, data = "", []
+                        name, data, event_id = "", [], ""
                         for line in block.split("\n"):
                             if line.startswith("event: "):
                                 name = line[7:]
                             elif line.startswith("data: "):
                                 data.append(line[6:])
+                            elif line.startswith("id: "):
+                                event_id = line[4:]
                         if name.startswith("delta-"):
                             # The test server sends one word per token; a delta event may
                             # carry several tokens.
@@ -135,6 +137,13 @@ class Visitor(HttpUser):
                             if side not in first:
                                 first[side] = now
                                 first_tokens[side] = tokens
+                                # A Redis stream id starts with the ms of its XADD (same
+                                # machine, same clock): the hub-to-page part of the TTFT.
+                                published_ms, _, _ = event_id.partition("-")
+                                if published_ms.isdigit():
+                                    samples["delivery ms"].append(
+                                        time.time() * 1000 - int(published_ms)
+                                    )
                             last[side] = now
                             count[side] += tokens
                         elif name.startswith("pane-") and "status-failed" in block:

@@ -304,6 +304,7 @@ class Step:
     error_kinds: dict = field(default_factory=dict)
     queue_ms: list = field(default_factory=list)  # reply created -> claimed by a worker
     worker_ttft_ms: list = field(default_factory=list)  # claimed -> first token (worker's view)
+    delivery_ms: list = field(default_factory=list)  # first delta published -> read by the client
 
 
 class Bench:
@@ -520,6 +521,7 @@ class Bench:
         }
         step.ttft = samples.get("SSE ttft overhead", [])
         step.rates = samples.get("rate tokens/s", [])
+        step.delivery_ms = samples.get("delivery ms", [])
         step.votes_db = (
             bench_sql("SELECT count(*) FROM battles_vote", fetch=True)[0][0] - votes_before
         )
@@ -827,8 +829,9 @@ class Bench:
             "",
             "| visitors | arena TTFT overhead p50/95/99 ms | direct TTFT overhead p50/95/99 ms | "
             "arena tokens/s per stream p50/p5 | direct tokens/s p50/p5 | arena/direct rate p50 | "
-            "of which: queue wait p50/95/99 ms | worker TTFT (incl. 300) p50/95/99 ms |",
-            "|---|---|---|---|---|---|---|---|",
+            "of which: queue wait p50/95/99 ms | worker TTFT (incl. 300) p50/95/99 ms | "
+            "first delta, hub to page p50/95/99 ms |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for s in self.steps:
             ratio = (
@@ -838,7 +841,8 @@ class Bench:
                 f"| {s.users} ({s.label}) | {p3(s.ttft)} | {p3(s.direct_ttft)} | "
                 f"{f(pct(s.rates, 50), '{:.1f}')}/{f(pct(s.rates, 5), '{:.1f}')} | "
                 f"{f(pct(s.direct_rates, 50), '{:.1f}')}/{f(pct(s.direct_rates, 5), '{:.1f}')} | "
-                f"{f(ratio, '{:.2f}')} | {p3(s.queue_ms)} | {p3(s.worker_ttft_ms)} |"
+                f"{f(ratio, '{:.2f}')} | {p3(s.queue_ms)} | {p3(s.worker_ttft_ms)} | "
+                f"{p3(s.delivery_ms)} |"
             )
         if "votes" in self.extra:
             v = self.extra["votes"]
