@@ -292,14 +292,15 @@ def _messages(reply: Reply) -> list[dict]:
     """The chat history this side's model sees: its own system prompt and its own replies."""
     model = reply.model
     messages = [{"role": "system", "content": model.system_prompt}] if model.system_prompt else []
-    if reply.turn.index == 0:
-        return [*messages, {"role": "user", "content": reply.turn.prompt}]
+    # The first turn has no history: no query for it.
     earlier = (
         Reply.objects.filter(
             turn__battle_id=reply.turn.battle_id, turn__index__lt=reply.turn.index, side=reply.side
         )
         .select_related("turn")
         .order_by("turn__index")
+        if reply.turn.index
+        else ()
     )
     for previous in earlier:
         messages.append({"role": "user", "content": previous.turn.prompt})
