@@ -13,7 +13,8 @@ A request for an async view (the SSE stream) gets no thread of its own: it holds
 connection for minutes while its sync part (the middleware, a lookup or two, each a
 self-contained call with its connection given back) takes milliseconds. That part runs in
 asgiref's one shared thread for sync code outside a request context, so 500 open streams
-are 500 coroutines, not 500 parked threads.
+are 500 coroutines, not 500 parked threads. The price: stream connects of one process take
+turns in that thread (a few milliseconds each; pages are not affected).
 """
 
 import asyncio
@@ -50,7 +51,8 @@ class ReusedThreadASGIHandler(ASGIHandler):
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await super().__call__(scope, receive, send)
-        if _async_view(scope["path"]):
+        # Django resolves the path below the mount point (root_path); so does this.
+        if _async_view(scope["path"].removeprefix(scope.get("root_path", ""))):
             await self.handle(scope, receive, send)
             return
         executor = self._executor()
