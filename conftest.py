@@ -222,6 +222,12 @@ class WorkerProcess:
 def _worker_process(django_db_setup, django_db_blocker):
     """Service mode: one real Celery worker process on the test database, for the session."""
     if not SERVICE_MODE:
+        # The in-process executor runs in this process: load what it needs first, as the
+        # embedded web server does at start (config/warmup.py), so the first reply of the
+        # session does not wait for the SDK's import.
+        from config.warmup import _sdk
+
+        _sdk()
         yield None
         return
     worker = WorkerProcess(settings.DATABASES["default"]["NAME"])

@@ -79,7 +79,7 @@ class MemoryHub:
             loop.call_soon_threadsafe(ready.set)
         return event.id
 
-    def publish_batched(self, stream: str, name: str, data: str) -> None:
+    def publish_batched(self, stream: str, name: str, data: str, *, soon: bool = False) -> None:
         self.publish(stream, name, data)
 
     def _gc(self) -> None:
@@ -168,6 +168,7 @@ class RedisHub:
         self._batch: list[tuple[str, str, str]] = []
         self._batch_lock = threading.Lock()
         self._batch_ready = threading.Event()
+        self._batch_soon = threading.Event()
         self._write_lock = threading.Lock()
         self._flusher_pid = 0
         # One shared stream reader per event loop (see _SharedReader).
@@ -193,25 +194,31 @@ class RedisHub:
             event_id, _ = pipe.execute()
         return event_id.decode()
 
-    def publish_batched(self, stream: str, name: str, data: str) -> None:
+    def publish_batched(self, stream: str, name: str, data: str, *, soon: bool = False) -> None:
         """Append an event within BATCH_WINDOW_SECONDS, together with the other events the
         process publishes meanwhile: one pipeline for all the replies a worker generates,
         instead of a round trip per reply and delta. Order is kept: `publish` writes what is
         waiting first. A failed write is logged and dropped (the deltas are a preview; the
-        final pane carries the whole text).
+        final pane carries the whole text). `soon=True` (a reply's first token) has the
+        flusher write at once rather than at the end of the window; either way the caller
+        never waits for Redis (the stream loop calls this).
         """
         with self._batch_lock:
             self._batch.append((stream, name, data))
             if self._flusher_pid != os.getpid():
                 self._flusher_pid = os.getpid()
                 threading.Thread(target=self._flush_loop, name="hub-flusher", daemon=True).start()
+        if soon:
+            self._batch_soon.set()
         self._batch_ready.set()
 
     def _flush_loop(self) -> None:
         while True:
             self._batch_ready.wait()
-            time.sleep(BATCH_WINDOW_SECONDS)
+            self._batch_soon.wait(BATCH_WINDOW_SECONDS)
+            # Cleared before the batch is taken: an event added later sets them again.
             self._batch_ready.clear()
+            self._batch_soon.clear()
             try:
                 with self._write_lock:
                     self._flush_locked()

@@ -386,12 +386,10 @@ def reply_generate(*, reply_id: int) -> None:
             # sanitised markdown, rendered by arena.markdown).
             text = html.escape("".join(pending), quote=False)
             pending.clear()
-            if first_sent[0]:
-                # Later deltas travel with the process's other replies (one round trip).
-                hub.publish_batched(stream, f"delta-{reply.side}", text)
-            else:
-                hub.publish(stream, f"delta-{reply.side}", text)  # the first token: at once
-                first_sent[0] = True
+            # Deltas travel with the process's other replies (one round trip); the first
+            # token goes out at once. Called in the stream loop: it never waits for Redis.
+            hub.publish_batched(stream, f"delta-{reply.side}", text, soon=not first_sent[0])
+            first_sent[0] = True
         last_publish[0] = time.monotonic()
 
     def on_delta(text: str) -> None:

@@ -1,11 +1,13 @@
 """Loading what a process will need before its first request needs it."""
 
-import importlib
 import threading
 
 
 def _sdk() -> None:
-    importlib.import_module("openai")  # half a second; llm_providers.client defers it
+    # Half a second; llm_providers.client defers it. Starts the stream loop too.
+    from llm_providers.client import warm_up
+
+    warm_up()
 
 
 def _language_model() -> None:

@@ -4,12 +4,15 @@ Built on the official `openai` SDK (its own retries off: retrying is decided her
 transient failures and only before the first token). Pure Python, no Django import, so
 benchmarks and other tools can use it directly.
 
-Timeouts: the SDK's read timeout only notices a silent socket after a whole read timeout, and
-it cannot tell "no first token yet" from "stalled mid-answer". So each attempt reads the stream
-in a helper thread and hands chunks over a queue; the calling thread enforces the first-token,
-idle and total deadlines precisely, polls `should_stop`, and calls `on_delta` (so callbacks run
-in the caller's thread, where e.g. the Django ORM is allowed). The SDK's read timeout stays as a
-backstop that ends an abandoned helper thread.
+Streams: every stream of a process is read by one event loop in one thread, with the SDK's
+async client on aiohttp (a C HTTP parser; `openai[aiohttp]`): about a fifth of the CPU per token
+of a thread per stream on the SDK's default HTTP client, measured (benchmarks/README.md). The
+caller's thread waits for the result. The loop enforces the first-token, idle and total
+deadlines precisely (the SDK's read timeout only notices a silent socket after a whole read
+timeout, and cannot tell "no first token yet" from "stalled mid-answer"; it stays as a
+backstop), polls `should_stop` and calls `on_delta` in the loop's thread: both must be quick
+and must not block (no database, no network round trip). `on_sent` runs in the caller's
+thread, where the Django ORM is allowed.
 
 Error codes (`ProviderError.code`):
 - transient (`ProviderTransientError`, retried before the first token): rate_limited,
@@ -23,22 +26,25 @@ After a failure mid-answer the text received so far is kept on `exc.partial_text
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import contextlib
 import functools
 import importlib
 import json
 import logging
+import os
 import queue
 import random
-import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import aiohttp
     import httpx2
     import openai
 
@@ -62,6 +68,7 @@ class Deferred:
 
 
 if not TYPE_CHECKING:
+    aiohttp = Deferred("aiohttp")
     httpx2 = Deferred("httpx2")
     openai = Deferred("openai")
 
@@ -177,13 +184,31 @@ def chat_stream(
 
     `should_stop()` is polled after chunks and while waiting, at most every
     STOP_POLL_INTERVAL; when it returns True the stream is closed and the partial text is
-    returned with `stopped=True`. `on_sent()` is called once, as soon as the first request is
-    on its way: work done there overlaps the model's time to first token instead of adding
-    to it; `on_delta` is not called before it returns. Raises ProviderError subclasses (see
-    the module docstring).
+    returned with `stopped=True`. Both run in the process's stream loop (see the module
+    docstring): quick, non-blocking work only. `on_sent()` is called once, in the caller's
+    thread, as soon as the first request is on its way: work done there overlaps the model's
+    time to first token instead of adding to it; `on_delta` is not called before it returns.
+    Raises ProviderError subclasses (see the module docstring).
     """
-    call = _StreamCall(endpoint, messages, on_delta, should_stop, timeouts, on_sent)
-    return call.run(max_retries=max_retries, backoff=backoff)
+    call = _StreamCall(endpoint, messages, on_delta, should_stop, timeouts)
+    loop = _stream_loop()
+    signals: queue.SimpleQueue[str] = queue.SimpleQueue()
+    if on_sent is not None:
+        call.sent_gate = asyncio.Event()  # bound to the loop on first use (Python >= 3.10)
+        call.on_sent = lambda: signals.put("sent")
+    future = asyncio.run_coroutine_threadsafe(
+        call.run(max_retries=max_retries, backoff=backoff), loop
+    )
+    future.add_done_callback(lambda _: signals.put("done"))
+    try:
+        while signals.get() == "sent":
+            on_sent()
+            loop.call_soon_threadsafe(call.sent_gate.set)
+        return future.result()
+    except BaseException:
+        # e.g. on_sent failed: the gate stays shut, the stream is closed, the error goes up.
+        future.cancel()
+        raise
 
 
 def chat_complete(
@@ -253,8 +278,54 @@ def connection_test(endpoint: Endpoint, *, timeout: float = 15.0) -> tuple[bool,
     return True, result.latency_ms, f"Connected: the model answered in {result.latency_ms} ms."
 
 
+def warm_up() -> None:
+    """Load the SDK and its aiohttp transport (half a second) and start the stream loop, so
+    that the first reply of a process does not wait for them."""
+    client = openai.AsyncOpenAI(
+        api_key=NO_KEY, base_url="http://127.0.0.1/", http_client=openai.DefaultAioHttpClient()
+    )
+    client.chat.completions.with_streaming_response  # noqa: B018 (the SDK's lazy imports)
+    _stream_loop()
+
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_pid = 0
+_loop_lock = threading.Lock()
+
+
+def _stream_loop() -> asyncio.AbstractEventLoop:
+    """The process's stream loop (uvloop where it is installed), started on first use and
+    again in a forked child."""
+    global _loop, _loop_pid
+    with _loop_lock:
+        if _loop is None or _loop_pid != os.getpid():
+            try:
+                import uvloop
+            except ImportError:
+                loop = asyncio.new_event_loop()
+            else:
+                loop = uvloop.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="llm-streams", daemon=True).start()
+            _async_clients.clear()  # a forked child's: bound to the parent's loop
+            _loop, _loop_pid = loop, os.getpid()
+            atexit.register(_close_clients, loop)
+        return _loop
+
+
+def _close_clients(loop: asyncio.AbstractEventLoop) -> None:
+    """At exit: close the kept clients' connections (aiohttp warns about open sessions)."""
+    if loop is not _loop or _loop_pid != os.getpid():
+        return
+
+    async def close_all() -> None:
+        await asyncio.gather(*(c.close() for c in _async_clients.values()))
+
+    with contextlib.suppress(Exception):
+        asyncio.run_coroutine_threadsafe(close_all(), loop).result(timeout=2)
+
+
 class _StreamCall:
-    """One chat_stream call: the state shared by its attempts."""
+    """One chat_stream call: the state shared by its attempts. Runs in the stream loop."""
 
     def __init__(
         self,
@@ -263,14 +334,16 @@ class _StreamCall:
         on_delta: Callable[[str], None],
         should_stop: Callable[[], bool] | None,
         timeouts: Timeouts,
-        on_sent: Callable[[], None] | None = None,
     ) -> None:
         self.endpoint = endpoint
-        self.on_sent = on_sent
         self.messages = messages
         self.on_delta = on_delta
         self.should_stop = should_stop
         self.timeouts = timeouts
+        # chat_stream's on_sent handshake: the signal to the caller, and the gate the first
+        # chunk waits behind until the caller's on_sent has returned.
+        self.on_sent: Callable[[], None] | None = None
+        self.sent_gate: asyncio.Event | None = None
         self.started = time.monotonic()
         self.deadline = self.started + timeouts.total
         self.parts: list[str] = []
@@ -281,13 +354,19 @@ class _StreamCall:
         self.ttft_ms: int | None = None
         self.retries = 0
         self.last_stop_poll = float("-inf")
+        self.last_chunk_at = 0.0
+        # Set by each attempt: its reader task, its watch timer, what ended it early.
+        self.first_token_deadline = 0.0
+        self.reader: asyncio.Future[bool] | None = None
+        self.watch: asyncio.TimerHandle | None = None
+        self.ended_by: str | None = None
 
-    def run(self, *, max_retries: int, backoff: float) -> StreamResult:
+    async def run(self, *, max_retries: int, backoff: float) -> StreamResult:
         while True:
             if self._stop_requested(force=True):
                 return self._result(stopped=True)
             try:
-                return self._attempt()
+                return await self._attempt()
             except ProviderError as exc:
                 exc.retries = self.retries
                 if not exc.retryable:
@@ -296,64 +375,86 @@ class _StreamCall:
                 if self.retries >= max_retries or time.monotonic() + delay >= self.deadline:
                     raise
                 _log_retry(self.endpoint, exc, self.retries, delay)
-                if self._sleep_unless_stopped(delay):
+                if await self._sleep_unless_stopped(delay):
                     return self._result(stopped=True)
                 self.retries += 1
 
-    def _attempt(self) -> StreamResult:
+    async def _attempt(self) -> StreamResult:
         # A retried attempt starts clean: only attempts that delivered no text are retried.
         self.refusal.clear()
         self.finish_reason = self.prompt_tokens = self.completion_tokens = None
         timeouts = self.timeouts
         read_timeout = min(max(timeouts.first_token, timeouts.idle), timeouts.total) + _BACKSTOP
-        client = _sdk_client(self.endpoint, timeouts, read_timeout)
-        request = _request_params(self.endpoint, self.messages)
-        reader = _Reader(
-            lambda: client.chat.completions.with_streaming_response.create(
-                **request, stream=True, stream_options={"include_usage": True}
-            )
+        client = _async_sdk_client(self.endpoint)
+        self.first_token_deadline = time.monotonic() + timeouts.first_token
+        self.ended_by = None
+        self.reader = reader = asyncio.ensure_future(
+            self._read(client, _sdk_timeout(timeouts, read_timeout))
         )
-        reader.start()
-        first_token_deadline = time.monotonic() + timeouts.first_token
-        last_chunk_at = 0.0
-        finished = False
+        self._watch()
         try:
             if self.on_sent is not None:
                 on_sent, self.on_sent = self.on_sent, None
                 on_sent()
-            while True:
-                if self.parts:
-                    deadline, kind = last_chunk_at + timeouts.idle, "hang"
-                else:
-                    deadline, kind = first_token_deadline, "first_token"
-                if self.deadline <= deadline:
-                    deadline, kind = self.deadline, "total"
-                wait = deadline - time.monotonic()
-                if wait <= 0:
-                    raise self._timeout(kind)
-                if self.should_stop is not None:
-                    wait = min(wait, STOP_POLL_INTERVAL)
-                try:
-                    event, payload = reader.events.get(timeout=wait)
-                except queue.Empty:
-                    if self._stop_requested():
-                        return self._result(stopped=True)
-                    continue
-                if event == "error":
-                    if not isinstance(payload, openai.OpenAIError | json.JSONDecodeError):
-                        raise payload
-                    raise self._failure(payload)
-                if event == "end":
-                    finished = True
-                    return self._finish()
-                last_chunk_at = time.monotonic()
-                self._take(payload)
-                if self._stop_requested():
+            try:
+                stopped = await reader
+            except asyncio.CancelledError:
+                if self.ended_by is None:
+                    raise  # the call itself was cancelled
+                if self.ended_by == "stop":
                     return self._result(stopped=True)
+                raise self._timeout(self.ended_by) from None
+            except (openai.OpenAIError, json.JSONDecodeError) as exc:
+                raise self._failure(exc) from None
+            return self._result(stopped=True) if stopped else self._finish()
         finally:
-            if not finished:
-                reader.abandon()
-            client.close()
+            if self.watch is not None:
+                self.watch.cancel()
+            if not reader.done():
+                reader.cancel()  # closes the response: the connection is dropped
+                await asyncio.wait((reader,))
+
+    def _watch(self) -> None:
+        """A timer callback, not a task: at the next deadline, or every STOP_POLL_INTERVAL
+        while a stop may be asked for, end the reader if its time is up or a stop was asked."""
+        if self.parts:
+            deadline, kind = self.last_chunk_at + self.timeouts.idle, "hang"
+        else:
+            deadline, kind = self.first_token_deadline, "first_token"
+        if self.deadline <= deadline:
+            deadline, kind = self.deadline, "total"
+        now = time.monotonic()
+        if now >= deadline:
+            self.ended_by = kind
+        elif self._stop_requested():
+            self.ended_by = "stop"
+        if self.ended_by is not None:
+            self.watch = None
+            self.reader.cancel()
+            return
+        if self.should_stop is not None:
+            deadline = min(deadline, now + STOP_POLL_INTERVAL)
+        self.watch = asyncio.get_running_loop().call_at(deadline, self._watch)
+
+    async def _read(self, client: openai.AsyncOpenAI, timeout: openai.Timeout) -> bool:
+        """Read the attempt's stream to its end; True if stopped on the way."""
+        request = _request_params(self.endpoint, self.messages)
+        async with client.chat.completions.with_streaming_response.create(
+            **request, stream=True, stream_options={"include_usage": True}, timeout=timeout
+        ) as api_response:
+            if self.sent_gate is not None:
+                await self.sent_gate.wait()
+            async for chunk in _sse_json(api_response.http_response):
+                self.last_chunk_at = time.monotonic()
+                had_text = bool(self.parts)
+                self._take(chunk)
+                if self.parts and not had_text and self.watch is not None:
+                    # The idle deadline replaces the first-token one: watch again from now.
+                    self.watch.cancel()
+                    self._watch()
+                if self._stop_requested():
+                    return True
+        return False
 
     def _take(self, chunk: Any) -> None:
         """One decoded chunk (a JSON object) of the chat-completions stream."""
@@ -432,10 +533,10 @@ class _StreamCall:
         self.last_stop_poll = now
         return bool(self.should_stop())
 
-    def _sleep_unless_stopped(self, delay: float) -> bool:
+    async def _sleep_unless_stopped(self, delay: float) -> bool:
         end = time.monotonic() + delay
         while (left := end - time.monotonic()) > 0:
-            time.sleep(min(left, STOP_POLL_INTERVAL) if self.should_stop else left)
+            await asyncio.sleep(min(left, STOP_POLL_INTERVAL) if self.should_stop else left)
             if self._stop_requested():
                 return True
         return False
@@ -457,59 +558,13 @@ class _StreamCall:
         )
 
 
-class _Reader(threading.Thread):
-    """Opens one SDK streaming response and hands ("chunk"|"end"|"error", payload) events over.
-
-    The SDK sends the request and raises its typed errors (status, connection, timeout); the
-    body is decoded here, one `json.loads` per chunk. The SDK's own stream builds a pydantic
-    object per chunk through a generic SSE decoder: about three quarters of the worker's CPU per
-    token, for the three fields a reply needs.
-    """
-
-    def __init__(self, open_stream: Callable[[], Any]) -> None:
-        super().__init__(name="llm-stream-reader", daemon=True)
-        self.events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        self._open_stream = open_stream
-        self._abandoned = threading.Event()
-        self._lock = threading.Lock()
-        self._response: httpx2.Response | None = None
-
-    def run(self) -> None:
-        try:
-            with self._open_stream() as api_response:
-                response = api_response.http_response
-                with self._lock:
-                    self._response = response
-                for chunk in _sse_json(response):
-                    if self._abandoned.is_set():
-                        return
-                    self.events.put(("chunk", chunk))
-            self.events.put(("end", None))
-        except Exception as exc:  # handed to the calling thread, which classifies it
-            self.events.put(("error", exc))
-
-    def abandon(self) -> None:
-        """Make the thread stop soon, even if it is blocked on a silent socket."""
-        with self._lock:
-            self._abandoned.set()
-            response = self._response
-        if response is None:
-            return  # still waiting for headers: the SDK read timeout ends it
-        # Closing a socket does not wake a read blocked on it in another thread; shutdown does.
-        network_stream = response.extensions.get("network_stream")
-        sock = network_stream.get_extra_info("socket") if network_stream is not None else None
-        if isinstance(sock, socket.socket):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
-def _sse_json(response: httpx2.Response) -> Iterator[Any]:
+async def _sse_json(response: httpx2.Response) -> AsyncIterator[Any]:
     """The JSON payloads of a chat-completions event stream, as the SDK's stream reads them:
     `data:` lines joined per event, `[DONE]` ends it, an `error` object raises `APIError`,
     transport failures become the SDK's `APITimeoutError` / `APIConnectionError`."""
     data: list[str] = []
     try:
-        for line in response.iter_lines():
+        async for line in response.aiter_lines():
             if line:
                 if line.startswith("data:"):
                     data.append(line[6:] if line.startswith("data: ") else line[5:])
@@ -545,15 +600,47 @@ def _ssl_context() -> ssl.SSLContext:
 
 
 def _sdk_client(endpoint: Endpoint, timeouts: Timeouts, read: float) -> openai.OpenAI:
-    timeout = openai.Timeout(
-        connect=timeouts.connect, read=read, write=timeouts.connect, pool=timeouts.connect
-    )
+    timeout = _sdk_timeout(timeouts, read)
     return openai.OpenAI(
         base_url=endpoint.base_url,
         api_key=endpoint.api_key or NO_KEY,
         timeout=timeout,
         max_retries=0,
         http_client=openai.DefaultHttpxClient(verify=_ssl_context(), timeout=timeout),
+    )
+
+
+_async_clients: dict[tuple[str, str], openai.AsyncOpenAI] = {}
+_ASYNC_CLIENTS_KEPT = 64
+_CLOSE_EVICTED_AFTER = 900.0  # seconds: longer than any stream lasts
+
+
+def _async_sdk_client(endpoint: Endpoint) -> openai.AsyncOpenAI:
+    """The stream loop's SDK client for an endpoint, on aiohttp (`openai[aiohttp]`).
+
+    One per base URL and key, kept: replies to the same provider reuse its connections (no
+    TCP and TLS handshake, no DNS lookup per reply). Timeouts are set per request. Used only
+    in the stream loop's thread.
+    """
+    key = (endpoint.base_url, endpoint.api_key or NO_KEY)
+    client = _async_clients.get(key)
+    if client is None:
+        if len(_async_clients) >= _ASYNC_CLIENTS_KEPT:  # endpoints edited many times over
+            evicted = _async_clients.pop(next(iter(_async_clients)))
+            loop = asyncio.get_running_loop()
+            loop.call_later(_CLOSE_EVICTED_AFTER, lambda: loop.create_task(evicted.close()))
+        client = _async_clients[key] = openai.AsyncOpenAI(
+            base_url=key[0],
+            api_key=key[1],
+            max_retries=0,
+            http_client=openai.DefaultAioHttpClient(verify=_ssl_context()),
+        )
+    return client
+
+
+def _sdk_timeout(timeouts: Timeouts, read: float) -> openai.Timeout:
+    return openai.Timeout(
+        connect=timeouts.connect, read=read, write=timeouts.connect, pool=timeouts.connect
     )
 
 
@@ -605,7 +692,7 @@ def _classify(exc: Exception, api_key: str | None) -> ProviderError:
     detail = _describe(exc, api_key)
     if isinstance(exc, json.JSONDecodeError | openai.APIResponseValidationError):
         return ProviderPermanentError("malformed", detail=detail)
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, openai.APITimeoutError) and not _refused(exc):
         return ProviderTransientError("timeout", detail=detail)
     if isinstance(exc, openai.APIConnectionError):
         return ProviderTransientError("connection", detail=detail)
@@ -630,6 +717,19 @@ def _classify(exc: Exception, api_key: str | None) -> ProviderError:
     if isinstance(exc, openai.APIError):  # an error event inside an otherwise fine stream
         return ProviderTransientError("server_error", detail=detail)
     return ProviderPermanentError("bad_request", detail=detail)
+
+
+def _refused(exc: BaseException) -> bool:
+    """True for a connection refused or unreachable, which the SDK's aiohttp transport passes
+    on as a connect *timeout*: the aiohttp error underneath tells them apart."""
+    cause = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, aiohttp.ClientConnectorError) and not isinstance(
+            cause, aiohttp.ServerTimeoutError
+        ):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def _describe(exc: BaseException, api_key: str | None) -> str:

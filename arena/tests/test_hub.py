@@ -86,3 +86,31 @@ def test_watched_flags_are_read_together_and_seen_within_a_poll():
     assert hub._watched == {} and hub._raised == set()
     for key in ("stop:2", "stop:3"):
         hub.clear_flag(key)
+
+
+def test_a_batched_event_marked_soon_is_written_without_waiting_for_the_window(monkeypatch):
+    # A window long enough to tell the two apart: a reply's first token must not wait for it.
+    monkeypatch.setattr("arena.hub.BATCH_WINDOW_SECONDS", 1.5)
+    hub = _hub()
+    hub.discard("soon")
+    key = hub._key("soon")
+
+    def written_within(seconds: float) -> list[bytes]:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            entries = hub._sync.xrange(key)
+            if entries:
+                return [fields[b"d"] for _, fields in entries]
+            time.sleep(0.01)
+        return []
+
+    hub.publish_batched("soon", "delta-a", "later")
+    assert written_within(0.5) == []  # waits for the end of the window
+    assert written_within(2.0) == [b"later"]
+    hub.discard("soon")
+
+    hub.publish_batched("soon", "delta-a", "first token", soon=True)
+    started = time.monotonic()
+    assert written_within(1.0) == [b"first token"]
+    assert time.monotonic() - started < 0.5
+    hub.discard("soon")

@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 
 import pytest
 from django.test import Client
@@ -240,6 +241,9 @@ def test_the_stop_button_ends_generation_with_the_text_so_far(live, visitor, mak
     from conftest import wait_for
 
     wait_for(lambda: Reply.objects.filter(turn__battle=battle, status="streaming").count() == 2)
+    # "Streaming" is set when a reply is claimed, before its request: press stop mid-answer
+    # (the answers take 20 s; half a second in, both sides have text).
+    time.sleep(0.5)
     assert visitor.post(f"/b/{battle.uuid}/stop/").status_code == 302
     replies = wait_turn_finished(battle, timeout=15)
     assert [r.status for r in replies] == ["stopped", "stopped"]

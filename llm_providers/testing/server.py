@@ -313,6 +313,8 @@ class TestLLMServer:
             "stream": bool(params.get("stream")),
             "params": params,
             "headers": headers,
+            # The caller's address and port: tells a kept connection from a new one.
+            "client": list(scope["client"]) if scope.get("client") else None,
         }
         self.log.append(entry)
 

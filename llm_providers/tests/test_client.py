@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -332,6 +333,64 @@ def test_it_reports_an_unreachable_server_as_a_transient_connection_error(prompt
     assert isinstance(error, ProviderTransientError)
     assert (error.code, error.retries) == ("connection", 1)
     assert "127.0.0.1" not in error.message
+
+
+def test_streams_share_one_loop_thread_and_on_sent_runs_in_the_callers_thread(
+    llm_server: str, prompt: str
+):
+    calls = 8
+    results: dict[int, StreamResult] = {}
+    delta_threads: set[str] = set()
+    sent_in: dict[int, str] = {}
+
+    def call(i: int) -> None:
+        results[i] = chat_stream(
+            Endpoint(llm_server, "alpha?tokens=20&tps=200&ttft=0.05"),
+            user(f"{prompt} {i}"),
+            on_delta=lambda _: delta_threads.add(threading.current_thread().name),
+            on_sent=lambda: sent_in.__setitem__(i, threading.current_thread().name),
+        )
+
+    threads = [threading.Thread(target=call, args=(i,), name=f"caller-{i}") for i in range(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert sorted(results) == list(range(calls))
+    for i, result in results.items():
+        assert result.text == generate_text("alpha", f"{prompt} {i}", 20)
+    assert delta_threads == {"llm-streams"}
+    assert sent_in == {i: f"caller-{i}" for i in range(calls)}
+
+
+def test_replies_to_one_endpoint_reuse_its_connection(llm_server: str, prompt: str):
+    endpoint = Endpoint(llm_server, "alpha?tokens=3", api_key=f"{prompt}-key")  # its own client
+    for i in range(3):
+        chat_stream(endpoint, user(f"{prompt} {i}"), on_delta=lambda _: None)
+
+    clients = {tuple(r["client"]) for r in requests_for(llm_server, prompt)}
+    assert len(requests_for(llm_server, prompt)) == 3
+    assert len(clients) == 1  # one kept connection: no new handshake per reply
+
+
+def test_a_failing_on_sent_closes_the_stream_and_raises_in_the_caller(
+    llm_server: str, prompt: str
+):
+    deltas: list[str] = []
+
+    def on_sent() -> None:
+        raise RuntimeError("page not published")
+
+    with pytest.raises(RuntimeError, match="page not published"):
+        chat_stream(
+            Endpoint(llm_server, "alpha?tokens=50&tps=100&ttft=0.05"),
+            user(prompt),
+            on_delta=deltas.append,
+            on_sent=on_sent,
+        )
+    time.sleep(0.3)
+    assert deltas == []  # the gate held every delta back, and the stream was closed
 
 
 def test_chat_complete_returns_the_same_text_as_the_stream(llm_server: str, prompt: str):
