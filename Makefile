@@ -1,5 +1,5 @@
 # The two commands: `make run` (quick start) and `make test` (the whole suite).
-.PHONY: run test install install-test lint worker beat web bench-ratings bench-recompute bench-load test-llm-server
+.PHONY: run test install install-test lint worker beat web bench-ratings bench-recompute bench-load bench-client test-llm-server
 
 run: install
 	.venv/bin/python manage.py runarena
@@ -39,3 +39,6 @@ bench-recompute: install-test
 bench-load: install-test
 	.venv/bin/python -m pip install --quiet -r requirements-bench.txt
 	.venv/bin/python -m benchmarks.load
+
+bench-client: install-test
+	.venv/bin/python -m benchmarks.client

@@ -5,8 +5,9 @@ transient failures and only before the first token). Pure Python, no Django impo
 benchmarks and other tools can use it directly.
 
 Streams: every stream of a process is read by one event loop in one thread, with the SDK's
-async client on aiohttp (a C HTTP parser; `openai[aiohttp]`): about a fifth of the CPU per token
-of a thread per stream on the SDK's default HTTP client, measured (benchmarks/README.md). The
+async client on aiohttp (a C HTTP parser; `openai[aiohttp]`): a quarter of the CPU per token of
+the SDK's own streaming with a thread per stream, less than half of this client's earlier
+reader thread per stream (`make bench-client`, benchmarks/README.md). The
 caller's thread waits for the result. The loop enforces the first-token, idle and total
 deadlines precisely (the SDK's read timeout only notices a silent socket after a whole read
 timeout, and cannot tell "no first token yet" from "stalled mid-answer"; it stays as a
@@ -360,6 +361,7 @@ class _StreamCall:
         self.reader: asyncio.Future[bool] | None = None
         self.watch: asyncio.TimerHandle | None = None
         self.ended_by: str | None = None
+        self.watch_error: Exception | None = None
 
     async def run(self, *, max_retries: int, backoff: float) -> StreamResult:
         while True:
@@ -403,6 +405,8 @@ class _StreamCall:
                     raise  # the call itself was cancelled
                 if self.ended_by == "stop":
                     return self._result(stopped=True)
+                if self.ended_by == "error":
+                    raise self.watch_error from None
                 raise self._timeout(self.ended_by) from None
             except (openai.OpenAIError, json.JSONDecodeError) as exc:
                 raise self._failure(exc) from None
@@ -426,8 +430,12 @@ class _StreamCall:
         now = time.monotonic()
         if now >= deadline:
             self.ended_by = kind
-        elif self._stop_requested():
-            self.ended_by = "stop"
+        else:
+            try:
+                if self._stop_requested():
+                    self.ended_by = "stop"
+            except Exception as exc:  # raised in the caller, not lost in the loop's log
+                self.ended_by, self.watch_error = "error", exc
         if self.ended_by is not None:
             self.watch = None
             self.reader.cancel()

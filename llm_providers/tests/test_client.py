@@ -393,6 +393,19 @@ def test_a_failing_on_sent_closes_the_stream_and_raises_in_the_caller(
     assert deltas == []  # the gate held every delta back, and the stream was closed
 
 
+def test_a_failing_should_stop_ends_the_stream_with_its_error(llm_server: str, prompt: str):
+    started = time.monotonic()
+
+    def should_stop() -> bool:
+        if time.monotonic() - started > 0.2:
+            raise RuntimeError("flag store unreachable")
+        return False
+
+    with pytest.raises(RuntimeError, match="flag store unreachable"):
+        stream(llm_server, "alpha?ttft=5", prompt, should_stop=should_stop)
+    assert time.monotonic() - started < 1.0  # not the 5 s the model would take
+
+
 def test_chat_complete_returns_the_same_text_as_the_stream(llm_server: str, prompt: str):
     streamed, _ = stream(llm_server, "alpha?tokens=15", prompt)
 
