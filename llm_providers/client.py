@@ -81,6 +81,7 @@ RETRY_AFTER_CAP = 20.0  # seconds: never wait longer than this on a provider's r
 STOP_POLL_INTERVAL = 0.05  # seconds between should_stop() calls
 CONNECTION_TEST_TOKENS = 4
 _BACKSTOP = 1.0  # seconds the SDK read timeout exceeds our own deadlines
+_LOOP_GRACE = 30.0  # seconds past the total time limit a caller waits for the stream loop
 
 MESSAGES = {
     "rate_limited": "The model's provider is receiving too many requests. Try again shortly.",
@@ -201,8 +202,11 @@ def chat_stream(
         call.run(max_retries=max_retries, backoff=backoff), loop
     )
     future.add_done_callback(lambda _: signals.put("done"))
+    # The loop enforces every deadline; this bound only keeps a caller (whose heartbeat
+    # thread would hide it from the reaper) from waiting forever should the loop itself fail.
+    give_up_at = time.monotonic() + timeouts.total + _LOOP_GRACE
     try:
-        while signals.get() == "sent":
+        while _signal(signals, give_up_at) == "sent":
             on_sent()
             loop.call_soon_threadsafe(call.sent_gate.set)
         return future.result()
@@ -210,6 +214,15 @@ def chat_stream(
         # e.g. on_sent failed: the gate stays shut, the stream is closed, the error goes up.
         future.cancel()
         raise
+
+
+def _signal(signals: queue.SimpleQueue[str], give_up_at: float) -> str:
+    try:
+        return signals.get(timeout=max(0.0, give_up_at - time.monotonic()))
+    except queue.Empty:
+        raise ProviderPermanentError(
+            "timeout", message=_TOTAL_TIMEOUT_MESSAGE, detail="the stream loop did not answer"
+        ) from None
 
 
 def chat_complete(

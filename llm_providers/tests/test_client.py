@@ -406,6 +406,30 @@ def test_a_failing_should_stop_ends_the_stream_with_its_error(llm_server: str, p
     assert time.monotonic() - started < 1.0  # not the 5 s the model would take
 
 
+def test_a_caller_gives_up_on_a_stuck_loop_past_the_total_time_limit(
+    llm_server: str, prompt: str, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr("llm_providers.client._LOOP_GRACE", 0.3)
+    started = time.monotonic()
+
+    blocked: list[str] = []
+
+    def on_delta(text: str) -> None:
+        if not blocked:  # a callback that blocks the loop: its timers cannot fire meanwhile
+            blocked.append(text)
+            time.sleep(2)
+
+    with pytest.raises(ProviderPermanentError) as info:
+        chat_stream(
+            Endpoint(llm_server, "alpha?tokens=5&ttft=0"),
+            user(prompt),
+            on_delta=on_delta,
+            timeouts=Timeouts(total=0.4),
+        )
+    assert info.value.code == "timeout"
+    assert 0.6 <= time.monotonic() - started < 1.5
+
+
 def test_chat_complete_returns_the_same_text_as_the_stream(llm_server: str, prompt: str):
     streamed, _ = stream(llm_server, "alpha?tokens=15", prompt)
 
