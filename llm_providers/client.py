@@ -422,7 +422,7 @@ class _StreamCall:
                     raise self.watch_error from None
                 raise self._timeout(self.ended_by) from None
             except (openai.OpenAIError, json.JSONDecodeError) as exc:
-                raise self._failure(exc) from None
+                raise self._failure(_aiohttp_error_as_such(exc)) from None
             return self._result(stopped=True) if stopped else self._finish()
         finally:
             if self.watch is not None:
@@ -713,7 +713,7 @@ def _classify(exc: Exception, api_key: str | None) -> ProviderError:
     detail = _describe(exc, api_key)
     if isinstance(exc, json.JSONDecodeError | openai.APIResponseValidationError):
         return ProviderPermanentError("malformed", detail=detail)
-    if isinstance(exc, openai.APITimeoutError) and not _refused(exc):
+    if isinstance(exc, openai.APITimeoutError):
         return ProviderTransientError("timeout", detail=detail)
     if isinstance(exc, openai.APIConnectionError):
         return ProviderTransientError("connection", detail=detail)
@@ -740,17 +740,21 @@ def _classify(exc: Exception, api_key: str | None) -> ProviderError:
     return ProviderPermanentError("bad_request", detail=detail)
 
 
-def _refused(exc: BaseException) -> bool:
-    """True for a connection refused or unreachable, which the SDK's aiohttp transport passes
-    on as a connect *timeout*: the aiohttp error underneath tells them apart."""
-    cause = exc.__cause__
-    while cause is not None:
-        if isinstance(cause, aiohttp.ClientConnectorError) and not isinstance(
-            cause, aiohttp.ServerTimeoutError
-        ):
-            return True
-        cause = cause.__cause__
-    return False
+def _aiohttp_error_as_such(exc: Exception) -> Exception:
+    """The SDK's aiohttp transport passes on every aiohttp connection error (refused, reset,
+    the server gone) as a connect *timeout*; the aiohttp error underneath tells them apart.
+    Give those back as the connection errors they are, for every classification after."""
+    if isinstance(exc, openai.APITimeoutError):
+        cause = exc.__cause__
+        while cause is not None:
+            if isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(
+                cause, TimeoutError
+            ):
+                error = openai.APIConnectionError(request=exc.request)
+                error.__cause__ = exc.__cause__
+                return error
+            cause = cause.__cause__
+    return exc
 
 
 def _describe(exc: BaseException, api_key: str | None) -> str:

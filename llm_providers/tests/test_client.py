@@ -430,6 +430,34 @@ def test_a_caller_gives_up_on_a_stuck_loop_past_the_total_time_limit(
     assert 0.6 <= time.monotonic() - started < 1.5
 
 
+def test_a_server_that_drops_the_connection_is_a_connection_error_not_a_timeout(prompt: str):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def drop_connections() -> None:
+        for _ in range(2):  # the attempt and its retry
+            connection, _ = listener.accept()
+            connection.recv(65536)
+            connection.close()  # no status line: the server went away
+
+    dropper = threading.Thread(target=drop_connections, daemon=True)
+    dropper.start()
+    try:
+        error, elapsed = failure(
+            f"http://127.0.0.1:{port}/v1", "alpha", prompt, max_retries=1, **FAST_RETRY
+        )
+    finally:
+        dropper.join(timeout=5)
+        listener.close()
+
+    assert isinstance(error, ProviderTransientError)
+    assert (error.code, error.retries) == ("connection", 1)
+    assert error.message == MESSAGES["connection"]
+    assert elapsed < 2
+
+
 def test_chat_complete_returns_the_same_text_as_the_stream(llm_server: str, prompt: str):
     streamed, _ = stream(llm_server, "alpha?tokens=15", prompt)
 
