@@ -225,9 +225,9 @@ def _worker_process(django_db_setup, django_db_blocker):
         # The in-process executor runs in this process: load what it needs first, as the
         # embedded web server does at start (config/warmup.py), so the first reply of the
         # session does not wait for the SDK's import.
-        from config.warmup import _sdk
+        from llm_providers.client import warm_up
 
-        _sdk()
+        warm_up()
         yield None
         return
     worker = WorkerProcess(settings.DATABASES["default"]["NAME"])

@@ -2,12 +2,7 @@
 
 import threading
 
-
-def _sdk() -> None:
-    # Half a second; llm_providers.client defers it. Starts the stream loop too.
-    from llm_providers.client import warm_up
-
-    warm_up()
+from llm_providers.client import warm_up  # cheap: the client defers the SDK's import
 
 
 def _language_model() -> None:
@@ -18,15 +13,16 @@ def _language_model() -> None:
 
 def web_server() -> None:
     """Votes need the language model (loaded in the background). In embedded mode replies
-    are generated in this process too: the SDK is loaded before the first request, as a
-    worker does (see worker)."""
+    are generated in this process too: the SDK is loaded and the stream loop started before
+    the first request, as a worker does (see worker)."""
     from django.conf import settings
 
     threading.Thread(target=_language_model, daemon=True, name="warm-up").start()
     if settings.ARENA_TASK_MODE == "inprocess":
-        _sdk()
+        warm_up()
 
 
 def worker() -> None:
-    """A Celery worker generates replies: load the SDK now, before it takes a task."""
-    _sdk()
+    """A Celery worker generates replies: load the SDK and start the stream loop now,
+    before it takes a task."""
+    warm_up()
