@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.client [--streams 32] [--seconds 12] [--tps 40] [--tokens 120]
 
-Starts the project's test LLM server in its own process, then runs each reader in a fresh
+Runs the project's test LLM server (in a thread of this process), then each reader in a fresh
 process of its own (so imports and event loops do not mix): `--streams` concurrent streams,
 one after another for `--seconds`, each answer `--tokens` tokens at `--tps` tokens/s. The SDK
 and its HTTP client are imported and one request is made before the clock starts. The figure
@@ -22,30 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
 import time
 
+from llm_providers.testing import running_server
+
 VARIANTS = ("arena", "sdk-sync", "sdk-async", "sdk-async-aiohttp")
 MESSAGES = [{"role": "user", "content": "Tell me about arenas."}]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for_server(port: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise SystemExit("the test LLM server did not start")
 
 
 def _threads(streams: int, seconds: float, one_call) -> tuple[int, float, float]:
@@ -166,36 +151,21 @@ def main(argv: list[str] | None = None) -> None:
         _child(args.child, args.base_url, model, args.streams, args.seconds)
         return
 
-    port = _free_port()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    server = subprocess.Popen(
-        [sys.executable, "-m", "llm_providers.testing", "--port", str(port)],
-        cwd=root,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     rows = []
-    try:
-        _wait_for_server(port)
-        base_url = f"http://127.0.0.1:{port}/v1"
+    with running_server() as base_url:
         for variant in args.variants:
+            print(f"{variant}: {args.seconds:g} s of streams...", file=sys.stderr, flush=True)
             command = [sys.executable, "-m", "benchmarks.client", "--child", variant]
             for name in ("base_url", "streams", "seconds", "tps", "tokens"):
                 value = base_url if name == "base_url" else getattr(args, name)
                 command += [f"--{name.replace('_', '-')}", str(value)]
-            output = subprocess.run(
-                command,
-                cwd=root,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-            figures = json.loads(output.strip().splitlines()[-1])
+            child = subprocess.run(command, cwd=root, capture_output=True, text=True)
+            if child.returncode != 0:
+                sys.stderr.write(child.stderr)
+                raise SystemExit(f"the {variant} reader failed (exit {child.returncode})")
+            figures = json.loads(child.stdout.strip().splitlines()[-1])
             rows.append((variant, figures))
-            print(f"{variant}: {figures}", file=sys.stderr)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
     print(
         f"\n{args.streams} concurrent streams for {args.seconds:g} s, {args.tokens} tokens at "
