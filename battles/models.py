@@ -8,8 +8,6 @@ from django.db.models.functions import Cast, Coalesce
 
 from llm_providers.models import LLMModel
 
-STYLE_FEATURES = ("length", "headers", "lists", "bold")
-
 
 def style_difference(feature: str):
     """(a - b) / (a + b + 1) of one style feature stored in `style`: in [-1, 1], zero when

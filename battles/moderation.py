@@ -32,11 +32,11 @@ class PromptRefusedError(Exception):
 
 
 def moderation_enabled() -> bool:
-    return bool(getattr(settings, "ARENA_MODERATION_URL", ""))
+    return bool(settings.ARENA_MODERATION_URL)
 
 
 def _client() -> openai.OpenAI:
-    key_env = getattr(settings, "ARENA_MODERATION_API_KEY_ENV", "")
+    key_env = settings.ARENA_MODERATION_API_KEY_ENV
     return openai.OpenAI(
         base_url=settings.ARENA_MODERATION_URL,
         api_key=(os.environ.get(key_env) if key_env else None) or NO_KEY,

@@ -8,7 +8,6 @@ from django.db.models.functions import TruncDate
 from django.http import Http404
 from django.utils import timezone
 
-from arena.visitors import Visitor
 from battles.models import (
     Battle,
     Conversation,
@@ -18,6 +17,7 @@ from battles.models import (
     Turn,
     Vote,
 )
+from core.visitors import Visitor
 from llm_providers.models import LLMModel
 
 SIDEBAR_PAGE = 30
@@ -53,6 +53,11 @@ def battle_get_for_visitor(*, visitor: Visitor, uuid) -> Battle:
         )
     )
     return _visible(battles, visitor=visitor, uuid=uuid)
+
+
+def models_on_offer() -> list[LLMModel]:
+    """The active models a battle may draw from, by name (the home page lists them)."""
+    return list(LLMModel.objects.active().only("name", "organization").order_by("name"))
 
 
 def conversation_get_for_visitor(*, visitor: Visitor, uuid) -> Conversation:

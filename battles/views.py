@@ -12,12 +12,12 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from arena.hub import Event, format_sse, get_hub
-from arena.ratelimit import rate_limit
-from arena.visitors import client_ip
-from battles import selectors, services
+from battles import generation, selectors, services
 from battles.forms import PromptForm, RenameForm, VoteForm
 from battles.models import Battle, Reply, Turn
+from core.hub import Event, format_sse, get_hub
+from core.ratelimit import rate_limit
+from core.visitors import client_ip
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +84,9 @@ def _refused(request: HttpRequest, exc: services.BattleError, *, back: str) -> H
 def start(request: HttpRequest) -> HttpResponse:
     form = PromptForm(request.POST)
     if not form.is_valid():
-        from arena.views import home_context
-
-        return render(
-            request, "arena/home.html", home_context(request) | {"form": form}, status=400
-        )
+        # The home page again, with the form's errors.
+        context = {"form": form, "active_models": selectors.models_on_offer()}
+        return render(request, "arena/home.html", context, status=400)
     try:
         battle = services.battle_start(
             visitor=request.visitor,
@@ -301,7 +299,7 @@ def _final_events(turn: Turn) -> list[Event] | None:
         replies = list(Reply.objects.filter(turn=turn).select_related("turn"))
         if any(r.status in (Reply.Status.PENDING, Reply.Status.STREAMING) for r in replies):
             return None
-        events = [Event(id="", name=f"pane-{r.side}", data=services.pane_html(r)) for r in replies]
+        events = [Event(id="", name=f"pane-{r.side}", data=generation.pane_html(r)) for r in replies]
     finally:
         connection.close()
     return [*events, Event(id="", name="turn-end", data="")]

@@ -54,10 +54,14 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_htmx",
     "template_partials",
-    "arena",
+    # For its system checks on the cache the rate limits use.
+    "django_ratelimit",
+    # The project's apps, lowest layer first: each imports only those above it in this list.
+    "core",
     "llm_providers",
     "battles",
     "leaderboard",
+    "arena",
 ]
 
 MIDDLEWARE = [
@@ -70,8 +74,13 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "arena.middleware.visitor_middleware",
-    "arena.middleware.security_headers_middleware",
+    "core.middleware.visitor_middleware",
+    "core.middleware.security_headers_middleware",
+    # A database, Redis or broker outage becomes a plain "temporarily unavailable" page (not a
+    # server error); it sits last, so it sees the view's exception first.
+    "core.middleware.service_unavailable_middleware",
+    # Innermost: everything above runs in one thread per request under ASGI (see the class).
+    "core.middleware.sync_boundary_middleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -123,6 +132,9 @@ if DATABASE_URL:
                 "max_idle": 300,
             }
         }
+    if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        # Without it a connection attempt to an unreachable server can hang for minutes.
+        DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
 else:
     DATABASES = {
         "default": {
@@ -176,7 +188,16 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_timeout": 5, "socket_connect_timeout": 5}
+# Publishing a task happens while a visitor waits: a few quick attempts, then a clear error.
+# (The worker's own reconnect loop keeps Celery's defaults, so work resumes when Redis returns.)
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_timeout": 5, "socket_connect_timeout": 2}
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # A generation may stream for minutes; the hard limit is a backstop above the client's own
 # total timeout so a stuck call cannot hold a worker slot forever.
@@ -245,7 +266,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "admin:login"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
@@ -325,9 +348,6 @@ ARENA_RATE_VOTE = _env_rate("ARENA_RATE_VOTE", "30/m")
 ARENA_DAILY_VOTE_CAP_VISITOR = env_int("ARENA_DAILY_VOTE_CAP_VISITOR", 500, minimum=0)
 ARENA_DAILY_VOTE_CAP_IP = env_int("ARENA_DAILY_VOTE_CAP_IP", 2000, minimum=0)
 ARENA_VOTE_REQUIRES_LOGIN = env_bool("ARENA_VOTE_REQUIRES_LOGIN", False)
-LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "/"
-LOGOUT_REDIRECT_URL = "/"
 
 ARENA_MODERATION_URL = env_str("ARENA_MODERATION_URL", "")
 ARENA_MODERATION_MODEL = env_str("ARENA_MODERATION_MODEL", "omni-moderation-latest")
@@ -347,7 +367,6 @@ ARENA_OUTLIER_MIN_VOTES = env_int("ARENA_OUTLIER_MIN_VOTES", 5, minimum=1)
 ARENA_OUTLIER_MAX_VOTES = env_int("ARENA_OUTLIER_MAX_VOTES", 100, minimum=1)
 
 # Rate limits use the default cache: Redis in service mode, memory in the embedded default.
-INSTALLED_APPS += ["django_ratelimit"]  # for its system checks on the cache
 if CACHES["default"]["BACKEND"].endswith("LocMemCache"):
     # The embedded default is one process, so a per-process cache is the shared cache:
     # django-ratelimit's "not shared" error and "not officially supported" warning do not apply.
@@ -355,23 +374,3 @@ if CACHES["default"]["BACKEND"].endswith("LocMemCache"):
 elif CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
     # Django's own Redis backend increments atomically (INCR); the package only lists others.
     SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
-
-# --- Faults: when a backing service is down, fail fast and answer 503 ---------------------------
-# A database, Redis or broker outage becomes a plain "temporarily unavailable" page (not a
-# server error); it sits last, so it sees the view's exception first.
-MIDDLEWARE = [*MIDDLEWARE, "arena.middleware.service_unavailable_middleware"]
-# Innermost: everything above runs in one thread per request under ASGI (see the class).
-MIDDLEWARE = [*MIDDLEWARE, "arena.middleware.sync_boundary_middleware"]
-# Publishing a task happens while a visitor waits: a few quick attempts, then a clear error.
-# (The worker's own reconnect loop keeps Celery's defaults, so work resumes when Redis returns.)
-CELERY_BROKER_CONNECTION_TIMEOUT = 2
-CELERY_BROKER_TRANSPORT_OPTIONS = CELERY_BROKER_TRANSPORT_OPTIONS | {"socket_connect_timeout": 2}
-CELERY_TASK_PUBLISH_RETRY_POLICY = {
-    "max_retries": 2,
-    "interval_start": 0,
-    "interval_step": 0.2,
-    "interval_max": 0.5,
-}
-if DATABASES["default"]["ENGINE"].endswith("postgresql"):
-    # Without it a connection attempt to an unreachable server can hang for minutes.
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)

@@ -31,7 +31,8 @@ from django.db.models.functions import RowNumber
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from battles.models import STYLE_FEATURES, FlaggedVoter, Vote
+from battles.features import STYLE_FEATURES
+from battles.models import FlaggedVoter, Vote
 from leaderboard.categories import LANGUAGE_PREFIX, OVERALL, category_filter
 from leaderboard.models import ImportedVote, Snapshot, SnapshotRow
 from llm_providers.models import LLMModel
@@ -63,7 +64,7 @@ def stage(name: str) -> Iterator[None]:
 
 
 def excluded_statuses() -> list[str]:
-    return list(getattr(settings, "ARENA_RATINGS_EXCLUDE_STATUSES", []))
+    return list(settings.ARENA_RATINGS_EXCLUDE_STATUSES)
 
 
 # --- the analysis-time filters -------------------------------------------------------------
@@ -97,7 +98,7 @@ class FilterPlan:
     def params(self) -> dict:
         return {
             "prompt_dedup": self.dedup,
-            "prompt_dedup_percentile": getattr(settings, "ARENA_PROMPT_DEDUP_PERCENTILE", None)
+            "prompt_dedup_percentile": settings.ARENA_PROMPT_DEDUP_PERCENTILE
             if self.dedup
             else None,
             "prompt_dedup_keep": self.dedup_keep if self.hot_prompts else None,
@@ -153,9 +154,9 @@ def filter_plan(
     can lie above the quantile ((1 - q) of the prompts, plus two), so memory follows the hot
     prompts, not the number of prompts.
     """
-    dedup = getattr(settings, "ARENA_PROMPT_DEDUP", True)
+    dedup = settings.ARENA_PROMPT_DEDUP
     if voter_flags is None:
-        voter_flags = getattr(settings, "ARENA_OUTLIER_DETECTION", True)
+        voter_flags = settings.ARENA_OUTLIER_DETECTION
     if not dedup:
         return FilterPlan(cutoff=cutoff, voter_flags=voter_flags)
     quantile = settings.ARENA_PROMPT_DEDUP_PERCENTILE
@@ -788,7 +789,7 @@ def recompute_reads() -> Iterator[bool]:
     connections, sees the votes as they were when it began."""
     concurrent = (
         connection.vendor == "postgresql"
-        and getattr(settings, "ARENA_RECOMPUTE_CONCURRENT_READS", True)
+        and settings.ARENA_RECOMPUTE_CONCURRENT_READS
         and not connection.in_atomic_block
     )
     with transaction.atomic():

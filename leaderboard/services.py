@@ -57,7 +57,7 @@ def _lock_claim() -> str:
     RecomputeLock.objects.bulk_create([RecomputeLock(name=LOCK_NAME)], ignore_conflicts=True)
     now = timezone.now()
     token = uuid.uuid4().hex
-    lease = dt.timedelta(seconds=getattr(settings, "ARENA_RECOMPUTE_LEASE_SECONDS", 1800))
+    lease = dt.timedelta(seconds=settings.ARENA_RECOMPUTE_LEASE_SECONDS)
     claimed = (
         RecomputeLock.objects.filter(name=LOCK_NAME)
         .filter(Q(held_until__isnull=True) | Q(held_until__lt=now))
@@ -80,7 +80,7 @@ def _options(*, bootstrap: int, anchor: int | None) -> RatingOptions:
         anchor=anchor,
         ci="bootstrap" if bootstrap else "sandwich",
         bootstrap_rounds=bootstrap or RatingOptions.bootstrap_rounds,
-        both_bad_as_tie=getattr(settings, "ARENA_BOTH_BAD_AS_TIE", True),
+        both_bad_as_tie=settings.ARENA_BOTH_BAD_AS_TIE,
     )
 
 
@@ -112,7 +112,7 @@ def _fingerprint(votes: selectors.CategoryVotes, extra: dict) -> str:
 
 
 def _anchor_index(index: dict[int, int]) -> int | None:
-    slug = getattr(settings, "ARENA_RATING_ANCHOR", "")
+    slug = settings.ARENA_RATING_ANCHOR
     if not slug:
         return None
     pk = LLMModel.objects.filter(slug=slug).values_list("pk", flat=True).first()
@@ -313,7 +313,7 @@ def _recompute_category(
         "scale": options.scale,
         "base": options.base,
         "init_rating": options.init_rating,
-        "anchor": getattr(settings, "ARENA_RATING_ANCHOR", "") if anchor is not None else "",
+        "anchor": settings.ARENA_RATING_ANCHOR if anchor is not None else "",
         "ci": options.ci,
         "bootstrap_rounds": bootstrap,
         "alpha": options.alpha,
@@ -401,7 +401,7 @@ def _blas_one_thread():
 
 
 def _style_default() -> bool:
-    return getattr(settings, "ARENA_STYLE_CONTROL", True)
+    return settings.ARENA_STYLE_CONTROL
 
 
 def _tallies(
@@ -409,7 +409,7 @@ def _tallies(
 ) -> tuple[selectors.FilterPlan, selectors.VoteTallies]:
     """Everything the database has to say at this cut-off: the filter plan, every category's
     counts, and (flags first, so every category leaves out the same voters) the outlier test."""
-    outliers = getattr(settings, "ARENA_OUTLIER_DETECTION", True)
+    outliers = settings.ARENA_OUTLIER_DETECTION
     with selectors.recompute_reads() as concurrent:
         with _stage("reads"):
             tallies = selectors.VoteTallies(
@@ -463,7 +463,7 @@ def ratings_recompute_all(*, bootstrap: int = 0, style: bool | None = None) -> l
     try:
         cutoff = timezone.now()
         plan, tallies = _tallies(cutoff=cutoff, style=style, languages=True)
-        minimum = getattr(settings, "ARENA_LANGUAGE_CATEGORY_MIN_VOTES", 100)
+        minimum = settings.ARENA_LANGUAGE_CATEGORY_MIN_VOTES
         categories = [c.key for c in fixed_categories()] + [
             language_category(code) for code in tallies.languages(min_votes=minimum)
         ]

@@ -1,7 +1,7 @@
 """Plain factories for battles in a given state, for tests that need many of them at once."""
 
-from arena.visitors import salted_hash
 from battles.models import Battle, Conversation, Reply, Turn
+from core.visitors import salted_hash
 from llm_providers.models import LLMModel
 
 

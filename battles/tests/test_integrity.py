@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.utils import timezone
 
-from arena.visitors import salted_hash
+from battles.features import prompt_fingerprint
 from battles.models import (
     Battle,
     Conversation,
@@ -23,8 +23,8 @@ from battles.models import (
     Turn,
     Vote,
 )
-from battles.services import prompt_fingerprint
 from battles.tests.factories import make_battle
+from core.visitors import salted_hash
 
 FLAG_WORD = "forbidden-marker"
 

@@ -6,7 +6,7 @@ import signal
 import httpx2
 import pytest
 
-from battles import services
+from battles import generation
 from battles.models import Battle, Reply
 from battles.tests.conftest import wait_turn_finished
 from conftest import wait_for
@@ -122,7 +122,7 @@ def test_a_finished_turn_is_served_from_the_database_when_the_hub_has_forgotten_
     battle = http_start(client, "old news")
     wait_turn_finished(battle)
     turn = battle.turns.get()
-    from arena.hub import get_hub
+    from core.hub import get_hub
 
     hub = get_hub()
     if hasattr(hub, "_streams"):
@@ -144,7 +144,7 @@ def test_the_reaper_fails_a_reply_whose_worker_stopped_and_the_side_can_be_retri
     reply = Reply.objects.filter(turn__battle=battle, side="a").get()
     # What a killed worker leaves behind: a streaming reply whose heartbeat went stale.
     Reply.objects.filter(pk=reply.pk).update(status="streaming", heartbeat_at="2020-01-01T00:00Z")
-    result = services.replies_reap()
+    result = generation.replies_reap()
     assert result["failed"] == 1
     reply.refresh_from_db()
     assert reply.status == "failed" and reply.error_code == "stalled"
@@ -169,7 +169,7 @@ def test_the_reaper_requeues_a_reply_that_no_worker_ever_picked_up(live, visitor
     Reply.objects.filter(pk=reply.pk).update(
         status="pending", text="", created_at="2020-01-01T00:00Z"
     )
-    assert services.replies_reap()["requeued"] == 1
+    assert generation.replies_reap()["requeued"] == 1
     wait_for(lambda: Reply.objects.get(pk=reply.pk).status == "done")
 
 
@@ -190,7 +190,7 @@ def test_a_worker_killed_mid_generation_never_leaves_the_battle_generating(
     )
     live.kill(signal.SIGKILL)
     stalled = wait_for(
-        lambda: services.replies_reap()["failed"] or None,
+        lambda: generation.replies_reap()["failed"] or None,
         timeout=settings.ARENA_REPLY_STALL_SECONDS + 10,
         interval=0.5,
     )

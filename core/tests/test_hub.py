@@ -6,7 +6,7 @@ import time
 import pytest
 from django.conf import settings
 
-from arena.hub import RedisHub
+from core.hub import RedisHub
 
 pytestmark = pytest.mark.skipif(
     settings.ARENA_HUB != "redis", reason="the Redis hub: runs in the service-mode pass"
@@ -90,7 +90,7 @@ def test_watched_flags_are_read_together_and_seen_within_a_poll():
 
 def test_a_batched_event_marked_soon_is_written_without_waiting_for_the_window(monkeypatch):
     # A window long enough to tell the two apart: a reply's first token must not wait for it.
-    monkeypatch.setattr("arena.hub.BATCH_WINDOW_SECONDS", 1.5)
+    monkeypatch.setattr("core.hub.BATCH_WINDOW_SECONDS", 1.5)
     hub = _hub()
     hub.discard("soon")
     key = hub._key("soon")

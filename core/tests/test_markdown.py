@@ -5,7 +5,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from arena.markdown import render_markdown
+from core.markdown import render_markdown
 
 XSS_CORPUS = [
     "<script>alert(1)</script>",

@@ -5,8 +5,8 @@ from django.http import HttpResponse
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.html import format_html
 
-from arena.errors import UNAVAILABLE_ERRORS, ServiceUnavailableError
-from arena.visitors import COOKIE, COOKIE_MAX_AGE, COOKIE_SALT, visitor_from_request
+from core.errors import UNAVAILABLE_ERRORS, ServiceUnavailableError
+from core.visitors import COOKIE, COOKIE_MAX_AGE, COOKIE_SALT, visitor_from_request
 
 CSP = "; ".join(
     [

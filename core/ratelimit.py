@@ -14,7 +14,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django_ratelimit.core import get_usage
 
-from arena.visitors import client_ip
+from core.visitors import client_ip
 
 # group name -> the setting that holds its rate ("10/m") or None for no limit.
 RATE_SETTINGS = {

@@ -8,8 +8,8 @@ from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.test import RequestFactory
 
-from arena.visitors import client_ip, salted_hash
 from battles.models import Battle, Conversation, Reply, Turn, Vote
+from core.visitors import client_ip, salted_hash
 
 
 @pytest.fixture(autouse=True)

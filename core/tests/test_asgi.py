@@ -6,7 +6,7 @@ import threading
 import pytest
 from django.core.signals import request_finished
 
-from arena.asgi import ReusedThreadASGIHandler
+from core.asgi import ReusedThreadASGIHandler
 
 
 def _scope(path: str) -> dict:

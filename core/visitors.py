@@ -50,7 +50,7 @@ def visitor_from_request(request: HttpRequest) -> Visitor:
 def client_ip(request: HttpRequest) -> str:
     """The peer address; X-Forwarded-For is honoured only when the peer is a trusted proxy."""
     remote = request.META.get("REMOTE_ADDR", "")
-    trusted = getattr(settings, "ARENA_TRUSTED_PROXIES", [])
+    trusted = settings.ARENA_TRUSTED_PROXIES
     forwarded = request.META.get("HTTP_X_FORWARDED_FOR")
     if forwarded and remote in trusted:
         # Walk from the right: the first address that is not one of our proxies is the client.

@@ -1,6 +1,6 @@
 """Errors any part of the arena may raise when a backing service is unreachable.
 
-`arena.middleware.service_unavailable_middleware` answers them (and the raw connection errors
+`core.middleware.service_unavailable_middleware` answers them (and the raw connection errors
 of the database, Redis and the broker) with a plain 503 page instead of a server error.
 """
 

@@ -4,6 +4,10 @@ Service mode hands it to Celery over Redis. The embedded default runs the very s
 function in a thread pool inside the web process, so the request that enqueued it returns at
 once and nothing needs a broker.
 
+Tasks are named, as Celery names them ("battles.tasks.reply_generate_task"), never imported:
+the module that enqueues work (a service) sits below the thin task module that calls it back,
+and a name keeps that arrow pointing one way.
+
 Every task enqueued here must be recoverable from the rows it works on (a reply stays
 `pending` until a worker claims it, and the reaper enqueues old pending replies again), because
 a broker can disappear between a commit and the publish.
@@ -13,10 +17,12 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from celery import current_app
 from django.conf import settings
 from django.db import close_old_connections, connections, transaction
+from django.utils.module_loading import import_string
 
-from arena.errors import BROKER_ERRORS, ServiceUnavailableError
+from core.errors import BROKER_ERRORS, ServiceUnavailableError
 
 log = logging.getLogger(__name__)
 _executor: ThreadPoolExecutor | None = None
@@ -34,12 +40,12 @@ def executor() -> ThreadPoolExecutor:
         return _executor
 
 
-def run_inprocess(task, *args) -> None:
+def run_inprocess(task_name: str, *args) -> None:
     close_old_connections()
     try:
-        task(*args)
+        import_string(task_name)(*args)
     except Exception:
-        log.exception("in-process task %s%r failed", getattr(task, "name", task), args)
+        log.exception("in-process task %s%r failed", task_name, args)
     finally:
         connections.close_all()
 
@@ -67,31 +73,32 @@ def broker_check() -> None:
         raise ServiceUnavailableError from exc
 
 
-def enqueue_now(task, *args) -> None:
+def enqueue_now(task_name: str, *args) -> None:
     """Hand the task over now; ServiceUnavailableError if the broker cannot take it."""
     if settings.ARENA_TASK_MODE == "celery":
         try:
-            task.apply_async(args=args)
+            # send_task routes by name (CELERY_TASK_ROUTES) like apply_async does.
+            current_app.send_task(task_name, args=args)
         except BROKER_ERRORS as exc:
             raise ServiceUnavailableError from exc
     else:
-        executor().submit(run_inprocess, task, *args)
+        executor().submit(run_inprocess, task_name, *args)
 
 
-def _enqueue_committed(task, args: tuple) -> None:
+def _enqueue_committed(task_name: str, args: tuple) -> None:
     try:
-        enqueue_now(task, *args)
+        enqueue_now(task_name, *args)
     except ServiceUnavailableError:
         # The rows are committed and say what is left to do; the reaper enqueues it again.
         log.warning(
             "task %s%r not enqueued: the broker went away after the commit; the reaper will "
             "enqueue it again",
-            getattr(task, "name", task),
+            task_name,
             args,
         )
 
 
-def enqueue_many(task, calls: list[tuple]) -> None:
+def enqueue_many(task_name: str, calls: list[tuple]) -> None:
     """Enqueue one task per argument tuple on commit, so a worker never looks for rows that
     are not yet visible.
 
@@ -104,8 +111,4 @@ def enqueue_many(task, calls: list[tuple]) -> None:
     if settings.ARENA_TASK_MODE == "celery":
         broker_check()
     for args in calls:
-        transaction.on_commit(lambda args=args: _enqueue_committed(task, args))
-
-
-def enqueue(task, *args) -> None:
-    enqueue_many(task, [args])
+        transaction.on_commit(lambda args=args: _enqueue_committed(task_name, args))

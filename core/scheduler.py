@@ -1,7 +1,7 @@
 """Celery Beat's job in the embedded default: run the beat schedule from a daemon thread.
 
 The schedule is the same CELERY_BEAT_SCHEDULE that Beat runs in service mode; each due task
-goes through arena.dispatch, i.e. the in-process thread pool.
+goes through core.dispatch, i.e. the in-process thread pool.
 """
 
 import logging
@@ -10,17 +10,14 @@ import time
 
 from django.conf import settings
 
-from arena.dispatch import enqueue_now
+from core.dispatch import enqueue_now
 
 log = logging.getLogger(__name__)
 
 
 def start() -> threading.Thread:
-    from config.celery import app
-
-    app.loader.import_default_modules()
     entries = [
-        (name, app.tasks[entry["task"]], float(entry["schedule"]))
+        (name, entry["task"], float(entry["schedule"]))
         for name, entry in settings.CELERY_BEAT_SCHEDULE.items()
     ]
 
@@ -28,11 +25,11 @@ def start() -> threading.Thread:
         due = {name: time.monotonic() + interval for name, _, interval in entries}
         while True:
             now = time.monotonic()
-            for name, task, interval in entries:
+            for name, task_name, interval in entries:
                 if now >= due[name]:
                     due[name] = now + interval
                     try:
-                        enqueue_now(task)
+                        enqueue_now(task_name)
                     except Exception:
                         log.exception("scheduled task %s could not start", name)
             time.sleep(1.0)
