@@ -20,8 +20,10 @@ lint:
 web:
 	.venv/bin/gunicorn config.asgi:application -k uvicorn_worker.UvicornWorker -b 0.0.0.0:8000 -w 2 --keep-alive 20
 
+# A few task threads: a generation task only claims its reply; the replies stream in the
+# worker's event loop (up to ARENA_MAX_REPLIES_PER_PROCESS at once).
 worker:
-	.venv/bin/celery -A config worker -Q llm,default -P threads -c 64 --loglevel INFO
+	.venv/bin/celery -A config worker -Q llm,default -P threads -c 8 --loglevel INFO
 
 beat:
 	.venv/bin/celery -A config beat --loglevel INFO --schedule var/celerybeat-schedule

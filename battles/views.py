@@ -1,10 +1,7 @@
-import asyncio
 import logging
-import time
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -12,10 +9,9 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from battles import generation, selectors, services
+from battles import selectors, services, stream
 from battles.forms import PromptForm, RenameForm, VoteForm
-from battles.models import Battle, Reply, Turn
-from core.hub import Event, format_sse, get_hub
+from battles.models import Battle, Reply
 from core.ratelimit import rate_limit
 from core.visitors import client_ip
 
@@ -272,98 +268,12 @@ def sidebar(request: HttpRequest) -> HttpResponse:
     )
 
 
-# --- the SSE stream ---------------------------------------------------------------------------
-
-
-# A stream stays open for minutes while it touches the database for a few milliseconds: each
-# lookup gives its connection back at once (to the pool), so idle streams hold none.
-
-
-def _turn_for(visitor, uuid, index: int) -> Turn:
-    try:
-        turn = (
-            Turn.objects.select_related("battle")
-            .filter(battle__uuid=uuid, battle__owner_key=visitor.key, index=index)
-            .first()
-        )
-    finally:
-        connection.close()
-    if turn is None:
-        raise Http404("No such turn.")
-    return turn
-
-
-def _final_events(turn: Turn) -> list[Event] | None:
-    """When every side of the turn has ended, the DB alone can answer (no hub needed)."""
-    try:
-        replies = list(Reply.objects.filter(turn=turn).select_related("turn"))
-        if any(r.status in (Reply.Status.PENDING, Reply.Status.STREAMING) for r in replies):
-            return None
-        events = [Event(id="", name=f"pane-{r.side}", data=generation.pane_html(r)) for r in replies]
-    finally:
-        connection.close()
-    return [*events, Event(id="", name="turn-end", data="")]
-
-
-DELTA_READ_SECONDS = 0.05
-
-
 @require_GET
 async def turn_events(request: HttpRequest, uuid, index: int) -> StreamingHttpResponse:
-    visitor = request.visitor
-    turn = await sync_to_async(_turn_for)(visitor, uuid, index)
-    last_event_id = request.headers.get("Last-Event-ID") or None
-    hub = get_hub()
-    stream_key = turn.stream_key()
-    deadline = time.monotonic() + settings.LLM_TIMEOUT_TOTAL * 2 + 120
-
-    async def events():
-        # One subscription for the connection: in service mode the process's shared reader
-        # fills it (one XREAD for every open stream of the process).
-        subscription = hub.subscribe(stream_key, last_event_id)
-        try:
-            async for chunk in _stream(subscription):
-                yield chunk
-        finally:
-            subscription.close()
-
-    async def _stream(subscription):
-        yield "retry: 1000\n\n"
-        started_sides: set[str] = set()
-        while time.monotonic() < deadline:
-            try:
-                batch = await subscription.get(timeout=10.0)
-            except Exception:
-                # Hub unreachable: a finished turn can still be answered from the database;
-                # otherwise end the stream and let the browser reconnect and resume.
-                log.warning("stream %s: hub read failed", stream_key, exc_info=True)
-                try:
-                    final = await sync_to_async(_final_events)(turn)
-                except Exception:
-                    final = None
-                if final is not None:
-                    yield format_sse(final)
-                return
-            if batch:
-                yield format_sse(batch)
-                if any(e.name == "turn-end" for e in batch):
-                    return
-                deltas = {e.name for e in batch if e.name.startswith("delta-")}
-                if deltas and started_sides | deltas == {"delta-a", "delta-b"}:
-                    # While both sides stream, read at most every DELTA_READ_SECONDS: one write
-                    # carries several deltas. Until both have begun there is no pause, so the
-                    # second side's first delta is not held back behind the first side's
-                    # (it was, by up to 50 ms); panes and turn-end never wait either.
-                    await asyncio.sleep(DELTA_READ_SECONDS)
-                started_sides |= deltas
-                continue
-            final = await sync_to_async(_final_events)(turn)
-            if final is not None:
-                yield format_sse(final)
-                return
-            yield ": keep-alive\n\n"
-
-    response = StreamingHttpResponse(events(), content_type="text/event-stream")
+    """The turn's server-sent events (battles.stream): both sides, resumable."""
+    turn = await sync_to_async(stream.turn_for_stream)(request.visitor, uuid, index)
+    events = stream.turn_events(turn, last_event_id=request.headers.get("Last-Event-ID") or None)
+    response = StreamingHttpResponse(events, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response

@@ -162,12 +162,15 @@ if (ARENA_TASK_MODE == "celery" or ARENA_HUB == "redis") and not REDIS_URL:
         "REDIS_URL must be set for ARENA_TASK_MODE=celery or ARENA_HUB=redis."
     )
 ARENA_INPROCESS_WORKERS = env_int("ARENA_INPROCESS_WORKERS", 8, minimum=1)
+# Replies one process streams at once (battles.generation.runner): the back-pressure cap.
+ARENA_MAX_REPLIES_PER_PROCESS = env_int("ARENA_MAX_REPLIES_PER_PROCESS", 1000, minimum=1)
+ARENA_SHUTDOWN_GRACE_SECONDS = env_float("ARENA_SHUTDOWN_GRACE_SECONDS", 10.0, minimum=0)
 # Namespace for this arena's keys and queues in Redis, so several arenas (or test runs) can
 # share one Redis server.
 ARENA_REDIS_PREFIX = env_str("ARENA_REDIS_PREFIX", "arena")
 ARENA_QUEUE_LLM = env_str("ARENA_QUEUE_LLM", "llm")
 ARENA_QUEUE_DEFAULT = env_str("ARENA_QUEUE_DEFAULT", "default")
-# Redis connections a web process may open for SSE streams (each waiting stream holds one).
+# Redis connections one event loop of a process may open (SSE streams, a worker's replies).
 ARENA_REDIS_MAX_CONNECTIONS = env_int("ARENA_REDIS_MAX_CONNECTIONS", 5000, minimum=1)
 
 if REDIS_URL:
@@ -199,8 +202,8 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_max": 0.5,
 }
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# A generation may stream for minutes; the hard limit is a backstop above the client's own
-# total timeout so a stuck call cannot hold a worker slot forever.
+# Model call limits; the generation task itself only claims a reply and hands it to the
+# process's loop, where these are enforced. The task time limits stay a backstop above them.
 LLM_TIMEOUT_CONNECT = env_float("LLM_TIMEOUT_CONNECT", 10.0, minimum=0.1)
 LLM_TIMEOUT_FIRST_TOKEN = env_float("LLM_TIMEOUT_FIRST_TOKEN", 60.0, minimum=0.1)
 LLM_TIMEOUT_IDLE = env_float("LLM_TIMEOUT_IDLE", 60.0, minimum=0.1)

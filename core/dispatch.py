@@ -2,7 +2,8 @@
 
 Service mode hands it to Celery over Redis. The embedded default runs the very same task
 function in a thread pool inside the web process, so the request that enqueued it returns at
-once and nothing needs a broker.
+once and nothing needs a broker. (A generation task only claims its reply: the reply then
+streams in the process's event loop, the same way in both modes.)
 
 Tasks are named, as Celery names them ("battles.tasks.reply_generate_task"), never imported:
 the module that enqueues work (a service) sits below the thin task module that calls it back,
@@ -19,9 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from celery import current_app
 from django.conf import settings
-from django.db import close_old_connections, connections, transaction
+from django.db import transaction
 from django.utils.module_loading import import_string
 
+from core.db import released_connection
 from core.errors import BROKER_ERRORS, ServiceUnavailableError
 
 log = logging.getLogger(__name__)
@@ -41,13 +43,11 @@ def executor() -> ThreadPoolExecutor:
 
 
 def run_inprocess(task_name: str, *args) -> None:
-    close_old_connections()
     try:
-        import_string(task_name)(*args)
+        with released_connection():
+            import_string(task_name)(*args)
     except Exception:
         log.exception("in-process task %s%r failed", task_name, args)
-    finally:
-        connections.close_all()
 
 
 def _broker_client():

@@ -10,6 +10,7 @@ from battles import generation
 from battles.models import Battle, Reply
 from battles.tests.conftest import wait_turn_finished
 from conftest import wait_for
+from core.hub import get_hub
 
 
 def http_visitor(base_url: str) -> httpx2.Client:
@@ -121,14 +122,7 @@ def test_a_finished_turn_is_served_from_the_database_when_the_hub_has_forgotten_
     client = http_visitor(arena_server)
     battle = http_start(client, "old news")
     wait_turn_finished(battle)
-    turn = battle.turns.get()
-    from core.hub import get_hub
-
-    hub = get_hub()
-    if hasattr(hub, "_streams"):
-        hub._streams.pop(turn.stream_key(), None)
-    else:
-        hub._sync.delete(hub._key(turn.stream_key()))
+    get_hub().discard(battle.turns.get().stream_key())
     events = read_events(client, f"/b/{battle.uuid}/turns/0/events/")
     assert [e["event"] for e in events] == ["pane-a", "pane-b", "turn-end"]
     assert all("status-done" in e["data"] for e in events[:2])

@@ -1,20 +1,23 @@
-"""The Redis stream hub: batched publishing and the per-process shared reader."""
+"""The stream hub's two back-ends keep one contract: ordered events, resumable subscriptions,
+flags read together. The Redis one runs in the service-mode pass."""
 
 import asyncio
-import time
 
 import pytest
 from django.conf import settings
 
-from core.hub import RedisHub
-
-pytestmark = pytest.mark.skipif(
-    settings.ARENA_HUB != "redis", reason="the Redis hub: runs in the service-mode pass"
-)
+from core.hub import Hub, MemoryHub, RedisHub
 
 
-def _hub() -> RedisHub:
-    return RedisHub(settings.REDIS_URL, 60, f"{settings.ARENA_REDIS_PREFIX}-hubtest")
+@pytest.fixture(params=["memory", "redis"])
+def hub(request) -> Hub:
+    if request.param == "memory":
+        return MemoryHub(60)
+    if settings.ARENA_HUB != "redis":
+        pytest.skip("the Redis hub: runs in the service-mode pass")
+    return RedisHub(
+        settings.REDIS_URL, 60, f"{settings.ARENA_REDIS_PREFIX}-hubtest", max_connections=50
+    )
 
 
 async def _collect(subscription, count: int) -> list[str]:
@@ -26,9 +29,36 @@ async def _collect(subscription, count: int) -> list[str]:
     return seen
 
 
-def test_a_subscription_opened_during_a_read_further_back_gets_every_event_in_order():
-    hub = _hub()
+def test_events_keep_their_order_and_a_reconnect_resumes_after_its_last_id(hub):
+    async def main():
+        hub.discard("order")
+        hub.publish("order", "pane-a", "0")
+        await hub.publish_many([("order", "delta-a", "1"), ("order", "delta-b", "2")])
+        hub.publish("order", "turn-end", "3")
+        first = hub.subscribe("order", None)
+        events = []
+        while len(events) < 4:
+            events += await first.get(timeout=5)
+        first.close()
+        assert [(e.name, e.data) for e in events] == [
+            ("pane-a", "0"),
+            ("delta-a", "1"),
+            ("delta-b", "2"),
+            ("turn-end", "3"),
+        ]
+        resumed = hub.subscribe("order", events[1].id)  # the browser's Last-Event-ID
+        assert await _collect(resumed, 2) == ["2", "3"]
+        assert await resumed.get(timeout=0.2) == []
+        resumed.close()
+        hub.discard("order")
+        forgotten = hub.subscribe("order", None)
+        assert await forgotten.get(timeout=0.2) == []
+        forgotten.close()
 
+    asyncio.run(main())
+
+
+def test_a_subscription_opened_during_a_read_further_back_gets_every_event_in_order(hub):
     async def main():
         hub.discard("s")
         ids = [hub.publish("s", "delta-a", str(i)) for i in range(5)]
@@ -37,8 +67,8 @@ def test_a_subscription_opened_during_a_read_further_back_gets_every_event_in_or
         fresh = hub.subscribe("s", None)  # a reload without Last-Event-ID: from the start
         await asyncio.sleep(0.05)
         hub.publish("s", "delta-a", "5")
-        hub.publish_batched("s", "delta-a", "6")
-        hub.publish("s", "turn-end", "7")  # written after the batched event before it
+        await hub.publish_many([("s", "delta-a", "6")])
+        hub.publish("s", "turn-end", "7")
         assert await _collect(fresh, 8) == [str(i) for i in range(8)]
         assert await _collect(caught_up, 3) == ["5", "6", "7"]
         caught_up.close()
@@ -48,8 +78,23 @@ def test_a_subscription_opened_during_a_read_further_back_gets_every_event_in_or
     asyncio.run(main())
 
 
-def test_streams_of_one_process_share_one_reader_and_idle_ones_time_out_empty():
-    hub = _hub()
+def test_one_read_answers_which_flags_are_up(hub):
+    keys = ["stop:1", "stop:2", "stop:3"]
+    for key in keys:
+        hub.clear_flag(key)
+    hub.set_flag("stop:1")
+    hub.set_flag("stop:3")
+
+    assert asyncio.run(hub.flags_up(keys)) == {"stop:1", "stop:3"}
+    hub.clear_flag("stop:1")
+    assert asyncio.run(hub.flags_up(keys)) == {"stop:3"}
+    assert asyncio.run(hub.flags_up([])) == set()
+    hub.clear_flag("stop:3")
+
+
+def test_streams_of_one_process_share_one_reader_and_idle_ones_time_out_empty(hub):
+    if not isinstance(hub, RedisHub):
+        pytest.skip("the shared XREAD reader is the Redis hub's")
 
     async def main():
         names = [f"idle-{i}" for i in range(50)]
@@ -66,51 +111,3 @@ def test_streams_of_one_process_share_one_reader_and_idle_ones_time_out_empty():
             hub.discard(name)
 
     asyncio.run(main())
-
-
-def test_watched_flags_are_read_together_and_seen_within_a_poll():
-    hub = _hub()
-    for key in ("stop:1", "stop:2", "stop:3"):
-        hub.clear_flag(key)
-    hub.set_flag("stop:3")
-    with hub.watch_flag("stop:1") as one, hub.watch_flag("stop:2") as two:
-        with hub.watch_flag("stop:3") as three:
-            assert three.is_set()  # raised before the watch began: seen at once
-        assert not one.is_set() and not two.is_set()
-        hub.set_flag("stop:2")
-        deadline = time.monotonic() + 5
-        while not two.is_set() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert two.is_set() and not one.is_set()
-        assert set(hub._watched) == {"stop:1", "stop:2"}
-    assert hub._watched == {} and hub._raised == set()
-    for key in ("stop:2", "stop:3"):
-        hub.clear_flag(key)
-
-
-def test_a_batched_event_marked_soon_is_written_without_waiting_for_the_window(monkeypatch):
-    # A window long enough to tell the two apart: a reply's first token must not wait for it.
-    monkeypatch.setattr("core.hub.BATCH_WINDOW_SECONDS", 1.5)
-    hub = _hub()
-    hub.discard("soon")
-    key = hub._key("soon")
-
-    def written_within(seconds: float) -> list[bytes]:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            entries = hub._sync.xrange(key)
-            if entries:
-                return [fields[b"d"] for _, fields in entries]
-            time.sleep(0.01)
-        return []
-
-    hub.publish_batched("soon", "delta-a", "later")
-    assert written_within(0.5) == []  # waits for the end of the window
-    assert written_within(2.0) == [b"later"]
-    hub.discard("soon")
-
-    hub.publish_batched("soon", "delta-a", "first token", soon=True)
-    started = time.monotonic()
-    assert written_within(1.0) == [b"first token"]
-    assert time.monotonic() - started < 0.5
-    hub.discard("soon")

@@ -8,7 +8,8 @@ import pytest
 from django.conf import settings
 
 from llm_providers import local
-from llm_providers.client import Endpoint, Timeouts, chat_stream
+from llm_providers.client import Endpoint, Timeouts
+from llm_providers.tests.streams import chat_stream
 
 pytestmark = pytest.mark.slow
 
