@@ -645,6 +645,7 @@ class Bench:
             timeout = httpx2.Timeout(window + 60, connect=30.0)
             overhead: list[float] = []
             seen_at: dict[tuple[int, str], float] = {}  # (battle, side) -> first delta, epoch
+            published: dict[tuple[int, str], float] = {}  # ... -> its XADD, epoch
             errors: dict[str, int] = {}
             peak = {"streaming": 0, "at": 0.0}
             ended = [0]
@@ -675,12 +676,19 @@ class Bench:
                         first: set[str] = set()
                         async with client.stream("GET", match.group(1)) as response:
                             name = ""
+                            event_id = ""
                             async for line in response.aiter_lines():
-                                if line.startswith("event: "):
+                                if line.startswith("id: "):
+                                    event_id = line[4:]
+                                elif line.startswith("event: "):
                                     name = line[7:]
                                     if name.startswith("delta-") and name not in first:
                                         first.add(name)
                                         seen_at[(i, name[6:])] = time.time()
+                                        # A Redis stream id starts with the ms of its XADD.
+                                        published_ms = event_id.partition("-")[0]
+                                        if published_ms.isdigit():
+                                            published[(i, name[6:])] = int(published_ms) / 1000
                                         overhead.append((time.perf_counter() - t0 - TTFT) * 1000)
                                     elif name == "turn-end":
                                         ended[0] += 1
@@ -710,9 +718,9 @@ class Bench:
                 tasks = [asyncio.create_task(battle(i)) for i in range(battles)]
                 await asyncio.wait(tasks, timeout=window + 30)
                 watcher.cancel()
-            return overhead, seen_at, errors, peak, ended[0]
+            return overhead, seen_at, published, errors, peak, ended[0]
 
-        overhead, seen_at, errors, peak, ended = asyncio.run(main())
+        overhead, seen_at, published, errors, peak, ended = asyncio.run(main())
         res = self.sampler.reset()
         rows = bench_sql(
             "SELECT extract(epoch FROM started_at - created_at) * 1000, ttft_ms "
@@ -729,11 +737,10 @@ class Bench:
             [first_id],
             fetch=True,
         )
-        to_page = [
-            (seen_at[key] - float(at)) * 1000
-            for prompt, side, at in model_first
-            if (key := (int(prompt.split()[-1]), side)) in seen_at
-        ]
+        read_at = {(int(prompt.split()[-1]), side): float(at) for prompt, side, at in model_first}
+        to_page = [(seen_at[k] - at) * 1000 for k, at in read_at.items() if k in seen_at]
+        to_hub = [(published[k] - at) * 1000 for k, at in read_at.items() if k in published]
+        hub_to_page = [(seen_at[k] - published[k]) * 1000 for k in published if k in seen_at]
         self.extra["hold"] = {
             "replies": battles * 2,
             "window": window,
@@ -743,6 +750,8 @@ class Bench:
             "turns_ended": ended,
             "overhead": overhead,
             "to_page": to_page,
+            "to_hub": to_hub,
+            "hub_to_page": hub_to_page,
             "queue_ms": [float(q) for q, _ in rows],
             "worker_ttft_ms": [float(t) for _, t in rows if t is not None],
             "errors": errors,
@@ -1087,7 +1096,8 @@ class Bench:
                 f"at most {h['peak_streaming']} streaming at once (after "
                 f"{h['peak_at_s']:.0f} s); first token on the page for {h['first_tokens']} "
                 f"sides, TTFT overhead p50/95/99 {p3(h['overhead'])} ms, first token from the "
-                f"worker's read to the page p50/95/99 {p3(h['to_page'])} ms; queue wait "
+                f"worker's read to the page p50/95/99 {p3(h['to_page'])} ms (to the hub "
+                f"{p3(h['to_hub'])}, hub to page {p3(h['hub_to_page'])}); queue wait "
                 f"p50/95/99 {p3(h['queue_ms'])} ms; worker TTFT p50/95/99 "
                 f"{p3(h['worker_ttft_ms'])} ms; {h['turns_ended']} turns ended; worker RSS "
                 f"max {h['worker_rss_max']:.0f} MB, CPU avg {h['worker_cpu_avg']:.0f} %; "
