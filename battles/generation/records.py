@@ -8,12 +8,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
 from battles import identity
-from battles.models import Battle, Reply
+from battles.models import Battle, Reply, Turn
 from llm_providers.client import ProviderError, StreamResult
 from llm_providers.services import model_record_failure, model_record_success
 
@@ -176,11 +176,17 @@ def reply_settle(reply: Reply, ending: Ending) -> str:
 
 
 def reply_record_end(reply: Reply, ending: Ending) -> bool:
-    """Record the end; whether the whole turn has ended with it."""
-    Reply.objects.filter(pk=reply.pk, attempt=reply.attempt, status=Reply.Status.STREAMING).update(
-        **ending.fields
-    )
-    return turn_over(reply.turn_id)
+    """Record the end; whether the whole turn has ended with it.
+
+    Both sides may end at the same moment, each in a process of its own: the lock on the
+    turn makes one of them the last, so exactly one says the turn is over.
+    """
+    with transaction.atomic():
+        list(Turn.objects.select_for_update().filter(pk=reply.turn_id).values_list("pk"))
+        Reply.objects.filter(
+            pk=reply.pk, attempt=reply.attempt, status=Reply.Status.STREAMING
+        ).update(**ending.fields)
+        return turn_over(reply.turn_id)
 
 
 def turn_over(turn_id: int) -> bool:

@@ -69,15 +69,15 @@ def stream_events(battle: Battle) -> list[tuple[str, str]]:
     return loop.submit(read()).result(timeout=30)
 
 
-def first_delta(battle: Battle) -> None:
-    """Wait (on the hub, not a clock) until some text has streamed."""
-
+def first_deltas(battle: Battle) -> None:
+    """Wait (on the hub, not a clock) until both sides have streamed some text."""
     stream = battle.turns.get().stream_key()
 
     async def wait():
         subscription = get_hub().subscribe(stream, None)
-        while not any(e.name.startswith("delta-") for e in await subscription.get(timeout=10)):
-            pass
+        seen: set[str] = set()
+        while seen != {"delta-a", "delta-b"}:
+            seen |= {e.name for e in await subscription.get(timeout=10)} & {"delta-a", "delta-b"}
         subscription.close()
 
     loop.submit(wait()).result(timeout=30)
@@ -133,7 +133,7 @@ def test_both_sides_stream_into_the_hub_and_end_with_their_stats_then_the_turn_e
 def test_a_stop_ends_both_sides_with_the_text_so_far(runner, make_model):
     battle = pending_battle(make_model, knobs_a=SLOW, knobs_b=SLOW)
     ended = [runner.take(r.pk) for r in replies_of(battle)]
-    first_delta(battle)
+    first_deltas(battle)
 
     turn_stop_request(battle.turns.get())
 
@@ -229,7 +229,7 @@ def test_past_its_cap_a_process_takes_the_next_reply_only_when_one_ends(
 def test_a_warm_shutdown_ends_replies_past_the_grace_plainly_with_their_text(runner, make_model):
     battle = pending_battle(make_model, knobs_a=SLOW, knobs_b=SLOW)
     ended = [runner.take(r.pk) for r in replies_of(battle)]
-    first_delta(battle)
+    first_deltas(battle)
 
     runner.drain(grace=0)
 
