@@ -204,3 +204,32 @@ def test_a_worker_killed_mid_generation_never_leaves_the_battle_generating(
     make_fast = Reply.objects.filter(turn__battle=battle)
     assert make_fast.count() == 2
     assert {r.status for r in wait_turn_finished(battle, timeout=60)} == {"done"}
+
+
+@pytest.mark.worker
+def test_a_worker_stopped_mid_generation_ends_its_replies_plainly_and_they_can_be_retried(
+    live, visitor, make_model
+):
+    from battles.tests.conftest import start_battle
+
+    make_model("Alpha", knobs="ttft=0&tps=10&tokens=200")
+    make_model("Bravo", knobs="ttft=0&tps=10&tokens=200")
+    battle = start_battle(visitor)
+    wait_for(
+        lambda: (
+            Reply.objects.filter(turn__battle=battle, status="streaming", text__gt="").count() == 2
+        ),
+        message="both sides should be streaming with a checkpoint",
+    )
+
+    live.stop()  # SIGTERM: Celery's warm shutdown
+
+    # At once, not after the reaper's stall time: ended by the worker on its way out.
+    replies = list(Reply.objects.filter(turn__battle=battle))
+    assert {(r.status, r.error_code) for r in replies} == {("failed", "interrupted")}
+    assert all("Retry this side" in r.error_message for r in replies)
+    assert all(r.text for r in replies), "the text so far is kept"
+    live.start()
+    for side in "ab":
+        assert visitor.post(f"/b/{battle.uuid}/retry/{side}/").status_code == 302
+    assert {r.status for r in wait_turn_finished(battle, timeout=60)} == {"done"}
