@@ -51,7 +51,6 @@ TEARDOWN_SECONDS = 10.0
 class ReplyRunner:
     def __init__(self, *, hub: Hub, capacity: int, loop: asyncio.AbstractEventLoop):
         self.hub = hub
-        self.capacity = capacity
         self.loop = loop
         self.db = DatabaseThreads(DATABASE_THREADS, "generation-db")
         self.publisher = Publisher(hub)
