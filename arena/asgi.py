@@ -16,14 +16,11 @@ asgiref's one shared thread for sync code outside a request context, so 500 open
 are 500 coroutines, not 500 parked threads. The price: stream connects of one process take
 turns in that thread (a few milliseconds each; pages are not affected).
 
-Every request runs in a task of its own with an empty context. A server may start a request
-inside the previous one's context: uvicorn starts a request that arrives on a keep-alive
-connection before the previous response is complete (pipelined, or a client that has read a
-304's headers while Django is still finishing it) from within that response's task. Such a
-request would inherit the previous request's executor context, exited by the time it asks
-for a thread: asgiref refuses ("ThreadSensitiveContext has exited", a 500 on the stream),
-and the request's context-local state (URL prefix, translation, time zone) would be another
-request's.
+Every request runs in a task of its own with an empty context. uvicorn starts a request that
+arrives before the previous response on its connection is complete (pipelined, or sent right
+after a 304's headers) from inside the previous request's task, so it would inherit that
+request's context: its exited thread context, which asgiref refuses ("ThreadSensitiveContext
+has exited": a 500 on a stream connect), and its context-local state.
 """
 
 import asyncio

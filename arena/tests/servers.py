@@ -185,9 +185,12 @@ class ArenaProcess:
                 start_new_session=True,
             )
         _wait_port(self.port, self.process, "the arena", timeout=60)
-        # With several workers the port answers before every worker has loaded Django.
+        # With several workers the port answers before every worker has loaded Django; under
+        # gunicorn it is open before any worker has (the first request waits for one).
         deadline = time.monotonic() + 60
-        while httpx2.get(f"{self.url}/healthz", timeout=10).status_code >= 500:
+        while (
+            httpx2.get(f"{self.url}/healthz", timeout=max(1.0, deadline - time.monotonic()))
+        ).status_code >= 500:
             assert time.monotonic() < deadline, self.log()
             time.sleep(0.2)
 
