@@ -65,7 +65,7 @@ def test_staff_can_edit_a_model_and_bad_values_are_explained(staff, catalog):
         "top_p": "",
         "max_tokens": "64",
         "system_prompt": "Be kind.",
-        "url": "",
+        "url": "example.com/model-card",
         "notes": "",
     }
     response = staff.post(f"{CHANGELIST}{model.pk}/change/", data)
@@ -77,6 +77,7 @@ def test_staff_can_edit_a_model_and_bad_values_are_explained(staff, catalog):
         0.5,
         64,
     )
+    assert model.url == "https://example.com/model-card"  # a link without a scheme
     bad = staff.post(
         f"{CHANGELIST}{model.pk}/change/",
         data | {"api_key_env": "sk-abc 123", "temperature": "9", "base_url": "ftp://x"},
