@@ -17,8 +17,12 @@ lint:
 	.venv/bin/python -m ruff check .
 
 # Service mode pieces (see docker-compose.yml for the same with containers).
+# WEB_BIND: where gunicorn listens (make web WEB_BIND=127.0.0.1:9000).
+WEB_BIND ?= 0.0.0.0:8000
+
 web:
-	.venv/bin/gunicorn config.asgi:application -k uvicorn_worker.UvicornWorker -b 0.0.0.0:8000 -w 2 --keep-alive 20
+	.venv/bin/python manage.py collectstatic --noinput --verbosity 0
+	.venv/bin/gunicorn config.asgi:application -k uvicorn_worker.UvicornWorker -b $(WEB_BIND) -w 2 --keep-alive 20
 
 worker:
 	.venv/bin/celery -A config worker -Q llm,default -P threads -c 64 --loglevel INFO

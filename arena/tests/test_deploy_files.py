@@ -355,6 +355,7 @@ def test_dockerfile_builds_wheels_in_a_builder_and_installs_runtime_requirements
     assert re.search(r"pip install --no-cache-dir .*-r \S*requirements\.txt", runs)
     everything = " ".join(rest for _, rest in dockerfile_instructions())
     assert "requirements-local" not in everything and "requirements-dev" not in everything
+    assert "requirements-weights" not in everything
     env = " ".join(rest for keyword, rest in runtime_stage() if keyword == "ENV")
     assert "PYTHONDONTWRITEBYTECODE=1" in env and "PYTHONUNBUFFERED=1" in env
 
@@ -407,6 +408,13 @@ def test_image_command_and_healthcheck_serve_healthz_in_production_mode(tmp_path
         arg.replace("127.0.0.1:8000", f"127.0.0.1:{port}") for arg in healthcheck_command()
     ]
     healthcheck[0] = sys.executable
+    # The image collects static files when it is built; gunicorn refuses to start without them.
+    builds = " ".join(rest for keyword, rest in runtime_stage() if keyword == "RUN")
+    assert "manage.py collectstatic --noinput" in builds
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
+        cwd=ROOT, env=env, check=True, timeout=180,
+    )  # fmt: skip
     log = (tmp_path / "server.log").open("w")
     server = subprocess.Popen(
         [*entrypoint, *command], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
