@@ -5,6 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 PG_PORT=5432
+superuser_psql=""  # how to run psql as PostgreSQL's superuser here (as_postgres finds out)
 export PYTHONUNBUFFERED=1
 mkdir -p var
 
@@ -37,26 +38,26 @@ ensure_services() {
 # psql as the PostgreSQL superuser, by whatever works here: over the local socket as the
 # `postgres` system user (Debian's default peer authentication), or over TCP where it trusts.
 as_postgres() {
-  if [ -z "${SUPERUSER_PSQL:-}" ]; then
+  if [ -z "$superuser_psql" ]; then
     local probe=(-X -q -d postgres -c "SELECT 1")
     if [ "$(id -u)" = "0" ] && (cd / && runuser -u postgres -- psql "${probe[@]}") >/dev/null 2>&1
     then
-      SUPERUSER_PSQL="runuser -u postgres -- psql -d postgres"
+      superuser_psql="runuser -u postgres -- psql -d postgres"
     elif (cd / && sudo -n -u postgres psql "${probe[@]}") >/dev/null 2>&1; then
-      SUPERUSER_PSQL="sudo -n -u postgres psql -d postgres"
+      superuser_psql="sudo -n -u postgres psql -d postgres"
     else
-      SUPERUSER_PSQL="psql -w -h 127.0.0.1 -p $PG_PORT -U postgres -d postgres"
+      superuser_psql="psql -w -h 127.0.0.1 -p $PG_PORT -U postgres -d postgres"
     fi
   fi
   # shellcheck disable=SC2086
-  (cd / && $SUPERUSER_PSQL -X -q -v ON_ERROR_STOP=1 "$@")
+  (cd / && $superuser_psql -X -q -v ON_ERROR_STOP=1 "$@")
 }
 
 # The tests' own role, with a password and the right to create (test) databases, so they need
 # neither trust authentication nor the superuser. The password is made once per machine user
 # and kept outside the checkout, so every clone and concurrent run shares it.
 test_database_url() {
-  local dir="${XDG_CONFIG_HOME:-$HOME/.config}/llmbattler" role=llmbattler_test
+  local dir="$HOME/.config/llmbattler" role=llmbattler_test
   local file="$dir/test-postgres-password" password
   if [ ! -s "$file" ]; then
     mkdir -p "$dir"
