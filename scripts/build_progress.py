@@ -20,7 +20,7 @@ STEP = re.compile(r"^\s*\*\*\* (.+)")
 TROUBLE = re.compile(
     r"^\s*(FAILED:|ERROR|CMake Error|ninja: build stopped|make(\[\d+\])?: \*\*\*)|\berror:"
 )
-DONE = re.compile(r"^\s*(Successfully built|Created wheel|Saved )")
+DONE = re.compile(r"^\s*(Successfully built|Saved )")
 
 
 class Progress:
