@@ -121,9 +121,19 @@ def weights_path(model: str, data_dir: Path) -> Path:
 
 
 def start_server(
-    *, model: str, port: int, data_dir: Path, log_file, threads: int = 1
+    *,
+    model: str,
+    port: int,
+    data_dir: Path,
+    log_file,
+    threads: int = 1,
+    batch_threads: int | None = None,
 ) -> subprocess.Popen:
-    """One llama.cpp server for the upstream model `model` (a key of LOCAL_MODELS)."""
+    """One llama.cpp server for the upstream model `model` (a key of LOCAL_MODELS).
+
+    `batch_threads` (prompt processing) defaults to `threads`: llama.cpp's own default is one
+    per core, and two servers prompting at once on two cores then spin against each other
+    for seconds (`make bench-local`)."""
     spec = LOCAL_MODELS[model]
     return subprocess.Popen(
         [
@@ -139,6 +149,8 @@ def start_server(
             "4096",
             "--n_threads",
             str(threads),
+            "--n_threads_batch",
+            str(batch_threads or threads),
             "--host",
             "127.0.0.1",
             "--port",

@@ -70,11 +70,13 @@ def variants(tmp_path_factory):
         log.close()
 
 
-def _ask(model: LLMModel, prompt: str, on_delta=lambda _: None, **changes):
+def _ask(model: LLMModel, prompt: str, on_delta=lambda _: None, extra=None, **changes):
     """One answer, with the request a battle sends for this model (plus a fixed seed)."""
     endpoint = model.endpoint()
     endpoint = dataclasses.replace(
-        endpoint, extra_body={**(endpoint.extra_body or {}), "seed": SEED}, **changes
+        endpoint,
+        extra_body={**(endpoint.extra_body or {}), "seed": SEED, **(extra or {})},
+        **changes,
     )
     messages = [{"role": "system", "content": model.system_prompt}] if model.system_prompt else []
     messages.append({"role": "user", "content": prompt})
@@ -152,7 +154,15 @@ def test_both_sides_of_a_battle_generate_at_the_same_time(variants):
             if not first:
                 first.append(time.monotonic())
 
-        _ask(sides[index], "Count from one to twenty in words.", on_delta, max_tokens=40)
+        # Long enough (llama.cpp's min_tokens) that a side done before the other's first
+        # token means they took turns, not that one answer was short.
+        _ask(
+            sides[index],
+            "Count from one to fifty in words.",
+            on_delta,
+            {"min_tokens": 150},
+            max_tokens=150,
+        )
         windows[index] = [start, first[0], time.monotonic()]
 
     threads = [threading.Thread(target=generate, args=(i,)) for i in (0, 1)]
