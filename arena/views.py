@@ -7,15 +7,19 @@ from django.views.decorators.http import require_GET
 
 from arena.hub import get_hub
 from battles.forms import PromptForm
+from llm_providers import local
 from llm_providers.models import LLMModel
 
 
 def home_context(request: HttpRequest) -> dict:
+    active = list(
+        LLMModel.objects.active().only("name", "organization", "base_url", "model").order_by("name")
+    )
     return {
         "form": PromptForm(),
-        "active_models": list(
-            LLMModel.objects.active().only("name", "organization").order_by("name")
-        ),
+        "active_models": active,
+        "bundled_models_only": bool(active)
+        and all(local.is_served_here(base_url=m.base_url, model=m.model) for m in active),
     }
 
 

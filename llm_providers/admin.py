@@ -32,7 +32,19 @@ class LLMModelAdmin(admin.ModelAdmin):
     fieldsets = (
         (None, {"fields": ("name", "slug", "organization", "license", "status", "weight")}),
         ("Endpoint", {"fields": ("base_url", "model", "api_key_env", "key_state")}),
-        ("Generation", {"fields": ("temperature", "top_p", "max_tokens", "system_prompt")}),
+        (
+            "Generation",
+            {
+                "fields": (
+                    "temperature",
+                    "top_p",
+                    "max_tokens",
+                    "system_prompt",
+                    "stop",
+                    "extra_body",
+                )
+            },
+        ),
         ("About", {"fields": ("url", "notes")}),
         (
             "Health",
