@@ -18,6 +18,7 @@ from battles.models import (
     Vote,
 )
 from core.visitors import Visitor
+from llm_providers import local
 from llm_providers.models import LLMModel
 
 SIDEBAR_PAGE = 30
@@ -55,9 +56,17 @@ def battle_get_for_visitor(*, visitor: Visitor, uuid) -> Battle:
     return _visible(battles, visitor=visitor, uuid=uuid)
 
 
-def models_on_offer() -> list[LLMModel]:
-    """The active models a battle may draw from, by name (the home page lists them)."""
-    return list(LLMModel.objects.active().only("name", "organization").order_by("name"))
+def models_on_offer() -> dict:
+    """What the home page says about the models: the active ones a battle may draw from, by
+    name, and whether they are all the bundled local ones (then it says they are tiny models
+    for trying the arena, and where to add real ones)."""
+    active = list(
+        LLMModel.objects.active().only("name", "organization", "base_url", "model").order_by("name")
+    )
+    bundled = bool(active) and all(
+        local.is_served_here(base_url=m.base_url, model=m.model) for m in active
+    )
+    return {"active_models": active, "bundled_models_only": bundled}
 
 
 def conversation_get_for_visitor(*, visitor: Visitor, uuid) -> Conversation:

@@ -85,7 +85,7 @@ def start(request: HttpRequest) -> HttpResponse:
     form = PromptForm(request.POST)
     if not form.is_valid():
         # The home page again, with the form's errors.
-        context = {"form": form, "active_models": selectors.models_on_offer()}
+        context = {"form": form, **selectors.models_on_offer()}
         return render(request, "arena/home.html", context, status=400)
     try:
         battle = services.battle_start(

@@ -1,4 +1,5 @@
 from django.contrib import admin, messages
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
@@ -16,6 +17,8 @@ class LLMModelAdmin(admin.ModelAdmin):
     search_fields = ("name", "slug", "model", "organization", "base_url")
     list_editable = ("status", "weight")
     prepopulated_fields = {"slug": ("name",)}
+    # A link typed without a scheme ("example.com") is taken as https, Django 6's default.
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     readonly_fields = (
         "key_state",
         "consecutive_failures",
@@ -29,7 +32,19 @@ class LLMModelAdmin(admin.ModelAdmin):
     fieldsets = (
         (None, {"fields": ("name", "slug", "organization", "license", "status", "weight")}),
         ("Endpoint", {"fields": ("base_url", "model", "api_key_env", "key_state")}),
-        ("Generation", {"fields": ("temperature", "top_p", "max_tokens", "system_prompt")}),
+        (
+            "Generation",
+            {
+                "fields": (
+                    "temperature",
+                    "top_p",
+                    "max_tokens",
+                    "system_prompt",
+                    "stop",
+                    "extra_body",
+                )
+            },
+        ),
         ("About", {"fields": ("url", "notes")}),
         (
             "Health",

@@ -40,8 +40,8 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -109,6 +109,9 @@ class Endpoint:
     temperature: float | None = None
     top_p: float | None = None
     max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    # Provider-specific request fields sent as they are (llama.cpp's `repeat_penalty`, …).
+    extra_body: Mapping[str, Any] | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)
@@ -671,6 +674,10 @@ def _request_params(endpoint: Endpoint, messages: list[dict[str, Any]]) -> dict[
         value = getattr(endpoint, name)
         if value is not None:
             params[name] = value
+    if endpoint.stop:
+        params["stop"] = list(endpoint.stop)
+    if endpoint.extra_body:
+        params["extra_body"] = dict(endpoint.extra_body)
     return params
 
 
