@@ -159,7 +159,6 @@ class _Locked:
     battle: Battle
     last_turn: Turn
     replies: list[Reply]
-    state: BattleState
 
 
 @contextmanager
@@ -174,11 +173,10 @@ def _locked(battle: Battle, rule: Callable[[BattleState], BattleError | None]) -
     with transaction.atomic():
         row = Battle.objects.select_for_update().get(pk=battle.pk)
         replies = _last_turn_replies(row)
-        state = BattleState.of(row, replies)
-        refusal = rule(state)
+        refusal = rule(BattleState.of(row, replies))
         if refusal is not None:
             raise refusal
-        yield _Locked(battle=row, last_turn=replies[0].turn, replies=replies, state=state)
+        yield _Locked(battle=row, last_turn=replies[0].turn, replies=replies)
 
 
 def turn_add(*, battle: Battle, prompt: str) -> Turn:

@@ -10,6 +10,7 @@ page itself (or the error as a page).
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -57,24 +58,25 @@ def _battle_response(
     request: HttpRequest, battle: Battle, *, error: BattleError | None = None
 ) -> HttpResponse:
     """The answer to an action on `battle`: its partial for HTMX (with the error at its
-    controls), otherwise the session page (or the error as a page)."""
+    controls), otherwise the session page, or the error as a page that leads back to it."""
     back = _session_url(battle.conversation) + f"#b-{battle.uuid}"
+    if error is None and not request.htmx:
+        return redirect(back)
     status = error.status if error else 200
-    if not request.htmx:
-        if error:
-            response = _error_page(request, error.message, status=status, back=back)
-        else:
-            return redirect(back)
-    else:
+    if request.htmx:
         view = selectors.battle_get_for_visitor(visitor=request.visitor, uuid=battle.uuid)
         context = {"battle_view": view, "error": error.message if error else None}
         response = render(request, "battles/conversation.html#battle", context, status=status)
-    if error and error.retry_after:
+    else:
+        response = _error_page(request, error.message, status=status, back=back)
+    if error is not None and error.retry_after:
         response["Retry-After"] = str(error.retry_after)
     return response
 
 
-def _act(request: HttpRequest, battle: Battle, service, **arguments) -> HttpResponse:
+def _act(
+    request: HttpRequest, battle: Battle, service: Callable[..., object], **arguments
+) -> HttpResponse:
     """Run one battle service; a refusal is answered with its message and status."""
     try:
         service(battle=battle, **arguments)
