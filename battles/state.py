@@ -10,7 +10,7 @@ them in one place.
 """
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from django.conf import settings
 
@@ -25,9 +25,9 @@ SIDES = ("a", "b")
 class BattleState:
     voted: bool
     # The status of each side's reply in the last turn.
-    statuses: dict[str, str] = field(default_factory=dict)
-    turns_taken: int = 0
-    max_turns: int = 0
+    statuses: dict[str, str]
+    turns_taken: int
+    max_turns: int
 
     @classmethod
     def of(cls, battle: Battle, replies: Iterable[Reply]) -> "BattleState":
