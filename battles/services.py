@@ -165,10 +165,11 @@ class _Locked:
 def _locked(battle: Battle, rule: Callable[[BattleState], BattleError | None]) -> Iterator[_Locked]:
     """The battle row locked for this transaction, with its state; raises what `rule` refuses.
 
-    Every change to a battle goes through here, so its rule is checked against the battle as
-    it is, and two requests on one battle (a double click, two tabs) take turns: the second
-    sees what the first did. PostgreSQL locks the row; SQLite's IMMEDIATE transactions take
-    the database's write lock at the start, which serialises them the same way.
+    Every visitor action that changes a battle goes through here, so its rule is checked
+    against the battle as it is, and two requests on one battle (a double click, two tabs)
+    take turns: the second sees what the first did. PostgreSQL locks the row; SQLite's
+    IMMEDIATE transactions take the database's write lock at the start, which serialises them
+    the same way.
     """
     with transaction.atomic():
         row = Battle.objects.select_for_update().get(pk=battle.pk)
