@@ -83,9 +83,6 @@ class Battle(models.Model):
     def __str__(self) -> str:
         return f"Battle {self.uuid}"
 
-    def model_for(self, side: str) -> LLMModel:
-        return self.model_a if side == "a" else self.model_b
-
 
 class Turn(models.Model):
     battle = models.ForeignKey(Battle, on_delete=models.CASCADE, related_name="turns")

@@ -3,10 +3,10 @@
 
 import asyncio
 
-from core.tests.test_asgi import asgi_request
 from django.conf import settings
 
 from core.asgi import ReusedThreadASGIHandler
+from core.tests.test_asgi import asgi_request
 
 CSS = settings.BASE_DIR / "static" / "arena" / "arena.css"
 URL = "/static/arena/arena.css"
