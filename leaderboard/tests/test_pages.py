@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from leaderboard import services
+from leaderboard import recompute
 from llm_providers.models import LLMModel
 
 
@@ -17,7 +17,7 @@ def names(response) -> list[str]:
 
 @pytest.fixture
 def board(rated):
-    services.ratings_recompute()
+    recompute.ratings_recompute()
     return rated
 
 
@@ -42,7 +42,7 @@ def test_models_below_the_minimum_votes_are_hidden_and_few_votes_are_provisional
 ):
     newcomer = make_model("Delta")
     make_votes(newcomer, board[0], "a", 4)
-    services.ratings_recompute()
+    recompute.ratings_recompute()
     assert "Delta" not in names(client.get("/leaderboard/"))
     settings.ARENA_MIN_VOTES_TO_SHOW = 3
     response = client.get("/leaderboard/")
@@ -85,7 +85,7 @@ def test_retired_models_show_only_when_asked(client, board):
 def test_a_category_shows_its_own_snapshot(client, board, make_votes):
     alpha, _, charlie = board
     make_votes(charlie, alpha, "a", 6, has_code=True)
-    services.ratings_recompute(category="code")
+    recompute.ratings_recompute(category="code")
     response = client.get("/leaderboard/?category=code")
     assert names(response) == ["Charlie", "Alpha"]
     assert b"Coding" in response.content
@@ -112,7 +112,7 @@ def test_an_htmx_request_gets_only_the_board_fragment(client, board):
 
 
 def test_the_page_has_its_charts_as_inline_svg_without_script_or_inline_style(client, board):
-    services.ratings_recompute(style=False)  # a second snapshot: the history has two points
+    recompute.ratings_recompute(style=False)  # a second snapshot: the history has two points
     body = client.get("/leaderboard/").content.decode()
     assert body.count("<svg") == 4
     assert "<script>" not in body and "<script " not in body.replace(
@@ -125,8 +125,8 @@ def test_the_page_needs_a_bounded_number_of_queries(client, board, make_model, m
                                                      django_assert_max_num_queries):
     for i in range(6):
         make_votes(make_model(f"Extra{i}"), board[0], "b", 6)
-    services.ratings_recompute()
-    services.ratings_recompute(category="code")
+    recompute.ratings_recompute()
+    recompute.ratings_recompute(category="code")
     with django_assert_max_num_queries(10):
         response = client.get("/leaderboard/")
     assert len(names(response)) == 9
