@@ -14,8 +14,9 @@ whoever published them.
   stored as FlaggedVoter rows so the rating aggregation stays one GROUP BY.
 
 A FilterPlan is what the last two need to know at one cut-off: the recompute reads it from
-the votes (`filter_plan`); pages take the one the last recompute recorded
-(`filter_plan_recorded`), which reads no vote.
+the votes (`filter_plan`) and records its hot prompts (`hot_prompts_record`, next to the
+FlaggedVoter rows of the outlier test); pages take the plan the last recompute recorded
+(`filter_plan_recorded`), which counts no vote.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ import datetime as dt
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Count, Exists, F, OuterRef, Q, Window
+from django.db import transaction
+from django.db.models import Count, F, Q, Window
 from django.db.models.functions import RowNumber
 
 from battles.models import Vote
-from leaderboard.models import FlaggedVoter, Snapshot
+from leaderboard.models import FlaggedVoter, HotPrompt
 from leaderboard.sql import compiled, fetch
 
 
@@ -38,18 +40,12 @@ def excluded_statuses() -> list[str]:
 
 @dataclass(frozen=True)
 class FilterPlan:
-    """What the filters need to know at one cut-off, worked out once per recompute.
-
-    `hot_prompts` lists the prompts asked more often than the cut-off. None means the plan
-    was recorded without them (filter_plan_recorded): then every prompt keeps its first
-    `dedup_keep` votes, which leaves out the same votes (a prompt at or below the cut-off has
-    no vote past it).
-    """
+    """What the filters need to know at one cut-off, worked out once per recompute."""
 
     cutoff: dt.datetime | None = None
     dedup: bool = False
     dedup_threshold: float | None = None
-    hot_prompts: tuple[str, ...] | None = ()
+    hot_prompts: tuple[str, ...] = ()
     voter_flags: bool = False
 
     @property
@@ -63,7 +59,7 @@ class FilterPlan:
             if self.dedup
             else None,
             "prompt_dedup_keep": self.dedup_keep if self.hot_prompts else None,
-            "prompt_dedup_hot_prompts": len(self.hot_prompts or ()),
+            "prompt_dedup_hot_prompts": len(self.hot_prompts),
             "voter_flags": self.voter_flags,
         }
 
@@ -137,23 +133,32 @@ def filter_plan(
     )
 
 
-def filter_plan_recorded() -> FilterPlan:
-    """The filters as the last recompute applied them, without a pass over the votes.
+def hot_prompts_record(*, plan: FilterPlan) -> None:
+    """Store the plan's hot prompts (and nothing else: they are replaced, not added to)."""
+    with transaction.atomic():
+        HotPrompt.objects.all().delete()
+        if plan.dedup and plan.hot_prompts:
+            HotPrompt.objects.bulk_create(
+                [
+                    HotPrompt(prompt_hash=prompt, keep=plan.dedup_keep, cutoff=plan.cutoff)
+                    for prompt in plan.hot_prompts
+                ],
+                batch_size=1000,
+            )
 
-    The down-sampling's cut-off comes from the latest snapshot's parameters (a plan that
-    changes changes the fingerprint, so the latest snapshot always carries the current one);
-    flagged voters are the stored FlaggedVoter rows either way. Before any recompute, or with
-    no prompt past the cut-off, nothing is down-sampled."""
+
+def filter_plan_recorded() -> FilterPlan:
+    """The filters as the last recompute applied them, without counting the votes per prompt:
+    its hot prompts (HotPrompt) and the flagged voters (FlaggedVoter), applied to the votes up
+    to now. Before any recompute nothing is down-sampled."""
     voter_flags = settings.ARENA_OUTLIER_DETECTION
     if not settings.ARENA_PROMPT_DEDUP:
         return FilterPlan(voter_flags=voter_flags)
-    keep = (
-        Snapshot.objects.values_list("params__filters__prompt_dedup_keep", flat=True).first()
-    )
+    hot = sorted(HotPrompt.objects.values_list("prompt_hash", "keep"))
     return FilterPlan(
         dedup=True,
-        dedup_threshold=float(keep) if isinstance(keep, int) and keep > 0 else None,
-        hot_prompts=None,
+        dedup_threshold=float(hot[0][1]) if hot else None,
+        hot_prompts=tuple(prompt for prompt, _ in hot),
         voter_flags=voter_flags,
     )
 
@@ -176,21 +181,7 @@ def dedup_dropped_ids(*, plan: FilterPlan):
 
 def _dedup_dropped(plan: FilterPlan) -> Q | None:
     """The votes the down-sampling leaves out, or None when it leaves out none."""
-    if plan.hot_prompts is None:
-        keep = plan.dedup_keep
-        if not keep:
-            return None
-        # At least `keep` votes on the same prompt came before this one: checked per vote
-        # through the prompt_hash index, so a page reads only the votes it shows.
-        earlier = Vote.objects.filter(_vote_scope(plan.cutoff), prompt_hash=OuterRef("prompt_hash"))
-        earlier = earlier.filter(
-            Q(created_at__lt=OuterRef("created_at"))
-            | Q(created_at=OuterRef("created_at"), pk__lt=OuterRef("pk"))
-        )
-        return ~Q(prompt_hash="") & Q(Exists(earlier[keep - 1 : keep]))
-    if not plan.hot_prompts:
-        return None
-    return Q(pk__in=dedup_dropped_ids(plan=plan))
+    return Q(pk__in=dedup_dropped_ids(plan=plan)) if plan.hot_prompts else None
 
 
 def flagged_voter_hashes():

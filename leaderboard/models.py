@@ -123,3 +123,16 @@ class FlaggedVoter(models.Model):
 
     def __str__(self) -> str:
         return self.visitor_hash
+
+
+class HotPrompt(models.Model):
+    """A prompt the last recompute down-sampled: asked more often than the cut-off, it keeps
+    only its first `keep` votes (exclusions.py). Replaced by every recompute, so pages apply
+    the same filter without counting every vote per prompt again."""
+
+    prompt_hash = models.CharField(max_length=64, unique=True)
+    keep = models.PositiveIntegerField()
+    cutoff = models.DateTimeField()  # the recompute's
+
+    def __str__(self) -> str:
+        return self.prompt_hash

@@ -32,7 +32,7 @@ from leaderboard.categories import (
 )
 from leaderboard.consistent_reads import ConsistentReads
 from leaderboard.engine import PairCounts, RatingOptions, StyleSums, fit
-from leaderboard.exclusions import FilterPlan, excluded_statuses
+from leaderboard.exclusions import FilterPlan, excluded_statuses, hot_prompts_record
 from leaderboard.models import RecomputeLock, Snapshot, SnapshotRow
 from leaderboard.outliers import voters_flag
 from leaderboard.selectors import snapshot_current
@@ -238,7 +238,8 @@ def _tallies(
     *, cutoff: dt.datetime, style: bool, languages: bool
 ) -> tuple[FilterPlan, VoteTallies]:
     """Everything the database has to say at this cut-off: the filter plan, every category's
-    counts, and (flags first, so every category leaves out the same voters) the outlier test."""
+    counts, and (flags first, so every category leaves out the same voters) the outlier test.
+    The plan's hot prompts and the flags are stored for the pages (filter_plan_recorded)."""
     outliers = settings.ARENA_OUTLIER_DETECTION
     with ConsistentReads() as reads:
         with stage("reads"):
@@ -247,6 +248,7 @@ def _tallies(
                 voter_min_votes=settings.ARENA_OUTLIER_MIN_VOTES if outliers else None,
             )
         plan = tallies.plan
+        hot_prompts_record(plan=plan)
         if plan.voter_flags:
             voters_flag(cutoff=cutoff, tallies=tallies)
             with stage("flagged voters' votes"):

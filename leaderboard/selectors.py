@@ -1,7 +1,7 @@
 """Reads for the leaderboard pages: snapshots, the board's rows, a model's own record.
 
 The pages read what the recompute stored (snapshots and their rows); only a model's page
-reads votes, and only its own (model_head_to_head, model_recent_votes).
+reads votes, and only its own (model_votes).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Count, Q
+from django.db.models import Count, Q, Value
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
@@ -142,35 +142,56 @@ class HeadToHead:
         return self.wins / decisive if decisive else None
 
 
-def _choice_counts() -> dict[str, Count]:
-    return {
-        "wins_a": Count("pk", filter=Q(choice="a")),
-        "wins_b": Count("pk", filter=Q(choice="b")),
-        "ties": Count("pk", filter=Q(choice="tie")),
-        "both_bad": Count("pk", filter=Q(choice="bothbad")),
-    }
+@dataclass
+class ModelVotes:
+    """A model's own votes, as its page shows them."""
+
+    head_to_head: list[HeadToHead]
+    recent: dict[int, int]  # days -> arena votes (not imports) in them, whatever their reason
 
 
-def model_head_to_head(*, model: LLMModel) -> list[HeadToHead]:
+def model_votes(*, model: LLMModel, recent_days: tuple[int, ...] = (7, 30)) -> ModelVotes:
     """The model's counted votes against each opponent (both vote tables, every category, up
-    to now), most battles first.
+    to now; most battles first) and its recent arena votes, in one pass over its own votes.
 
-    Counted as the last recompute counts: its down-sampling cut-off and flagged voters
-    (exclusions.filter_plan_recorded), so only this model's votes are read, through the
-    indexes on either side."""
-    keys = ["model_a_id", "model_b_id"]
+    Counted as the last recompute counts: its hot prompts and flagged voters
+    (exclusions.filter_plan_recorded), so the votes read are this model's (through the
+    indexes on either side) and the hot prompts' few."""
     plan = filter_plan_recorded()
-    querysets = [
-        source.objects.filter(counted_filter(source=source, plan=plan))
-        .filter(Q(model_a=model) | Q(model_b=model))
-        .order_by()
-        .values(*keys)
-        .annotate(**_choice_counts())
-        .values_list(*keys, *_choice_counts())
-        for source in (Vote, ImportedVote)
-    ]
+    now = timezone.now()
+    keys = ["model_a_id", "model_b_id"]
+    columns = [*keys, "wins_a", "wins_b", "ties", "both_bad", *(f"d{d}" for d in recent_days)]
+    querysets = []
+    for source in (Vote, ImportedVote):
+        counted = counted_filter(source=source, plan=plan)
+        recent = {
+            f"d{days}": Count("pk", filter=Q(created_at__gte=now - dt.timedelta(days=days)))
+            if source is Vote
+            else Value(0)
+            for days in recent_days
+        }
+        querysets.append(
+            source.objects.filter(Q(model_a=model) | Q(model_b=model))
+            .order_by()
+            .values(*keys)
+            .annotate(
+                wins_a=Count("pk", filter=counted & Q(choice="a")),
+                wins_b=Count("pk", filter=counted & Q(choice="b")),
+                ties=Count("pk", filter=counted & Q(choice="tie")),
+                both_bad=Count("pk", filter=counted & Q(choice="bothbad")),
+                **recent,
+            )
+            .values_list(*columns)
+        )
     records: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-    for a, b, wins_a, wins_b, ties, both_bad in querysets[0].union(*querysets[1:], all=True):
+    totals = dict.fromkeys(recent_days, 0)
+    for a, b, wins_a, wins_b, ties, both_bad, *recent_counts in querysets[0].union(
+        *querysets[1:], all=True
+    ):
+        for days, count in zip(recent_days, recent_counts, strict=True):
+            totals[days] += count
+        if not wins_a + wins_b + ties + both_bad:
+            continue
         mine, theirs, opponent = (wins_a, wins_b, b) if a == model.pk else (wins_b, wins_a, a)
         record = records[opponent]
         record[0] += mine
@@ -178,14 +199,9 @@ def model_head_to_head(*, model: LLMModel) -> list[HeadToHead]:
         record[2] += ties
         record[3] += both_bad
     opponents = LLMModel.objects.in_bulk(list(records))
-    result = [HeadToHead(opponents[pk], *record) for pk, record in records.items()]
-    return sorted(result, key=lambda h: (-h.battles, h.opponent.name))
-
-
-def model_recent_votes(*, model: LLMModel, days: int) -> int:
-    """Arena votes (not imports) involving the model in the last `days` days, all reasons."""
-    since = timezone.now() - dt.timedelta(days=days)
-    return Vote.objects.filter(Q(model_a=model) | Q(model_b=model), created_at__gte=since).count()
+    head_to_head = [HeadToHead(opponents[pk], *record) for pk, record in records.items()]
+    head_to_head.sort(key=lambda h: (-h.battles, h.opponent.name))
+    return ModelVotes(head_to_head=head_to_head, recent=totals)
 
 
 def model_snapshot_row(*, model: LLMModel, snapshot: Snapshot | None) -> SnapshotRow | None:

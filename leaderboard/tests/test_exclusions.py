@@ -4,6 +4,7 @@ import pytest
 
 from battles.models import Vote
 from leaderboard import exclusions, recompute
+from leaderboard.models import HotPrompt
 
 pytestmark = pytest.mark.usefixtures("filters_on")
 
@@ -55,3 +56,46 @@ def test_dedup_off_counts_every_vote_and_votes_without_a_hash_are_never_dropped(
     snapshot = recompute.ratings_recompute(style=False)
     assert "prompt_dedup" not in snapshot.excluded
     assert snapshot.vote_count == 12
+
+
+def test_the_recompute_records_its_hot_prompts_and_pages_apply_the_same_plan(
+    settings, three_models, make_vote
+):
+    settings.ARENA_PROMPT_DEDUP_PERCENTILE = 0.9
+    alpha, bravo, _ = three_models
+    assert exclusions.filter_plan_recorded().hot_prompts == ()  # before any recompute
+    for i in range(9):
+        make_vote(alpha, bravo, "a", prompt_hash=f"{i:064x}")
+    for _ in range(8):
+        make_vote(alpha, bravo, "b", prompt_hash="f" * 64)
+
+    recompute.ratings_recompute(style=False)
+
+    read, recorded = exclusions.filter_plan(), exclusions.filter_plan_recorded()
+    assert recorded.hot_prompts == read.hot_prompts == ("f" * 64,)
+    assert recorded.dedup_keep == read.dedup_keep == 1
+    assert list(HotPrompt.objects.values_list("prompt_hash", "keep")) == [("f" * 64, 1)]
+    counted = {
+        plan: set(
+            Vote.objects.filter(exclusions.counted_filter(source=Vote, plan=plan))
+            .values_list("pk", flat=True)
+        )
+        for plan in (read, recorded)
+    }
+    assert counted[read] == counted[recorded] and len(counted[read]) == 10
+
+
+def test_hot_prompts_are_replaced_by_the_next_recompute(settings, three_models, make_vote):
+    settings.ARENA_PROMPT_DEDUP_PERCENTILE = 0.9
+    alpha, bravo, _ = three_models
+    for i in range(9):
+        make_vote(alpha, bravo, "a", prompt_hash=f"{i:064x}")
+    for _ in range(8):
+        make_vote(alpha, bravo, "b", prompt_hash="f" * 64)
+    recompute.ratings_recompute(style=False)
+    assert HotPrompt.objects.count() == 1
+
+    settings.ARENA_PROMPT_DEDUP = False
+    recompute.ratings_recompute(style=False)
+    assert not HotPrompt.objects.exists()
+    assert exclusions.filter_plan_recorded().dedup is False

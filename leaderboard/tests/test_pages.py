@@ -3,8 +3,11 @@ import io
 import re
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from leaderboard import recompute
+from leaderboard.models import FlaggedVoter
 from llm_providers.models import LLMModel
 
 
@@ -162,3 +165,74 @@ def test_csv_has_the_same_rows_as_the_page(client, board):
     rows = list(csv.DictReader(io.StringIO(response.content.decode())))
     assert [r["model"] for r in rows] == ["Charlie", "Bravo", "Alpha"]
     assert rows[-1]["votes"] == "44"
+
+
+# --- what each page costs the database --------------------------------------------------------
+
+PAGES = {
+    "board": ("/leaderboard/", {}),
+    "board fragment": ("/leaderboard/?sort=score", {"HX-Request": "true"}),
+    "model page": ("/leaderboard/m/alpha/", {}),
+    "json": ("/leaderboard.json", {}),
+    "csv": ("/leaderboard.csv", {}),
+}
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_a_page_costs_the_same_queries_with_more_models_and_votes(
+    page, client, board, make_model, make_votes, django_assert_num_queries
+):
+    url, headers = PAGES[page]
+    client.get("/leaderboard/")  # the visitor's cookie is set once, on the first page
+    with CaptureQueriesContext(connection) as few:
+        small = client.get(url, headers=headers)
+    alpha = board[0]
+    for i in range(6):
+        make_votes(make_model(f"Extra{i}"), alpha, "b", 6)
+    make_votes(alpha, board[1], "a", 20)
+    recompute.ratings_recompute_all()
+
+    with django_assert_num_queries(len(few)):
+        large = client.get(url, headers=headers)
+    assert small.status_code == large.status_code == 200
+    assert len(large.content) > len(small.content)  # six more models listed
+
+
+def test_the_model_page_counts_the_votes_the_last_recompute_counted_and_newer_ones(
+    client, consensus, make_vote, settings, filters_on
+):
+    settings.ARENA_PROMPT_DEDUP_PERCENTILE = 0.9
+    alpha, bravo, charlie = consensus
+    for i in range(10):  # a voter the outlier test flags
+        make_vote(*[(alpha, bravo, "b"), (bravo, charlie, "b")][i % 2], visitor_hash="contrarian")
+    for i in range(9):
+        make_vote(alpha, charlie, "a", prompt_hash=f"{i:064x}")
+    for _ in range(8):  # a hot prompt: only its first vote counts
+        make_vote(charlie, alpha, "a", prompt_hash="f" * 64)
+    make_vote(alpha, bravo, "b", identity_leak=True)
+    snapshot = recompute.ratings_recompute(style=False)
+    assert snapshot.excluded["prompt_dedup"] == 7 and snapshot.excluded["voter_flagged"] == 10
+    assert FlaggedVoter.objects.filter(visitor_hash="contrarian").exists()
+
+    def record() -> tuple[int, int, int]:
+        """Alpha's wins, losses and ties (both-bad included) over its head-to-head table."""
+        body = client.get("/leaderboard/m/alpha/").content.decode()
+        rows = re.findall(
+            r'<tr><td><a href="/leaderboard/m/\w+/">[^<]+</a></td>\s*'
+            r'<td class="num">(\d+)</td><td class="num">(\d+)</td>\s*'
+            r'<td class="num">(\d+)</td><td class="num">(\d+)</td>\s*'
+            r'<td class="num">(\d+)</td>',
+            body,
+        )
+        assert len(rows) == 2  # Bravo and Charlie
+        wins = sum(int(r[1]) for r in rows)
+        losses = sum(int(r[2]) for r in rows)
+        ties = sum(int(r[3]) + int(r[4]) for r in rows)
+        return wins, losses, ties
+
+    row = snapshot.rows.get(model=alpha)
+    assert record() == (row.wins, row.losses, row.ties)
+    make_vote(charlie, alpha, "a", prompt_hash="f" * 64)  # still past the hot prompt's keep
+    make_vote(alpha, bravo, "b", visitor_hash="contrarian")  # still flagged
+    make_vote(bravo, alpha, "a")  # counted
+    assert record() == (row.wins, row.losses + 1, row.ties)
