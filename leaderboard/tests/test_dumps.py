@@ -130,3 +130,29 @@ def test_import_streams_in_batches_and_reports_progress(db, monkeypatch):
     report = dumps.battles_import(lines=lines, batch_size=4, progress=seen.append)
     assert report.imported == 10
     assert seen == [3, 6, 9]
+
+
+def test_the_export_leaves_out_what_the_ratings_leave_out(
+    settings, filters_on, consensus, make_vote
+):
+    settings.ARENA_PROMPT_DEDUP_PERCENTILE = 0.9
+    alpha, bravo, charlie = consensus  # 40 honest votes
+    for i in range(10):  # flagged by the outlier test
+        make_vote(*[(alpha, bravo, "b"), (bravo, charlie, "b")][i % 2], visitor_hash="contrarian")
+    hot = [make_vote(alpha, charlie, "tie", prompt_hash="f" * 64) for _ in range(4)]
+    for i in range(9):
+        make_vote(alpha, charlie, "a", prompt_hash=f"{i:064x}")
+    make_vote(alpha, bravo, "a", flagged_invalid=True)
+    recompute.ratings_recompute(style=False)
+    lines: list[str] = []
+
+    written = dumps.battles_export(write=lines.append)
+
+    exported = [json.loads(line) for line in lines]
+    assert written == len(exported) == 40 + 1 + 9
+    assert {line["judge"] for line in exported}.isdisjoint({"contrarian"})
+    hot_ids = {vote.battle.uuid.hex for vote in hot}
+    assert [line["question_id"] for line in exported if line["question_id"] in hot_ids] == [
+        hot[0].battle.uuid.hex
+    ]
+    assert [line["tstamp"] for line in exported] == sorted(line["tstamp"] for line in exported)
