@@ -140,6 +140,7 @@ class Reply(models.Model):
 
     class Meta:
         ordering = ["side"]
+        verbose_name_plural = "replies"
         constraints = [
             models.UniqueConstraint(fields=["turn", "side"], name="reply_unique_side"),
             models.CheckConstraint(condition=Q(side__in=["a", "b"]), name="reply_side_valid"),
@@ -163,6 +164,18 @@ class Reply(models.Model):
             return None
         seconds = (self.latency_ms - self.ttft_ms) / 1000
         return round(self.completion_tokens / seconds, 1) if seconds > 0 else None
+
+    @property
+    def stats(self) -> list[str]:
+        """The facts a finished pane shows, each one present (joined with a separator)."""
+        parts = []
+        if self.ttft_ms is not None:
+            parts.append(f"first token {self.ttft_ms} ms")
+        if self.tokens_per_second:
+            parts.append(f"{self.tokens_per_second} tok/s")
+        if self.status == self.Status.STOPPED:
+            parts.append("stopped")
+        return parts
 
 
 class AbstractVote(models.Model):

@@ -299,7 +299,9 @@ def _final_events(turn: Turn) -> list[Event] | None:
         replies = list(Reply.objects.filter(turn=turn).select_related("turn"))
         if any(r.status in (Reply.Status.PENDING, Reply.Status.STREAMING) for r in replies):
             return None
-        events = [Event(id="", name=f"pane-{r.side}", data=generation.pane_html(r)) for r in replies]
+        events = [
+            Event(id="", name=f"pane-{r.side}", data=generation.pane_html(r)) for r in replies
+        ]
     finally:
         connection.close()
     return [*events, Event(id="", name="turn-end", data="")]

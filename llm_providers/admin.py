@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html
 
 from llm_providers.client import connection_test
 from llm_providers.models import LLMModel
@@ -8,17 +9,9 @@ from llm_providers.models import LLMModel
 
 @admin.register(LLMModel)
 class LLMModelAdmin(admin.ModelAdmin):
-    list_display = (
-        "name",
-        "slug",
-        "organization",
-        "license",
-        "model",
-        "base_url",
-        "status",
-        "weight",
-        "health",
-    )
+    # Slug, organisation and license stay in the form, the filters and the search: the list
+    # keeps what staff act on in view beside the filter panel at 1280 px.
+    list_display = ("name", "endpoint", "status", "weight", "health")
     list_filter = ("status", "organization", "license")
     search_fields = ("name", "slug", "model", "organization", "base_url")
     list_editable = ("status", "weight")
@@ -59,6 +52,10 @@ class LLMModelAdmin(admin.ModelAdmin):
         if not obj.api_key_env:
             return "not needed"
         return "set" if obj.api_key else f"missing: ${obj.api_key_env} is not set"
+
+    @admin.display(description="endpoint", ordering="model")
+    def endpoint(self, obj: LLMModel) -> str:
+        return format_html('{}<br><span class="quiet">{}</span>', obj.model, obj.base_url)
 
     @admin.display(description="health")
     def health(self, obj: LLMModel) -> str:

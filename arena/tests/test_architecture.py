@@ -128,6 +128,8 @@ def test_modules_import_each_other_in_no_circle():
 def test_the_walk_sees_a_known_downward_import():
     """The checks above read real imports: battles.services imports core.visitors."""
     modules = _app_modules()
-    names = {name for name, _, _ in _imports(modules["battles.services"], module="battles.services")}
+    names = {
+        name for name, _, _ in _imports(modules["battles.services"], module="battles.services")
+    }
     assert "core.visitors" in names
     assert LAYERS.index("core") < LAYERS.index("battles")

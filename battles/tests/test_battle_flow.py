@@ -251,6 +251,25 @@ def test_the_stop_button_ends_generation_with_the_text_so_far(live, visitor, mak
     assert visitor.post(f"/b/{battle.uuid}/vote/", {"choice": "tie"}).status_code == 302
 
 
+def test_a_side_stopped_before_its_first_token_says_so_plainly(live, visitor, make_model):
+    make_model("Slow1", knobs="ttft=3&tokens=20")
+    make_model("Slow2", knobs="ttft=3&tokens=20")
+    battle = start_battle(visitor)
+    from conftest import wait_for
+
+    wait_for(lambda: Reply.objects.filter(turn__battle=battle, status="streaming").count() == 2)
+    assert visitor.post(f"/b/{battle.uuid}/stop/").status_code == 302
+    replies = wait_turn_finished(battle, timeout=15)
+    assert [(r.status, r.text, r.ttft_ms) for r in replies] == [("stopped", "", None)] * 2
+
+    html = visitor.get(f"/c/{battle.conversation.uuid}/").content.decode()
+
+    assert html.count("Stopped before the model wrote anything.") == 2
+    assert html.count('<span class="stats muted small">stopped</span>') == 2
+    assert "· stopped" not in html  # no separator before the only fact
+    assert 'data-copy="reply"' not in html  # nothing to copy
+
+
 def test_a_reply_that_names_its_model_flags_the_battle_and_its_vote(live, visitor, make_model):
     make_model("Alpha", knobs="ttft=0&tokens=10")
     make_model("Bravo", knobs="ttft=0&tokens=10", organization="Bravo Corp")
