@@ -1,4 +1,4 @@
-"""FlaggedVoter comes over from battles (battles 0005), with its rows.
+"""FlaggedVoter comes over from battles (battles 0006), with its rows.
 
 The model is taken over in the state on the table battles 0002 created, then the table is
 renamed to this app's name. Its content type moves too, so the permissions staff were given
@@ -23,7 +23,7 @@ def _content_type_move(from_app: str, to_app: str):
 class Migration(migrations.Migration):
     dependencies = [
         ("leaderboard", "0004_snapshot_matrix_lz4"),
-        ("battles", "0005_flaggedvoter_to_leaderboard"),
+        ("battles", "0006_flaggedvoter_to_leaderboard"),
         ("contenttypes", "0002_remove_content_type_name"),
     ]
 

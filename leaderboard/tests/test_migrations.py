@@ -10,7 +10,7 @@ from django.db.migrations.executor import MigrationExecutor
 from leaderboard.models import FlaggedVoter
 
 BEFORE_THE_MOVE = [
-    ("battles", "0004_vote_voter_order"),
+    ("battles", "0005_reply_verbose_name_plural"),
     ("leaderboard", "0004_snapshot_matrix_lz4"),
 ]
 

@@ -9,7 +9,7 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-    dependencies = [("battles", "0004_vote_voter_order")]
+    dependencies = [("battles", "0005_reply_verbose_name_plural")]
 
     operations = [
         migrations.SeparateDatabaseAndState(
