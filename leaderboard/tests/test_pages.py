@@ -217,17 +217,15 @@ def test_the_model_page_counts_the_votes_the_last_recompute_counted_and_newer_on
     def record() -> tuple[int, int, int]:
         """Alpha's wins, losses and ties (both-bad included) over its head-to-head table."""
         body = client.get("/leaderboard/m/alpha/").content.decode()
-        rows = re.findall(
-            r'<tr><td><a href="/leaderboard/m/\w+/">[^<]+</a></td>\s*'
-            r'<td class="num">(\d+)</td><td class="num">(\d+)</td>\s*'
-            r'<td class="num">(\d+)</td><td class="num">(\d+)</td>\s*'
-            r'<td class="num">(\d+)</td>',
-            body,
-        )
+        table = body[body.index("Head to head"):]
+        rows = [
+            [int(n) for n in re.findall(r">(\d+)<", cells)]  # battles, wins, losses, ties, bad
+            for cells in re.findall(r'/leaderboard/m/\w+/">[^<]+</a></td>(.*?)</tr>', table, re.S)
+        ]
         assert len(rows) == 2  # Bravo and Charlie
-        wins = sum(int(r[1]) for r in rows)
-        losses = sum(int(r[2]) for r in rows)
-        ties = sum(int(r[3]) + int(r[4]) for r in rows)
+        wins = sum(r[1] for r in rows)
+        losses = sum(r[2] for r in rows)
+        ties = sum(r[3] + r[4] for r in rows)
         return wins, losses, ties
 
     row = snapshot.rows.get(model=alpha)
