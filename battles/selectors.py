@@ -11,7 +11,6 @@ from django.utils import timezone
 from battles.models import (
     Battle,
     Conversation,
-    FlaggedVoter,
     ModerationEvent,
     Reply,
     Turn,
@@ -251,6 +250,3 @@ def moderation_counts(*, days: int) -> dict[str, int]:
     )
     return {label: counts.get(value, 0) for value, label in ModerationEvent.Outcome.choices}
 
-
-def flagged_voters(*, limit: int = 50) -> list[FlaggedVoter]:
-    return list(FlaggedVoter.objects.order_by("cleared", "-e_value")[:limit])
