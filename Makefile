@@ -1,5 +1,5 @@
 # The two commands: `make run` (quick start) and `make test` (the whole suite).
-.PHONY: run test install install-test lint worker beat web bench-ratings bench-recompute bench-load bench-client test-llm-server
+.PHONY: run test install install-test lint worker beat web bench-ratings bench-recompute bench-load bench-client bench-local test-llm-server
 
 run: install
 	.venv/bin/python manage.py runarena
@@ -17,8 +17,12 @@ lint:
 	.venv/bin/python -m ruff check .
 
 # Service mode pieces (see docker-compose.yml for the same with containers).
+# WEB_BIND: where gunicorn listens (make web WEB_BIND=127.0.0.1:9000).
+WEB_BIND ?= 0.0.0.0:8000
+
 web:
-	.venv/bin/gunicorn config.asgi:application -k uvicorn_worker.UvicornWorker -b 0.0.0.0:8000 -w 2 --keep-alive 20
+	.venv/bin/python manage.py collectstatic --noinput --verbosity 0
+	.venv/bin/gunicorn config.asgi:application -k uvicorn_worker.UvicornWorker -b $(WEB_BIND) -w 2 --keep-alive 20
 
 # A few task threads: a generation task only claims its reply; the replies stream in the
 # worker's event loop (up to ARENA_MAX_REPLIES_PER_PROCESS at once).
@@ -44,3 +48,6 @@ bench-load: install-test
 
 bench-client: install-test
 	.venv/bin/python -m benchmarks.client
+
+bench-local: install
+	.venv/bin/python -m benchmarks.local_models

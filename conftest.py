@@ -5,6 +5,7 @@ service mode (REDIS_URL set) a real Celery worker process runs the generation ta
 the test database.
 """
 
+import logging
 import os
 import signal
 import socket
@@ -120,9 +121,21 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+class _ErrorRecords(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
 @pytest.fixture
 def arena_server(transactional_db, celery_worker):
-    """The arena served by uvicorn (ASGI, so SSE streams) on a free port; yields its URL."""
+    """The arena served by uvicorn (ASGI, so SSE streams) on a free port; yields its URL.
+
+    A test fails if the server logged an error meanwhile (a 5xx, an exception in the app, a
+    warning raised there): a browser may retry and hide it, the log does not."""
     import uvicorn
 
     from config.asgi import application
@@ -133,6 +146,10 @@ def arena_server(transactional_db, celery_worker):
             application, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
         )
     )
+    errors = _ErrorRecords()
+    loggers = [logging.getLogger(name) for name in ("uvicorn.error", "django.request")]
+    for logger in loggers:
+        logger.addHandler(errors)
     thread = threading.Thread(target=server.run, daemon=True, name="arena-uvicorn")
     thread.start()
     deadline = time.monotonic() + 15
@@ -142,6 +159,12 @@ def arena_server(transactional_db, celery_worker):
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+    for logger in loggers:
+        logger.removeHandler(errors)
+    formatter = logging.Formatter("%(name)s: %(message)s")
+    assert not errors.records, "the arena logged errors:\n" + "\n".join(
+        formatter.format(record) for record in errors.records
+    )
 
 
 class WorkerProcess:

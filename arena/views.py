@@ -14,9 +14,7 @@ from llm_providers.models import LLMModel
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    return render(
-        request, "arena/home.html", {"form": PromptForm(), "active_models": models_on_offer()}
-    )
+    return render(request, "arena/home.html", {"form": PromptForm(), **models_on_offer()})
 
 
 def _active_models() -> int | None:

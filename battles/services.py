@@ -2,54 +2,30 @@
 
 import logging
 import random
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from battles import features, generation, sampling
+from battles.errors import (
+    BattleError,
+    NotEnoughModelsError,
+    PromptNotAllowedError,
+    VoteCapError,
+)
 from battles.models import Battle, Conversation, Reply, Turn, Vote
 from battles.moderation import PromptRefusedError, prompt_moderate
+from battles.state import BattleState
 from core.visitors import Visitor, salted_hash
 from llm_providers.models import LLMModel
 
 log = logging.getLogger(__name__)
-
-
-class BattleError(Exception):
-    """A request the battle cannot take; `message` is fit to show, `status` the HTTP code."""
-
-    status = 409
-
-    def __init__(self, message: str, status: int | None = None):
-        super().__init__(message)
-        self.message = message
-        if status is not None:
-            self.status = status
-
-
-class NotEnoughModelsError(BattleError):
-    status = 503
-
-
-class AlreadyVotedError(BattleError):
-    status = 409
-
-
-class VoteCapError(BattleError):
-    """Too many votes in 24 hours; `retry_after` is the seconds until one more is allowed."""
-
-    status = 429
-
-    def __init__(self, message: str, *, retry_after: int):
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class PromptNotAllowedError(BattleError):
-    status = PromptRefusedError.status
 
 
 def _moderate(*, prompt: str, action: str, visitor_hash: str, ip_hash: str) -> None:
@@ -67,11 +43,10 @@ def _title(prompt: str) -> str:
 def _votes_per_model(model_ids: list[int], *, cap: int) -> dict[int, int]:
     """Votes per model, counted only up to `cap`: the boost asks whether a model has fewer.
 
-    Counting every vote meant two scans of the whole vote table on every battle start (seconds
-    with millions of votes); this reads at most `cap` index entries per model and side. Each
-    model id is a literal in its own subquery: in one correlated subquery PostgreSQL plans a
-    sequential scan that stops after `cap` rows, which reads the whole table for a model with
-    fewer votes than that (20 s per battle start with 2,000,000 votes and a new model).
+    This reads at most `cap` index entries per model and side, never the whole vote table.
+    Each model id is a literal in its own subquery: in one correlated subquery PostgreSQL plans
+    a sequential scan that stops after `cap` rows, which reads the whole table for a model with
+    fewer votes than that (benchmarks/load/README.md has the figures).
     """
     if not model_ids or cap <= 0:
         return {}
@@ -132,6 +107,9 @@ def battle_start(
     conversation: Conversation | None = None,
     user=None,
 ) -> Battle:
+    """A new blind battle: in a new session, or inside `conversation` ("continue in this
+    session") with a fresh context. Two models are drawn, sides randomised, and the battle, its
+    first turn and two pending replies written at once; the replies start on commit."""
     ip_hash = salted_hash(f"ip:{ip}") if ip else ""
     _moderate(
         prompt=prompt,
@@ -163,8 +141,43 @@ def battle_start(
     return battle
 
 
-def _last_turn(battle: Battle) -> Turn:
-    return battle.turns.order_by("-index").first()
+# --- actions on a battle: each checks its rule (battles.state) on the locked row -------------
+
+
+def _last_turn_replies(battle: Battle) -> list[Reply]:
+    """The last turn's replies, side A first, each with its turn (one query)."""
+    replies = list(
+        Reply.objects.filter(turn__battle_id=battle.pk)
+        .select_related("turn")
+        .order_by("-turn__index", "side")[:2]
+    )
+    return [reply for reply in replies if reply.turn_id == replies[0].turn_id]
+
+
+@dataclass(frozen=True)
+class _Locked:
+    battle: Battle
+    last_turn: Turn
+    replies: list[Reply]
+
+
+@contextmanager
+def _locked(battle: Battle, rule: Callable[[BattleState], BattleError | None]) -> Iterator[_Locked]:
+    """The battle row locked for this transaction, with its state; raises what `rule` refuses.
+
+    Every visitor action that changes a battle goes through here, so its rule is checked
+    against the battle as it is, and two requests on one battle (a double click, two tabs)
+    take turns: the second sees what the first did. PostgreSQL locks the row; SQLite's
+    IMMEDIATE transactions take the database's write lock at the start, which serialises them
+    the same way.
+    """
+    with transaction.atomic():
+        row = Battle.objects.select_for_update().get(pk=battle.pk)
+        replies = _last_turn_replies(row)
+        refusal = rule(BattleState.of(row, replies))
+        if refusal is not None:
+            raise refusal
+        yield _Locked(battle=row, last_turn=replies[0].turn, replies=replies)
 
 
 def turn_add(*, battle: Battle, prompt: str) -> Turn:
@@ -175,31 +188,21 @@ def turn_add(*, battle: Battle, prompt: str) -> Turn:
         visitor_hash=battle.visitor_hash,
         ip_hash=battle.ip_hash,
     )
-    with transaction.atomic():
-        locked = Battle.objects.select_for_update().get(pk=battle.pk)
-        if locked.status != Battle.Status.OPEN:
-            raise BattleError("This battle is closed. Start a new round to keep chatting.")
-        if locked.turn_count >= settings.ARENA_MAX_TURNS:
-            raise BattleError(
-                f"This battle has reached its limit of {settings.ARENA_MAX_TURNS} turns. "
-                "Vote, then start a new round."
-            )
-        last = _last_turn(locked)
-        states = set(last.replies.values_list("status", flat=True))
-        if states - set(Reply.FINISHED):
-            raise BattleError("Wait until both answers are finished (or retry the failed side).")
-        turn = _create_turn(locked, last.index + 1, prompt)
-        Battle.objects.filter(pk=locked.pk).update(turn_count=F("turn_count") + 1)
-        Conversation.objects.filter(pk=locked.conversation_id).update(updated_at=timezone.now())
+    with _locked(battle, BattleState.follow_up_refusal) as locked:
+        turn = _create_turn(locked.battle, locked.last_turn.index + 1, prompt)
+        Battle.objects.filter(pk=locked.battle.pk).update(turn_count=F("turn_count") + 1)
+        Conversation.objects.filter(pk=locked.battle.conversation_id).update(
+            updated_at=timezone.now()
+        )
     return turn
 
 
-def _restart(reply_ids: list[int]) -> int:
+def _restart(replies: list[Reply]) -> None:
     restarted_ids = []
-    for pk in reply_ids:
+    for reply in replies:
         # Only a reply that has ended may start again; a double click is a no-op.
         restarted = Reply.objects.filter(
-            pk=pk, status__in=[Reply.Status.FAILED, Reply.Status.DONE, Reply.Status.STOPPED]
+            pk=reply.pk, status__in=[Reply.Status.FAILED, Reply.Status.DONE, Reply.Status.STOPPED]
         ).update(
             status=Reply.Status.PENDING,
             attempt=F("attempt") + 1,
@@ -217,45 +220,35 @@ def _restart(reply_ids: list[int]) -> int:
             finished_at=None,
         )
         if restarted:
-            restarted_ids.append(pk)
+            restarted_ids.append(reply.pk)
     generation.replies_enqueue(restarted_ids)
-    return len(restarted_ids)
 
 
 def reply_retry(*, battle: Battle, side: str) -> None:
-    """Run one failed side of the last turn again."""
-    with transaction.atomic():
-        locked = Battle.objects.select_for_update().get(pk=battle.pk)
-        if locked.status != Battle.Status.OPEN:
-            raise BattleError("This battle is closed.")
-        last = _last_turn(locked)
-        reply = Reply.objects.filter(turn=last, side=side).first()
-        if reply is None or reply.status != Reply.Status.FAILED:
-            raise BattleError("Only a failed answer can be retried.")
-        generation.turn_stream_reset(last)
-        _restart([reply.pk])
+    """Run one failed side of the last turn again; the other side keeps its answer."""
+    with _locked(battle, lambda state: state.retry_refusal(side)) as locked:
+        generation.turn_stream_reset(locked.last_turn)
+        _restart([reply for reply in locked.replies if reply.side == side])
 
 
 def turn_regenerate(*, battle: Battle) -> None:
     """Both sides of the last turn answer again (allowed before the vote, and logged)."""
-    with transaction.atomic():
-        locked = Battle.objects.select_for_update().get(pk=battle.pk)
-        if locked.status != Battle.Status.OPEN:
-            raise BattleError("This battle is closed.")
-        last = _last_turn(locked)
-        replies = list(last.replies.all())
-        if any(r.status in (Reply.Status.PENDING, Reply.Status.STREAMING) for r in replies):
-            raise BattleError("Wait until both answers are finished before regenerating.")
-        generation.turn_stream_reset(last)
-        _restart([r.pk for r in replies])
-        log.info("battle %s: turn %s regenerated", locked.uuid, last.index)
+    with _locked(battle, BattleState.regenerate_refusal) as locked:
+        generation.turn_stream_reset(locked.last_turn)
+        _restart(locked.replies)
+    log.info("battle %s: turn %s regenerated", battle.uuid, locked.last_turn.index)
 
 
 def turn_stop(*, battle: Battle) -> None:
-    generation.turn_stop_request(_last_turn(battle))
+    """Ask the last turn's running replies to stop; with nothing running there is nothing to
+    stop (a second click, or a click as the answers ended)."""
+    replies = _last_turn_replies(battle)
+    if BattleState.of(battle, replies).may_stop:
+        generation.turn_stop_request(replies[0].turn)
 
 
 # --- votes and sessions -----------------------------------------------------------------------
+
 
 def _vote_cap_check(*, visitor_hash: str, ip_hash: str) -> None:
     """Refuse a vote past the daily caps, counted from the stored votes of the last 24 hours.
@@ -287,49 +280,42 @@ def _vote_cap_check(*, visitor_hash: str, ip_hash: str) -> None:
             )
 
 
-def vote_cast(*, battle: Battle, visitor: Visitor, choice: str) -> Vote:
+def vote_cast(*, battle: Battle, choice: str) -> Vote:
+    """The visitor's one vote on their battle (the caller found it through the visitor's
+    selector): it closes the battle and reveals the names.
+
+    The vote and the status change commit together under the battle's lock, so a second vote
+    finds the battle voted; the database's one vote per battle stands behind that.
+    """
     if choice not in Vote.Choice.values:
         raise BattleError("Unknown vote. Choose A, B, tie or both bad.", status=400)
-    if battle.owner_key != visitor.key:
-        raise BattleError("This battle is not yours.", status=404)
     _vote_cap_check(visitor_hash=battle.visitor_hash, ip_hash=battle.ip_hash)
-    try:
-        with transaction.atomic():
-            locked = Battle.objects.select_for_update().get(pk=battle.pk)
-            # The vote and the status change commit together, under this row lock.
-            if locked.status != Battle.Status.OPEN:
-                raise AlreadyVotedError("This battle already has your vote.")
-            turns = list(locked.turns.prefetch_related("replies"))
-            replies = [r for t in turns for r in t.replies.all()]
-            if any(r.status not in Reply.FINISHED for r in replies):
-                raise BattleError(
-                    "Both answers must finish before you vote (retry a failed side first)."
-                )
-            text_a = "\n".join(r.text for r in replies if r.side == "a")
-            text_b = "\n".join(r.text for r in replies if r.side == "b")
-            prompts = "\n".join(t.prompt for t in turns)
-            vote = Vote.objects.create(
-                battle=locked,
-                choice=choice,
-                model_a_id=locked.model_a_id,
-                model_b_id=locked.model_b_id,
-                visitor_hash=locked.visitor_hash,
-                ip_hash=locked.ip_hash,
-                turns=len(turns),
-                prompt_chars=len(turns[0].prompt),
-                has_code=features.has_code(prompts, text_a, text_b),
-                language=features.prompt_language(turns[0].prompt),
-                prompt_hash=features.prompt_fingerprint([t.prompt for t in turns]),
-                style={"a": features.style_features(text_a), "b": features.style_features(text_b)},
-                identity_leak=locked.identity_leak,
-            )
-            updated = Battle.objects.filter(pk=locked.pk, status=Battle.Status.OPEN).update(
-                status=Battle.Status.VOTED, voted_at=timezone.now()
-            )
-            if not updated:
-                raise AlreadyVotedError("This battle already has your vote.")
-    except IntegrityError:
-        raise AlreadyVotedError("This battle already has your vote.") from None
+    with _locked(battle, BattleState.vote_refusal) as locked:
+        row = locked.battle
+        replies = list(
+            Reply.objects.filter(turn__battle_id=row.pk)
+            .select_related("turn")
+            .order_by("turn__index", "side")
+        )
+        prompts = list({reply.turn_id: reply.turn.prompt for reply in replies}.values())
+        text_a = "\n".join(r.text for r in replies if r.side == "a")
+        text_b = "\n".join(r.text for r in replies if r.side == "b")
+        vote = Vote.objects.create(
+            battle=row,
+            choice=choice,
+            model_a_id=row.model_a_id,
+            model_b_id=row.model_b_id,
+            visitor_hash=row.visitor_hash,
+            ip_hash=row.ip_hash,
+            turns=len(prompts),
+            prompt_chars=len(prompts[0]),
+            has_code=features.has_code("\n".join(prompts), text_a, text_b),
+            language=features.prompt_language(prompts[0]),
+            prompt_hash=features.prompt_fingerprint(prompts),
+            style={"a": features.style_features(text_a), "b": features.style_features(text_b)},
+            identity_leak=row.identity_leak,
+        )
+        Battle.objects.filter(pk=row.pk).update(status=Battle.Status.VOTED, voted_at=timezone.now())
     return vote
 
 

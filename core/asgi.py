@@ -15,9 +15,16 @@ self-contained call with its connection given back) takes milliseconds. That par
 asgiref's one shared thread for sync code outside a request context, so 500 open streams
 are 500 coroutines, not 500 parked threads. The price: stream connects of one process take
 turns in that thread (a few milliseconds each; pages are not affected).
+
+Every request runs in a task of its own with an empty context. uvicorn starts a request that
+arrives before the previous response on its connection is complete (pipelined, or sent right
+after a 304's headers) from inside the previous request's task, so it would inherit that
+request's context: its exited thread context, which asgiref refuses ("ThreadSensitiveContext
+has exited": a 500 on a stream connect), and its context-local state.
 """
 
 import asyncio
+import contextvars
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
@@ -51,6 +58,10 @@ class ReusedThreadASGIHandler(ASGIHandler):
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await super().__call__(scope, receive, send)
+        # Awaited, so a cancelled request cancels it (see the module docstring for why).
+        await asyncio.create_task(self._serve(scope, receive, send), context=contextvars.Context())
+
+    async def _serve(self, scope, receive, send):
         # Django resolves the path below the mount point (root_path); so does this.
         if _async_view(scope["path"].removeprefix(scope.get("root_path", ""))):
             await self.handle(scope, receive, send)

@@ -15,13 +15,51 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 WIDTH = 720
-LABEL_WIDTH = 170
 ROW_HEIGHT = 22
 SERIES_CLASSES = 8
+# Labels are sized by character count (the server cannot measure text): a generous average
+# width for the 11 px chart font, so a label never runs past its chart's edge. A longer name
+# is cut with an ellipsis and shown whole in its tooltip.
+CHAR_WIDTH = 6.4
+MAX_LABEL_WIDTH = 190
+LABEL_GAP = 8
+HISTORY_LABEL_WIDTH = 190
 
 
 def _num(value: float) -> str:
     return f"{value:.1f}"
+
+
+def _fit(label: str, width: float) -> str:
+    """The label, cut with an ellipsis if it would be wider than `width` px."""
+    limit = max(1, int(width // CHAR_WIDTH))
+    return label if len(label) <= limit else label[: limit - 1].rstrip() + "…"
+
+
+def _label_width(labels: Sequence[str]) -> float:
+    """Room for the longest label, up to MAX_LABEL_WIDTH."""
+    return min(MAX_LABEL_WIDTH, max(len(label) for label in labels) * CHAR_WIDTH)
+
+
+def _label(label: str, width: float, attributes: str) -> str:
+    """An SVG text cut to `width` px, with the whole label as its tooltip when cut."""
+    shown = _fit(label, width)
+    tip = f"<title>{escape(label)}</title>" if shown != label else ""
+    return f"<text {attributes}>{escape(shown)}{tip}</text>"
+
+
+def _spread(positions: Sequence[float], gap: float, low: float, high: float) -> list[float]:
+    """Move label positions at least `gap` apart, in their order, within [low, high]."""
+    order = sorted(range(len(positions)), key=lambda k: positions[k])
+    placed = [positions[k] for k in order]
+    for i in range(len(placed)):
+        placed[i] = max(placed[i], low if i == 0 else placed[i - 1] + gap)
+    for i in reversed(range(len(placed))):
+        placed[i] = min(placed[i], high if i == len(placed) - 1 else placed[i + 1] - gap)
+    spread = [0.0] * len(positions)
+    for k, value in zip(order, placed, strict=True):
+        spread[k] = max(low, value)
+    return spread
 
 
 def _ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -52,11 +90,13 @@ def ci_bars(rows: Sequence, *, title: str = "Score with 95% confidence interval"
     high = max(r.upper for r in rows)
     pad = (high - low) * 0.05 or 10
     low, high = low - pad, high + pad
-    plot_w = WIDTH - LABEL_WIDTH - 20
+    label_w = _label_width([r.model.name for r in rows])
+    left = label_w + LABEL_GAP
+    plot_w = WIDTH - left - 20
     height = ROW_HEIGHT * len(rows) + 30
 
     def x(value: float) -> float:
-        return LABEL_WIDTH + (value - low) / (high - low) * plot_w
+        return left + (value - low) / (high - low) * plot_w
 
     body = []
     for tick in _ticks(low, high):
@@ -68,9 +108,12 @@ def ci_bars(rows: Sequence, *, title: str = "Score with 95% confidence interval"
     for i, row in enumerate(rows):
         y = ROW_HEIGHT * i + ROW_HEIGHT / 2
         body.append(
-            f'<text class="plot-text" x="{LABEL_WIDTH - 8}" y="{_num(y + 4)}" '
-            f'text-anchor="end">{escape(row.model.name)}</text>'
-            f'<line class="plot-interval" x1="{_num(x(row.lower))}" x2="{_num(x(row.upper))}" '
+            _label(
+                row.model.name,
+                label_w,
+                f'class="plot-text" x="{_num(label_w)}" y="{_num(y + 4)}" text-anchor="end"',
+            )
+            + f'<line class="plot-interval" x1="{_num(x(row.lower))}" x2="{_num(x(row.upper))}" '
             f'y1="{_num(y)}" y2="{_num(y)}"/>'
             f'<circle class="plot-point" cx="{_num(x(row.rating))}" cy="{_num(y)}" r="4">'
             f"<title>{escape(row.model.name)}: {row.rating:.0f} "
@@ -91,28 +134,38 @@ def heatmap(
     n = len(labels)
     if not n:
         return mark_safe("")
-    cell = max(18, min(44, (WIDTH - LABEL_WIDTH) // n))
-    # Column labels are rotated 60 degrees: their height is about 0.87 of their length.
-    top = min(LABEL_WIDTH, 20 + int(max(len(label) for label in labels) * 6.5 * 0.87))
-    width = LABEL_WIDTH + cell * n + 10
+    label_w = _label_width(labels)
+    left = label_w + LABEL_GAP
+    cell = max(18, min(44, int(WIDTH - left) // n))
+    # Column labels are rotated 60 degrees: they rise 0.87 of their length and lean right by
+    # half of it, past the last column.
+    top = 20 + int(label_w * 0.87)
+    width = max(left + cell * n + 10, left + cell * (n - 0.5) + 4 + label_w * 0.5 + 10)
     height = top + cell * n + 10
     peak = max((v for row in matrix for v in row if v), default=1) or 1
     body = []
     for j, label in enumerate(labels):
-        cx = LABEL_WIDTH + cell * j + cell / 2
+        cx = left + cell * j + cell / 2
         body.append(
-            f'<text class="plot-text" transform="translate({_num(cx + 4)} {top - 6}) rotate(-60)">'
-            f"{escape(label)}</text>"
+            _label(
+                label,
+                label_w,
+                f'class="plot-text" transform="translate({_num(cx + 4)} {top - 6}) rotate(-60)"',
+            )
         )
     for i, label in enumerate(labels):
         y = top + cell * i
         body.append(
-            f'<text class="plot-text" x="{LABEL_WIDTH - 8}" y="{_num(y + cell / 2 + 4)}" '
-            f'text-anchor="end">{escape(label)}</text>'
+            _label(
+                label,
+                label_w,
+                f'class="plot-text" x="{_num(label_w)}" y="{_num(y + cell / 2 + 4)}" '
+                'text-anchor="end"',
+            )
         )
         for j in range(n):
             value = matrix[i][j]
-            x = LABEL_WIDTH + cell * j
+            x = left + cell * j
             if value is None or i == j:
                 shade, opacity, text = "plot-empty", 1.0, ""
             elif kind == "win_rate":
@@ -151,7 +204,7 @@ def history(
     high = max([p[1] for p in points] + bounded)
     pad = (high - low) * 0.08 or 10
     low, high = low - pad, high + pad
-    left, right, top, bottom = 50, WIDTH - 150, 10, 230
+    left, right, top, bottom = 50, WIDTH - HISTORY_LABEL_WIDTH, 10, 230
     height = bottom + 30
 
     def x(when: dt.datetime) -> float:
@@ -174,6 +227,13 @@ def history(
             f'<text class="plot-muted" x="{_num(x(when))}" y="{bottom + 18}" '
             f'text-anchor="{anchor}">{when.strftime(fmt)}</text>'
         )
+    # Each line's end label sits beside its last point, moved apart so none overlaps another.
+    ends = _spread(
+        [y(values[-1][1]) + 4 if values else bottom for _, values in series],
+        gap=13,
+        low=top + 8,
+        high=bottom + 4,
+    )
     for k, (label, values) in enumerate(series):
         css = f"series-{k % SERIES_CLASSES}"
         if band:
@@ -183,14 +243,18 @@ def history(
             if edges:
                 body.append(
                     f'<polygon class="plot-band {css}" points="'
-                    + " ".join(f"{_num(a)},{_num(b)}" for a, b in edges) + '"/>'
+                    + " ".join(f"{_num(a)},{_num(b)}" for a, b in edges)
+                    + '"/>'
                 )
         line = " ".join(f"{_num(x(p[0]))},{_num(y(p[1]))}" for p in values)
         body.append(f'<polyline class="plot-line {css}" points="{line}"/>')
         if values:
-            last = values[-1]
+            score = f" {values[-1][1]:.0f}"
+            room = HISTORY_LABEL_WIDTH - 10 - len(score) * CHAR_WIDTH
+            shown = _fit(label, room)
+            tip = f"<title>{escape(label)}{score}</title>" if shown != label else ""
             body.append(
-                f'<text class="plot-label {css}" x="{right + 6}" y="{_num(y(last[1]) + 4)}">'
-                f"{escape(label)} {last[1]:.0f}</text>"
+                f'<text class="plot-label {css}" x="{right + 6}" y="{_num(ends[k])}">'
+                f"{escape(shown)}{score}{tip}</text>"
             )
     return _svg(title, WIDTH, height, body, "plot-history")

@@ -1,6 +1,8 @@
 from django.contrib import admin, messages
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html
 
 from llm_providers.client import connection_test
 from llm_providers.models import LLMModel
@@ -8,21 +10,15 @@ from llm_providers.models import LLMModel
 
 @admin.register(LLMModel)
 class LLMModelAdmin(admin.ModelAdmin):
-    list_display = (
-        "name",
-        "slug",
-        "organization",
-        "license",
-        "model",
-        "base_url",
-        "status",
-        "weight",
-        "health",
-    )
+    # Slug, organisation and license stay in the form, the filters and the search: the list
+    # keeps what staff act on in view beside the filter panel at 1280 px.
+    list_display = ("name", "endpoint", "status", "weight", "health")
     list_filter = ("status", "organization", "license")
     search_fields = ("name", "slug", "model", "organization", "base_url")
     list_editable = ("status", "weight")
     prepopulated_fields = {"slug": ("name",)}
+    # A link typed without a scheme ("example.com") is taken as https, Django 6's default.
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     readonly_fields = (
         "key_state",
         "consecutive_failures",
@@ -36,7 +32,19 @@ class LLMModelAdmin(admin.ModelAdmin):
     fieldsets = (
         (None, {"fields": ("name", "slug", "organization", "license", "status", "weight")}),
         ("Endpoint", {"fields": ("base_url", "model", "api_key_env", "key_state")}),
-        ("Generation", {"fields": ("temperature", "top_p", "max_tokens", "system_prompt")}),
+        (
+            "Generation",
+            {
+                "fields": (
+                    "temperature",
+                    "top_p",
+                    "max_tokens",
+                    "system_prompt",
+                    "stop",
+                    "extra_body",
+                )
+            },
+        ),
         ("About", {"fields": ("url", "notes")}),
         (
             "Health",
@@ -59,6 +67,10 @@ class LLMModelAdmin(admin.ModelAdmin):
         if not obj.api_key_env:
             return "not needed"
         return "set" if obj.api_key else f"missing: ${obj.api_key_env} is not set"
+
+    @admin.display(description="endpoint", ordering="model")
+    def endpoint(self, obj: LLMModel) -> str:
+        return format_html('{}<br><span class="quiet">{}</span>', obj.model, obj.base_url)
 
     @admin.display(description="health")
     def health(self, obj: LLMModel) -> str:

@@ -1,3 +1,4 @@
+import json
 import os
 import re
 from urllib.parse import urlsplit
@@ -35,6 +36,34 @@ def validate_env_name(value: str) -> None:
             "Give the NAME of an environment variable (letters, digits, underscore), "
             "never the key itself."
         )
+
+
+# The arena sets these itself from the model's own fields: extra fields may not override them.
+REQUEST_FIELDS = frozenset(
+    {"model", "messages", "stream", "stream_options", "temperature", "top_p", "max_tokens", "stop"}
+)
+MAX_STOP_STRINGS = 4  # the OpenAI API's limit, which compatible servers follow
+
+
+def validate_stop(value) -> None:
+    if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value):
+        raise ValidationError('Give a list of non-empty strings, e.g. ["\\nQuestion:"].')
+    if len(value) > MAX_STOP_STRINGS:
+        raise ValidationError(f"At most {MAX_STOP_STRINGS} stop strings.")
+
+
+def validate_extra_body(value) -> None:
+    if not isinstance(value, dict):
+        raise ValidationError('Give an object of request fields, e.g. {"repeat_penalty": 1.2}.')
+    taken = sorted(REQUEST_FIELDS.intersection(value))
+    if taken:
+        raise ValidationError(
+            f"{', '.join(taken)}: set by the arena from this model's own fields; use those."
+        )
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        raise ValidationError("Only JSON values (text, numbers, lists, objects).") from None
 
 
 class LLMModelQuerySet(models.QuerySet):
@@ -90,6 +119,23 @@ class LLMModel(models.Model):
         null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(1_000_000)]
     )
     system_prompt = models.TextField(blank=True)
+    stop = models.JSONField(
+        "stop strings",
+        default=list,
+        blank=True,
+        validators=[validate_stop],
+        help_text='Up to 4 strings that end an answer, as a JSON list, e.g. ["\\nQuestion:"].',
+    )
+    extra_body = models.JSONField(
+        "extra request fields",
+        default=dict,
+        blank=True,
+        validators=[validate_extra_body],
+        help_text=(
+            "Provider-specific fields sent as they are with every request, as a JSON object, "
+            'e.g. {"repeat_penalty": 1.2} for llama.cpp\'s server.'
+        ),
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.INACTIVE)
     weight = models.FloatField(
         "sampling weight",
@@ -125,6 +171,11 @@ class LLMModel(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def clean(self) -> None:
+        # An emptied admin field arrives as None: store the empty list or object instead.
+        self.stop = self.stop or []
+        self.extra_body = self.extra_body or {}
+
     @property
     def api_key(self) -> str | None:
         """The key is read from the environment at call time and never stored."""
@@ -146,4 +197,6 @@ class LLMModel(models.Model):
             temperature=self.temperature,
             top_p=self.top_p,
             max_tokens=self.max_tokens,
+            stop=tuple(self.stop or ()),
+            extra_body=dict(self.extra_body or {}),
         )

@@ -26,6 +26,8 @@ YAML_FIELDS = {
     "top_p": "top_p",
     "max_tokens": "max_tokens",
     "system_prompt": "system_prompt",
+    "stop": "stop",
+    "extra_body": "extra_body",
     "weight": "weight",
     "url": "url",
     "notes": "notes",
@@ -38,6 +40,8 @@ TYPES = {
     "max_tokens": (int,),
 }
 NULLABLE_TEXT = {"api_key_env", "organization", "license", "system_prompt", "url", "notes"}
+# Structured fields: their empty value, and what they must be (checked by the model's validator).
+STRUCTURED = {"stop": list, "extra_body": dict}
 
 
 class CatalogFileError(Exception):
@@ -90,6 +94,16 @@ def _check_entry(raw, node, index: int, errors: list[str]) -> dict | None:
         if key not in YAML_FIELDS:
             continue
         at = f"line {lines.get(key, line)}: {where}.{key}"
+        if key in STRUCTURED:
+            if value is None:
+                value = STRUCTURED[key]()
+            elif not isinstance(value, STRUCTURED[key]):
+                kind = "a list of strings" if key == "stop" else "a mapping of request fields"
+                errors.append(f"{at}: must be {kind}, got {value!r}")
+                ok = False
+                continue
+            values[YAML_FIELDS[key]] = value
+            continue
         if value is None:
             if key in NULLABLE_TEXT:
                 value = ""
@@ -213,7 +227,7 @@ def catalog_dump_yaml(*, queryset=None) -> str:
         entry = {}
         for key, field_name in YAML_FIELDS.items():
             value = getattr(obj, field_name)
-            if value in ("", None) and key not in REQUIRED and key != "api_key_env":
+            if value in ("", None, [], {}) and key not in REQUIRED and key != "api_key_env":
                 continue
             entry[key] = value if value != "" else None
         models.append(entry)

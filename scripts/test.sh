@@ -4,6 +4,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
+PG_PORT=5432
+superuser_psql=""  # how to run psql as PostgreSQL's superuser here (as_postgres finds out)
 export PYTHONUNBUFFERED=1
 mkdir -p var
 
@@ -18,7 +20,7 @@ run_pytest() {
 }
 
 ensure_services() {
-  if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  if ! pg_isready -q -h 127.0.0.1 -p "$PG_PORT" 2>/dev/null; then
     echo "starting PostgreSQL"
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
   fi
@@ -27,10 +29,55 @@ ensure_services() {
     redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
   fi
   for _ in $(seq 1 30); do
-    pg_isready -q -h 127.0.0.1 -p 5432 && redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && return 0
+    pg_isready -q -h 127.0.0.1 -p "$PG_PORT" && redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && return 0
     sleep 1
   done
   echo "PostgreSQL or Redis did not come up"; return 1
+}
+
+# psql as the PostgreSQL superuser, by whatever works here: over the local socket as the
+# `postgres` system user (Debian's default peer authentication), or over TCP where it trusts.
+as_postgres() {
+  if [ -z "$superuser_psql" ]; then
+    local probe=(-X -q -d postgres -c "SELECT 1")
+    if [ "$(id -u)" = "0" ] && (cd / && runuser -u postgres -- psql "${probe[@]}") >/dev/null 2>&1
+    then
+      superuser_psql="runuser -u postgres -- psql -d postgres"
+    elif (cd / && sudo -n -u postgres psql "${probe[@]}") >/dev/null 2>&1; then
+      superuser_psql="sudo -n -u postgres psql -d postgres"
+    else
+      superuser_psql="psql -w -h 127.0.0.1 -p $PG_PORT -U postgres -d postgres"
+    fi
+  fi
+  # shellcheck disable=SC2086
+  (cd / && $superuser_psql -X -q -v ON_ERROR_STOP=1 "$@")
+}
+
+# The tests' own role, with a password and the right to create (test) databases, so they need
+# neither trust authentication nor the superuser. The password is made once per machine user
+# and kept outside the checkout, so every clone and concurrent run shares it.
+test_database_url() {
+  local dir="$HOME/.config/llmbattler" role=llmbattler_test
+  local file="$dir/test-postgres-password" password
+  if [ ! -s "$file" ]; then
+    mkdir -p "$dir"
+    (umask 077 && "$PY" -c 'import secrets; print(secrets.token_urlsafe(24))' >"$file.$$")
+    mv -n "$file.$$" "$file"; rm -f "$file.$$"
+  fi
+  password="$(cat "$file")"
+  local sql="DO \$\$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$role') THEN
+      CREATE ROLE $role LOGIN CREATEDB PASSWORD '$password';
+    ELSE
+      ALTER ROLE $role LOGIN CREATEDB PASSWORD '$password';
+    END IF;
+  END \$\$;"
+  # A concurrent run may create the role between the check and CREATE: the retry alters it.
+  as_postgres -c "$sql" >/dev/null 2>&1 || as_postgres -c "$sql" >/dev/null || return 1
+  if [ -z "$(as_postgres -At -c "SELECT 1 FROM pg_database WHERE datname = '$role'")" ]; then
+    as_postgres -c "CREATE DATABASE $role OWNER $role" >/dev/null 2>&1 || true
+  fi
+  echo "postgres://$role:$password@127.0.0.1:$PG_PORT/$role"
 }
 
 status=0
@@ -40,8 +87,12 @@ status=0
 ) || status=1
 
 ensure_services || exit 1
+database_url="${TEST_DATABASE_URL:-}"
+if [ -z "$database_url" ]; then
+  database_url="$(test_database_url)" || { echo "could not set up the test role in PostgreSQL"; exit 1; }
+fi
 (
-  export DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/llmbattler}"
+  export DATABASE_URL="$database_url"
   export REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
   run_pytest "service mode: PostgreSQL + Redis + Celery worker" "$@"
 ) || status=1

@@ -151,11 +151,20 @@ def manage(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.
 
 
 class ArenaProcess:
-    """The arena under uvicorn in its own process (or processes, with workers > 1)."""
+    """The arena under uvicorn in its own process (or processes, with workers > 1), or under
+    another server's command line (`{port}` in it is replaced by the port)."""
 
-    def __init__(self, env: dict[str, str], *, workers: int = 1, log_dir: Path | None = None):
+    def __init__(
+        self,
+        env: dict[str, str],
+        *,
+        workers: int = 1,
+        log_dir: Path | None = None,
+        command: list[str] | None = None,
+    ):
         self.env = env
         self.workers = workers
+        self.command = command
         self.port = free_port()
         self.log_path = (log_dir or Path(tempfile.mkdtemp(prefix="arena-log-"))) / "arena.log"
         self.process: subprocess.Popen | None = None
@@ -166,17 +175,22 @@ class ArenaProcess:
 
     def start(self) -> None:
         with self.log_path.open("a") as log:
+            command = [arg.replace("{port}", str(self.port)) for arg in self.command or []]
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host",
-                 "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
-                 "--lifespan", "off", "--log-level", "warning"],
+                command
+                or [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host",
+                    "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
+                    "--lifespan", "off", "--log-level", "warning"],
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         _wait_port(self.port, self.process, "the arena", timeout=60)
-        # With several workers the port answers before every worker has loaded Django.
+        # With several workers the port answers before every worker has loaded Django; under
+        # gunicorn it is open before any worker has (the first request waits for one).
         deadline = time.monotonic() + 60
-        while httpx2.get(f"{self.url}/healthz", timeout=10).status_code >= 500:
+        while (
+            httpx2.get(f"{self.url}/healthz", timeout=max(1.0, deadline - time.monotonic()))
+        ).status_code >= 500:
             assert time.monotonic() < deadline, self.log()
             time.sleep(0.2)
 

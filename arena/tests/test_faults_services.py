@@ -49,11 +49,21 @@ def static_root(tmp_path_factory):
     return root
 
 
-def browser(base_url: str) -> httpx2.Client:
-    client = httpx2.Client(base_url=base_url, timeout=30, follow_redirects=False)
-    assert client.get("/").status_code == 200  # visitor and CSRF cookies
-    client.headers["X-CSRFToken"] = client.cookies["csrftoken"]
-    return client
+@pytest.fixture
+def browser():
+    """browser(base_url): an HTTP client with a visitor's cookies, closed after the test."""
+    clients: list[httpx2.Client] = []
+
+    def open_at(base_url: str) -> httpx2.Client:
+        client = httpx2.Client(base_url=base_url, timeout=30, follow_redirects=False)
+        clients.append(client)
+        assert client.get("/").status_code == 200  # visitor and CSRF cookies
+        client.headers["X-CSRFToken"] = client.cookies["csrftoken"]
+        return client
+
+    yield open_at
+    for client in clients:
+        client.close()
 
 
 def conversation_of(response: httpx2.Response) -> str:
@@ -69,7 +79,7 @@ def assert_unavailable(response: httpx2.Response) -> None:
 
 @pytest.mark.worker
 def test_with_redis_down_pages_still_render_a_new_battle_is_refused_and_work_resumes_after(
-    transactional_db, make_model, static_root, tmp_path
+    transactional_db, make_model, static_root, tmp_path, browser
 ):
     make_model("Alpha", knobs=FAST)
     make_model("Bravo", knobs=FAST)
@@ -133,7 +143,7 @@ def test_with_redis_down_pages_still_render_a_new_battle_is_refused_and_work_res
     not SERVICE_MODE, reason="PostgreSQL is the service-mode database: runs in that pass"
 )
 def test_while_postgresql_restarts_requests_fail_cleanly_and_later_ones_succeed_without_a_restart(
-    llm_server, static_root, tmp_path
+    llm_server, static_root, tmp_path, browser
 ):
     cluster = PostgresCluster()
     env = production_env(static_root, tmp_path, DATABASE_URL=cluster.url)

@@ -7,14 +7,9 @@ process, Redis Streams), like the rest of the battle tests.
 import re
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from battles.tests.browser import (
-    CHROMIUM,
-    LAUNCH_ARGS,
-    RECORD_CSP_VIOLATIONS,
-    TIMEOUT_MS,
-    PageLog,
     battle_on_page,
     csp_violations,
     finished,
@@ -35,55 +30,10 @@ FAST = "ttft=0.05&tps=400&tokens=40"
 
 
 @pytest.fixture(autouse=True)
-def _orm_beside_playwright(monkeypatch):
-    # Playwright's sync API keeps an asyncio loop running on the test thread, so Django would
-    # refuse the test's own ORM calls (and the test database teardown) as "async-unsafe".
-    # They are plain synchronous calls; allow them for this module only.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-
-@pytest.fixture(autouse=True)
 def _no_rate_limits(settings):
     # Every test here starts battles from 127.0.0.1 within seconds; the limits have their own
     # tests, and the one below that wants a limit sets it.
     settings.ARENA_RATE_START = settings.ARENA_RATE_FOLLOW_UP = settings.ARENA_RATE_VOTE = None
-
-
-@pytest.fixture(scope="module")
-def browser():
-    # A loaded CI machine can be slow to answer; a user would wait that long too.
-    expect.set_options(timeout=TIMEOUT_MS)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS
-        )
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def new_page(browser):
-    """A page factory: each page gets a fresh context (its own cookies, so its own visitor)."""
-    contexts = []
-
-    def make(**options):
-        context = browser.new_context(**({"color_scheme": "light"} | options))
-        context.set_default_timeout(TIMEOUT_MS)
-        context.add_init_script(RECORD_CSP_VIOLATIONS)
-        contexts.append(context)
-        page = context.new_page()
-        page.log = PageLog()
-        page.log.watch(page)
-        return page
-
-    yield make
-    for context in contexts:
-        context.close()
-
-
-@pytest.fixture
-def page(new_page):
-    return new_page()
 
 
 @pytest.fixture

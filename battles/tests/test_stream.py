@@ -1,7 +1,9 @@
 """The SSE stream over real HTTP (uvicorn), resuming, and what happens when a worker dies."""
 
+import contextlib
 import re
 import signal
+from collections.abc import Iterator
 
 import httpx2
 import pytest
@@ -13,11 +15,12 @@ from conftest import wait_for
 from core.hub import get_hub
 
 
-def http_visitor(base_url: str) -> httpx2.Client:
-    client = httpx2.Client(base_url=base_url, timeout=30, follow_redirects=False)
-    client.get("/")  # visitor and CSRF cookies
-    client.headers["X-CSRFToken"] = client.cookies["csrftoken"]
-    return client
+@contextlib.contextmanager
+def http_visitor(base_url: str) -> Iterator[httpx2.Client]:
+    with httpx2.Client(base_url=base_url, timeout=30, follow_redirects=False) as client:
+        client.get("/")  # visitor and CSRF cookies
+        client.headers["X-CSRFToken"] = client.cookies["csrftoken"]
+        yield client
 
 
 def http_start(client: httpx2.Client, prompt: str) -> Battle:
@@ -70,48 +73,50 @@ def test_both_sides_stream_over_one_connection_and_the_stream_ends_with_the_turn
 ):
     make_model("Alpha", knobs="ttft=0.05&tps=100&tokens=25")
     make_model("Bravo", knobs="ttft=0.05&tps=100&tokens=25")
-    client = http_visitor(arena_server)
-    battle = http_start(client, "stream please")
-    events = read_events(client, f"/b/{battle.uuid}/turns/0/events/")
-    assert events[-1]["event"] == "turn-end"
-    replies = {r.side: r for r in wait_turn_finished(battle)}
-    for side in "ab":
-        assert deltas(events, side) == replies[side].text
-        panes = [e for e in events if e["event"] == f"pane-{side}"]
-        assert "status-done" in panes[-1]["data"]
-    ids = [
-        int(e["id"].split("-")[0]) if "-" in e["id"] else int(e["id"]) for e in events if e["id"]
-    ]
-    assert ids == sorted(ids)
+    with http_visitor(arena_server) as client:
+        battle = http_start(client, "stream please")
+        events = read_events(client, f"/b/{battle.uuid}/turns/0/events/")
+        assert events[-1]["event"] == "turn-end"
+        replies = {r.side: r for r in wait_turn_finished(battle)}
+        for side in "ab":
+            assert deltas(events, side) == replies[side].text
+            panes = [e for e in events if e["event"] == f"pane-{side}"]
+            assert "status-done" in panes[-1]["data"]
+        ids = [
+            int(e["id"].split("-")[0]) if "-" in e["id"] else int(e["id"])
+            for e in events
+            if e["id"]
+        ]
+        assert ids == sorted(ids)
 
 
 def test_a_reconnect_with_last_event_id_resumes_without_gaps_or_repeats(arena_server, make_model):
     make_model("Alpha", knobs="ttft=0&tps=30&tokens=40")
     make_model("Bravo", knobs="ttft=0&tps=30&tokens=40")
-    client = http_visitor(arena_server)
-    battle = http_start(client, "resume me")
-    url = f"/b/{battle.uuid}/turns/0/events/"
-    first = read_events(client, url, stop_after=12)
-    assert first[-1]["event"] != "turn-end"
-    rest = read_events(client, url, last_event_id=first[-1]["id"])
-    assert rest[-1]["event"] == "turn-end"
-    replies = {r.side: r for r in wait_turn_finished(battle)}
-    for side in "ab":
-        assert deltas(first, side) + deltas(rest, side) == replies[side].text
+    with http_visitor(arena_server) as client:
+        battle = http_start(client, "resume me")
+        url = f"/b/{battle.uuid}/turns/0/events/"
+        first = read_events(client, url, stop_after=12)
+        assert first[-1]["event"] != "turn-end"
+        rest = read_events(client, url, last_event_id=first[-1]["id"])
+        assert rest[-1]["event"] == "turn-end"
+        replies = {r.side: r for r in wait_turn_finished(battle)}
+        for side in "ab":
+            assert deltas(first, side) + deltas(rest, side) == replies[side].text
 
 
 def test_a_fresh_connection_replays_everything_so_far(arena_server, make_model):
     make_model("Alpha", knobs="ttft=0&tps=30&tokens=40")
     make_model("Bravo", knobs="ttft=0&tps=30&tokens=40")
-    client = http_visitor(arena_server)
-    battle = http_start(client, "replay me")
-    url = f"/b/{battle.uuid}/turns/0/events/"
-    read_events(client, url, stop_after=10)
-    # A reload opens a new EventSource without Last-Event-ID: the whole turn so far, then more.
-    again = read_events(client, url)
-    replies = {r.side: r for r in wait_turn_finished(battle)}
-    for side in "ab":
-        assert deltas(again, side) == replies[side].text
+    with http_visitor(arena_server) as client:
+        battle = http_start(client, "replay me")
+        url = f"/b/{battle.uuid}/turns/0/events/"
+        read_events(client, url, stop_after=10)
+        # A reload opens a new EventSource without Last-Event-ID: the whole turn so far, then more.
+        again = read_events(client, url)
+        replies = {r.side: r for r in wait_turn_finished(battle)}
+        for side in "ab":
+            assert deltas(again, side) == replies[side].text
 
 
 def test_a_finished_turn_is_served_from_the_database_when_the_hub_has_forgotten_it(
@@ -119,13 +124,13 @@ def test_a_finished_turn_is_served_from_the_database_when_the_hub_has_forgotten_
 ):
     make_model("Alpha", knobs="ttft=0&tokens=10")
     make_model("Bravo", knobs="ttft=0&tokens=10")
-    client = http_visitor(arena_server)
-    battle = http_start(client, "old news")
-    wait_turn_finished(battle)
-    get_hub().discard(battle.turns.get().stream_key())
-    events = read_events(client, f"/b/{battle.uuid}/turns/0/events/")
-    assert [e["event"] for e in events] == ["pane-a", "pane-b", "turn-end"]
-    assert all("status-done" in e["data"] for e in events[:2])
+    with http_visitor(arena_server) as client:
+        battle = http_start(client, "old news")
+        wait_turn_finished(battle)
+        get_hub().discard(battle.turns.get().stream_key())
+        events = read_events(client, f"/b/{battle.uuid}/turns/0/events/")
+        assert [e["event"] for e in events] == ["pane-a", "pane-b", "turn-end"]
+        assert all("status-done" in e["data"] for e in events[:2])
 
 
 def test_the_reaper_fails_a_reply_whose_worker_stopped_and_the_side_can_be_retried(

@@ -107,6 +107,13 @@ class RedisHub:
                 self._async_clients[loop] = client
             return client
 
+    async def _async_client_close(self) -> None:
+        """Close this event loop's client (the next use makes a new one)."""
+        with self._lock:
+            client = self._async_clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
 
 def _id_key(event_id: str | None) -> tuple[int, int]:
     if not event_id:
@@ -216,6 +223,15 @@ class _SharedReader:
         asyncio.get_running_loop().create_task(wake())
 
     async def _run(self) -> None:
+        try:
+            await self._read_forever()
+        finally:
+            # The reader lasts as long as its event loop: when the loop shuts down (the web
+            # process stopping, or a test's loop) its task is cancelled, and the loop's Redis
+            # connections are closed with it instead of being left to the garbage collector.
+            await self.hub._async_client_close()
+
+    async def _read_forever(self) -> None:
         client = self.hub._async_client()
         while True:
             if not self.subs:

@@ -14,9 +14,9 @@ import time
 import pytest
 from django.conf import settings
 
-from leaderboard import selectors, services
+from leaderboard import selectors
 from leaderboard.models import RecomputeLock, Snapshot
-from leaderboard.services import LOCK_NAME
+from leaderboard.recompute import LOCK_NAME, ratings_recompute
 
 LEASE = 10  # seconds; the smallest lease the settings accept
 # Bootstrap rounds make each run take a moment, so a kill can land in the middle of it.
@@ -81,7 +81,7 @@ def test_a_recompute_killed_while_holding_the_lock_changes_nothing_and_the_next_
         assert time.monotonic() < deadline, "the recompute never took the lock"
         time.sleep(0.01)
     running.send_signal(signal.SIGKILL)
-    running.wait(timeout=10)
+    finish(running)  # reaps it and closes its output pipe
     killed_at = time.monotonic()
 
     assert_leaderboard_complete(before)
@@ -108,7 +108,7 @@ def test_recomputes_killed_at_random_moments_never_leave_a_partial_snapshot(
         running = recompute(*SLOW_RUN)
         time.sleep(rng.uniform(1.0, 6.0))  # start-up, the claim, the fit or the write
         running.send_signal(signal.SIGKILL)
-        running.wait(timeout=10)
+        finish(running)  # reaps it and closes its output pipe
         for snapshot in Snapshot.objects.all():
             assert snapshot.rows.count() == len(snapshot.models_order)
         # Time passing past the lease, without waiting for it: the lease is tested above.
@@ -118,4 +118,4 @@ def test_recomputes_killed_at_random_moments_never_leave_a_partial_snapshot(
     current = selectors.snapshot_current(category="overall")
     assert current.rows.count() == 3
     # Rated again in this process, the same votes give that very snapshot: it is complete.
-    assert services.ratings_recompute(category="overall").pk == current.pk
+    assert ratings_recompute(category="overall").pk == current.pk

@@ -1,6 +1,8 @@
 """What a model call takes and gives back, and how it fails."""
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 MESSAGES = {
     "rate_limited": "The model's provider is receiving too many requests. Try again shortly.",
@@ -28,6 +30,9 @@ class Endpoint:
     temperature: float | None = None
     top_p: float | None = None
     max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    # Provider-specific request fields sent as they are (llama.cpp's `repeat_penalty`, …).
+    extra_body: Mapping[str, Any] | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)

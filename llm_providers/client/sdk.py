@@ -120,6 +120,10 @@ def request_params(endpoint: Endpoint, messages: list[dict[str, Any]]) -> dict[s
         value = getattr(endpoint, name)
         if value is not None:
             params[name] = value
+    if endpoint.stop:
+        params["stop"] = list(endpoint.stop)
+    if endpoint.extra_body:
+        params["extra_body"] = dict(endpoint.extra_body)
     return params
 
 

@@ -65,7 +65,7 @@ def test_staff_can_edit_a_model_and_bad_values_are_explained(staff, catalog):
         "top_p": "",
         "max_tokens": "64",
         "system_prompt": "Be kind.",
-        "url": "",
+        "url": "example.com/model-card",
         "notes": "",
     }
     response = staff.post(f"{CHANGELIST}{model.pk}/change/", data)
@@ -77,6 +77,7 @@ def test_staff_can_edit_a_model_and_bad_values_are_explained(staff, catalog):
         0.5,
         64,
     )
+    assert model.url == "https://example.com/model-card"  # a link without a scheme
     bad = staff.post(
         f"{CHANGELIST}{model.pk}/change/",
         data | {"api_key_env": "sk-abc 123", "temperature": "9", "base_url": "ftp://x"},
@@ -86,6 +87,37 @@ def test_staff_can_edit_a_model_and_bad_values_are_explained(staff, catalog):
     assert "Give the NAME of an environment variable" in html
     assert "less than or equal to 2.0" in html
     assert "valid http(s) URL" in html
+
+
+def test_staff_set_stop_strings_and_extra_request_fields_as_json(staff, catalog):
+    model = catalog[0]
+    data = {
+        "name": model.name,
+        "slug": model.slug,
+        "status": "active",
+        "weight": "1",
+        "base_url": model.base_url,
+        "model": model.model,
+        "stop": '["\\nQuestion:"]',
+        "extra_body": '{"repeat_penalty": 1.2}',
+    }
+    assert staff.post(f"{CHANGELIST}{model.pk}/change/", data).status_code == 302
+    model.refresh_from_db()
+    assert (model.stop, model.extra_body) == (["\nQuestion:"], {"repeat_penalty": 1.2})
+
+    bad = staff.post(
+        f"{CHANGELIST}{model.pk}/change/",
+        data | {"stop": '"Question"', "extra_body": '{"max_tokens": 5}'},
+    )
+    html = bad.content.decode()
+    assert bad.status_code == 200
+    assert "Give a list of non-empty strings" in html
+    assert "max_tokens: set by the arena from this model" in html
+
+    cleared = staff.post(f"{CHANGELIST}{model.pk}/change/", data | {"stop": "", "extra_body": ""})
+    assert cleared.status_code == 302
+    model.refresh_from_db()
+    assert (model.stop, model.extra_body) == ([], {})
 
 
 def test_bulk_activate_and_deactivate(staff, catalog):

@@ -204,3 +204,60 @@ def test_the_shipped_example_catalogs_are_valid():
 
     example = catalog_parse_yaml(text=(settings.BASE_DIR / "config" / "models.yaml").read_text())
     assert {entry["status"] for entry in example} == {"inactive"}
+
+
+SAMPLING = GOOD + textwrap.indent(
+    textwrap.dedent(
+        """\
+        stop: ["\\nQuestion:", "\\nAnswer:"]
+        extra_body:
+          repeat_penalty: 1.2
+          top_k: 40
+        """
+    ),
+    "    ",
+)
+
+
+@pytest.mark.django_db
+def test_it_imports_stop_strings_and_extra_request_fields_and_dumps_them_back():
+    catalog_load_yaml(text=SAMPLING)
+    gpt = LLMModel.objects.get(slug="gpt-4o-mini")
+    assert gpt.stop == ["\nQuestion:", "\nAnswer:"]
+    assert gpt.extra_body == {"repeat_penalty": 1.2, "top_k": 40}
+    endpoint = gpt.endpoint()
+    assert endpoint.stop == ("\nQuestion:", "\nAnswer:")
+    assert endpoint.extra_body == {"repeat_penalty": 1.2, "top_k": 40}
+    llama = LLMModel.objects.get(slug="llama-3-1-8b")
+    assert (llama.stop, llama.extra_body) == ([], {})
+    dumped = catalog_dump_yaml()
+    assert "repeat_penalty: 1.2" in dumped and "extra_body: {}" not in dumped
+    LLMModel.objects.all().delete()
+    catalog_load_yaml(text=dumped)
+    assert catalog_dump_yaml() == dumped
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("replace", "by", "expected"),
+    [
+        ('stop: ["\\nQuestion:", "\\nAnswer:"]', "stop: Question", "must be a list of strings"),
+        (
+            'stop: ["\\nQuestion:", "\\nAnswer:"]',
+            'stop: ["a", "b", "c", "d", "e"]',
+            "models[1].stop: At most 4 stop strings",
+        ),
+        ('stop: ["\\nQuestion:", "\\nAnswer:"]', 'stop: ["a", 3]', "non-empty strings"),
+        ("top_k: 40", "temperature: 2", "temperature: set by the arena"),
+        (
+            "extra_body:\n      repeat_penalty: 1.2\n      top_k: 40",
+            "extra_body: [1, 2]",
+            "models[1].extra_body: must be a mapping",
+        ),
+    ],
+)
+def test_it_rejects_bad_stop_strings_and_extra_fields(replace, by, expected):
+    assert replace in SAMPLING
+    errors = errors_of(SAMPLING.replace(replace, by))
+    assert any(expected in e for e in errors), errors
+    assert LLMModel.objects.count() == 0

@@ -104,6 +104,21 @@ def test_it_sends_the_history_and_sampling_parameters(llm_server: str, prompt: s
     assert logged["params"]["stream_options"] == {"include_usage": True}
 
 
+def test_it_sends_stop_strings_and_the_models_extra_request_fields(llm_server: str, prompt: str):
+    endpoint = Endpoint(
+        llm_server,
+        "alpha?tokens=3",
+        stop=("\nQuestion:",),
+        extra_body={"repeat_penalty": 1.2, "seed": 7},
+    )
+
+    chat_stream(endpoint, user(prompt), on_delta=lambda _: None)
+
+    [logged] = requests_for(llm_server, prompt)
+    assert logged["params"]["stop"] == ["\nQuestion:"]
+    assert (logged["params"]["repeat_penalty"], logged["params"]["seed"]) == (1.2, 7)
+
+
 def test_it_stops_at_max_tokens_with_finish_reason_length(llm_server: str, prompt: str):
     endpoint = Endpoint(llm_server, "alpha?tokens=50", max_tokens=7)
     deltas: list[str] = []

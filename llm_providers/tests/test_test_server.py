@@ -126,8 +126,10 @@ def test_it_paces_tokens_by_ttft_and_tps(llm_server: str, prompt: str):
                 arrivals.append(time.monotonic() - started)
 
     assert len(arrivals) == 5
-    assert 0.3 <= arrivals[0] < 0.6
-    assert 0.2 - 0.05 <= arrivals[-1] - arrivals[0] < 0.5  # four gaps of 50 ms
+    # The lower bounds are the pacing (the first token waits ttft; four gaps of 50 ms); the
+    # upper bounds only rule out a wait of another order, so a busy machine does not fail them.
+    assert 0.3 <= arrivals[0] < 2.0
+    assert 0.2 - 0.05 <= arrivals[-1] - arrivals[0] < 2.0
 
 
 def test_it_lists_a_few_models(llm_server: str):
@@ -338,7 +340,8 @@ def test_reset_clears_fail_times_counters(llm_server: str, prompt: str):
 
 def test_it_serves_hundreds_of_concurrent_streams(llm_server: str):
     # 200 streams of 10 tokens at 20 tokens/s take about 0.5 s each: 100 s one after another,
-    # a few seconds when they really run concurrently (client and server share this process).
+    # a few seconds when they really run concurrently (client and server share this process);
+    # the bound is half the serial time, so a busy machine does not fail it.
     async def one(client: httpx2.AsyncClient, index: int) -> int:
         payload = {
             "model": "alpha?tokens=10&tps=20",
@@ -358,7 +361,7 @@ def test_it_serves_hundreds_of_concurrent_streams(llm_server: str):
     counts = asyncio.run(all_streams())
 
     assert counts == [10] * 200
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 50
 
 
 def test_running_server_stops_promptly_with_hung_requests_open():
@@ -378,7 +381,8 @@ def test_running_server_stops_promptly_with_hung_requests_open():
             time.sleep(0.01)
         started = time.monotonic()
 
-    assert time.monotonic() - started < 3
+    # A hung request would hold the server until the client's 30-s timeout.
+    assert time.monotonic() - started < 15
     client.join(timeout=5)
     assert outcomes, "the hung client was not let go"
 

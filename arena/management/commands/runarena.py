@@ -1,6 +1,6 @@
 """Start the whole arena in one process tree: the embedded default's quick start.
 
-Migrates, imports the local model catalog, starts one llama.cpp server per local model, runs
+Migrates, imports the local model catalog, starts one llama.cpp server per local entry, runs
 the beat schedule in a thread and serves the site with uvicorn (ASGI, so answers stream).
 """
 
@@ -20,7 +20,7 @@ from llm_providers.services import CatalogFileError, catalog_load_yaml, catalog_
 
 
 class Command(BaseCommand):
-    help = "Run the arena on the embedded default with the local Gemma model."
+    help = "Run the arena on the embedded default with its tiny local models."
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
@@ -65,25 +65,34 @@ class Command(BaseCommand):
             f"Catalog {path.name}: {len(report.created)} created, {len(report.updated)} updated, "
             f"{len(report.unchanged)} unchanged."
         )
-        ports = local.local_ports([e["base_url"] for e in entries if e.get("status") == "active"])
-        if not ports:
+        active = [e for e in entries if e.get("status") == "active"]
+        try:
+            servers = local.local_servers(active)
+            for model in dict.fromkeys(servers.values()):
+                self.stdout.write(f"Preparing the {local.LOCAL_MODELS[model].label} weights…")
+                local.weights_path(model, settings.DATA_DIR)
+        except local.LocalModelError as exc:
+            raise CommandError(str(exc)) from None
+        if not servers:
             return []
-        self.stdout.write("Preparing the Gemma 3 270M weights…")
-        model = local.gguf_path(settings.DATA_DIR)
         log_path = settings.DATA_DIR / "local-model.log"
         log_file = open(log_path, "ab")  # noqa: SIM115 - lives as long as the servers
         processes = []
-        for port in ports:
-            self.stdout.write(f"Starting the local model server on port {port}…")
-            processes.append(local.start_server(model=model, port=port, log_file=log_file))
-        for port, process in zip(ports, processes, strict=True):
+        for port, model in servers.items():
+            self.stdout.write(f"Starting {local.LOCAL_MODELS[model].label} on port {port}…")
+            processes.append(
+                local.start_server(
+                    model=model, port=port, data_dir=settings.DATA_DIR, log_file=log_file
+                )
+            )
+        for port, process in zip(servers, processes, strict=True):
             try:
                 local.wait_ready(port, process)
-            except RuntimeError as exc:
+            except local.LocalModelError as exc:
                 for p in processes:
                     p.terminate()
                 raise CommandError(f"{exc}; see {log_path}") from None
-        self.stdout.write(self.style.SUCCESS(f"{len(ports)} local model server(s) ready."))
+        self.stdout.write(self.style.SUCCESS(f"{len(servers)} local model server(s) ready."))
         return processes
 
     def _serve(self, host: str, port: int) -> None:

@@ -4,7 +4,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from battles.models import Vote
-from leaderboard import services
+from leaderboard import dumps, recompute
 from leaderboard.models import ImportedVote
 from llm_providers.models import LLMModel
 
@@ -41,13 +41,13 @@ def test_export_writes_fastchat_clean_battle_lines(rated, make_vote, tmp_path, c
 
 
 def test_an_exported_dump_imported_elsewhere_gives_the_same_ratings(rated, tmp_path):
-    before = {r.model.name: r.rating for r in services.ratings_recompute().rows.all()}
+    before = {r.model.name: r.rating for r in recompute.ratings_recompute().rows.all()}
     out = tmp_path / "out.jsonl"
     call_command("export_battles", "--output", str(out))
     Vote.objects.all().delete()  # stands in for a fresh instance with the same catalog
     call_command("import_battles", str(out))
     assert ImportedVote.objects.count() == 60
-    after = {r.model.name: r.rating for r in services.ratings_recompute().rows.all()}
+    after = {r.model.name: r.rating for r in recompute.ratings_recompute().rows.all()}
     assert after == pytest.approx(before)
 
 
@@ -71,7 +71,7 @@ def test_unknown_models_become_retired_catalog_entries(db, tmp_path, capsys):
     call_command("import_battles", str(write(tmp_path, [dump_line(), dump_line(tstamp=1.5e9)])))
     created = LLMModel.objects.get(name="gpt-4")
     assert created.status == LLMModel.Status.RETIRED
-    assert created.base_url == services.IMPORTED_BASE_URL
+    assert created.base_url == dumps.IMPORTED_BASE_URL
     assert created.organization == ""
     out = capsys.readouterr().out
     assert "Imported 2 votes" in out and "gpt-4, claude-2" in out
@@ -124,9 +124,35 @@ def test_a_missing_file_is_a_clear_error(db, tmp_path):
 
 
 def test_import_streams_in_batches_and_reports_progress(db, monkeypatch):
-    monkeypatch.setattr(services, "PROGRESS_EVERY", 3)
+    monkeypatch.setattr(dumps, "PROGRESS_EVERY", 3)
     seen = []
     lines = (dump_line(question_id=f"q{i}", tstamp=1.6e9 + i) for i in range(10))
-    report = services.battles_import(lines=lines, batch_size=4, progress=seen.append)
+    report = dumps.battles_import(lines=lines, batch_size=4, progress=seen.append)
     assert report.imported == 10
     assert seen == [3, 6, 9]
+
+
+def test_the_export_leaves_out_what_the_ratings_leave_out(
+    settings, filters_on, consensus, make_vote
+):
+    settings.ARENA_PROMPT_DEDUP_PERCENTILE = 0.9
+    alpha, bravo, charlie = consensus  # 40 honest votes
+    for i in range(10):  # flagged by the outlier test
+        make_vote(*[(alpha, bravo, "b"), (bravo, charlie, "b")][i % 2], visitor_hash="contrarian")
+    hot = [make_vote(alpha, charlie, "tie", prompt_hash="f" * 64) for _ in range(4)]
+    for i in range(9):
+        make_vote(alpha, charlie, "a", prompt_hash=f"{i:064x}")
+    make_vote(alpha, bravo, "a", flagged_invalid=True)
+    recompute.ratings_recompute(style=False)
+    lines: list[str] = []
+
+    written = dumps.battles_export(write=lines.append)
+
+    exported = [json.loads(line) for line in lines]
+    assert written == len(exported) == 40 + 1 + 9
+    assert {line["judge"] for line in exported}.isdisjoint({"contrarian"})
+    hot_ids = {vote.battle.uuid.hex for vote in hot}
+    assert [line["question_id"] for line in exported if line["question_id"] in hot_ids] == [
+        hot[0].battle.uuid.hex
+    ]
+    assert [line["tstamp"] for line in exported] == sorted(line["tstamp"] for line in exported)
