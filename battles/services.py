@@ -1,4 +1,4 @@
-"""Writes for battles: start, follow up, stop, retry, vote, sessions (generation: generation.py)."""
+"""Writes for battles: start, follow up, stop, retry, vote, sessions (generation: generation/)."""
 
 import logging
 import random

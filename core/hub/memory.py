@@ -113,6 +113,9 @@ class MemoryHub:
     def ping(self) -> bool:
         return True
 
+    async def aclose(self) -> None:
+        """Nothing to close: no connections."""
+
 
 class MemorySubscription:
     def __init__(self, hub: MemoryHub, stream: str, after: str | None):

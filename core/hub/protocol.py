@@ -54,6 +54,10 @@ class Hub(Protocol):
         """Follow a stream from after the event id `after` (None: from its start). Called in
         the event loop that will await the subscription."""
 
+    async def aclose(self) -> None:
+        """Close the calling event loop's connections, as the loop ends (the next use opens
+        new ones)."""
+
 
 def format_sse(events: Iterable[Event]) -> str:
     parts = []

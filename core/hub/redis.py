@@ -107,8 +107,8 @@ class RedisHub:
                 self._async_clients[loop] = client
             return client
 
-    async def _async_client_close(self) -> None:
-        """Close this event loop's client (the next use makes a new one)."""
+    async def aclose(self) -> None:
+        """Close the calling event loop's connections (the next use opens new ones)."""
         with self._lock:
             client = self._async_clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
@@ -229,7 +229,7 @@ class _SharedReader:
             # The reader lasts as long as its event loop: when the loop shuts down (the web
             # process stopping, or a test's loop) its task is cancelled, and the loop's Redis
             # connections are closed with it instead of being left to the garbage collector.
-            await self.hub._async_client_close()
+            await self.hub.aclose()
 
     async def _read_forever(self) -> None:
         client = self.hub._async_client()

@@ -54,6 +54,7 @@ def test_events_keep_their_order_and_a_reconnect_resumes_after_its_last_id(hub):
         forgotten = hub.subscribe("order", None)
         assert await forgotten.get(timeout=0.2) == []
         forgotten.close()
+        await hub.aclose()
 
     asyncio.run(main())
 
@@ -74,22 +75,27 @@ def test_a_subscription_opened_during_a_read_further_back_gets_every_event_in_or
         caught_up.close()
         fresh.close()
         hub.discard("s")
+        await hub.aclose()
 
     asyncio.run(main())
 
 
 def test_one_read_answers_which_flags_are_up(hub):
     keys = ["stop:1", "stop:2", "stop:3"]
-    for key in keys:
-        hub.clear_flag(key)
-    hub.set_flag("stop:1")
-    hub.set_flag("stop:3")
 
-    assert asyncio.run(hub.flags_up(keys)) == {"stop:1", "stop:3"}
-    hub.clear_flag("stop:1")
-    assert asyncio.run(hub.flags_up(keys)) == {"stop:3"}
-    assert asyncio.run(hub.flags_up([])) == set()
-    hub.clear_flag("stop:3")
+    async def main():
+        for key in keys:
+            hub.clear_flag(key)
+        hub.set_flag("stop:1")
+        hub.set_flag("stop:3")
+        assert await hub.flags_up(keys) == {"stop:1", "stop:3"}
+        hub.clear_flag("stop:1")
+        assert await hub.flags_up(keys) == {"stop:3"}
+        assert await hub.flags_up([]) == set()
+        hub.clear_flag("stop:3")
+        await hub.aclose()
+
+    asyncio.run(main())
 
 
 def test_streams_of_one_process_share_one_reader_and_idle_ones_time_out_empty(hub):
@@ -109,5 +115,6 @@ def test_streams_of_one_process_share_one_reader_and_idle_ones_time_out_empty(hu
             subscription.close()
         for name in names:
             hub.discard(name)
+        await hub.aclose()
 
     asyncio.run(main())
