@@ -24,8 +24,10 @@ web:
 	.venv/bin/python manage.py collectstatic --noinput --verbosity 0
 	.venv/bin/gunicorn config.asgi:application -k uvicorn_worker.UvicornWorker -b $(WEB_BIND) -w 2 --keep-alive 20
 
+# A few task threads: a generation task only claims its reply; the replies stream in the
+# worker's event loop (up to ARENA_MAX_REPLIES_PER_PROCESS at once).
 worker:
-	.venv/bin/celery -A config worker -Q llm,default -P threads -c 64 --loglevel INFO
+	.venv/bin/celery -A config worker -Q llm,default -P threads -c 8 --loglevel INFO
 
 beat:
 	.venv/bin/celery -A config beat --loglevel INFO --schedule var/celerybeat-schedule

@@ -86,7 +86,7 @@ class _VisitorClient:
     def key(self) -> str:
         from django.http import HttpRequest
 
-        from arena.visitors import visitor_from_request
+        from core.visitors import visitor_from_request
 
         request = HttpRequest()
         request.COOKIES = {k: v.value for k, v in self.client.cookies.items()}

@@ -1,7 +1,7 @@
 """Read by gunicorn from the directory it starts in: `make web` and the Docker image's command.
 
 Before any worker starts, the master refuses a site that would answer every page with a 500
-(see arena/checks.py), with one sentence instead of a traceback per request.
+(see core/checks.py), with one sentence instead of a traceback per request.
 """
 
 import os
@@ -16,7 +16,7 @@ def on_starting(server) -> None:
         django.setup()
     except ImproperlyConfigured as exc:
         raise RuntimeError(str(exc)) from None  # gunicorn prints it as "Error: …" and exits
-    from arena.checks import static_manifest
+    from core.checks import static_manifest
 
     errors = static_manifest()
     if errors:

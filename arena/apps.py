@@ -1,13 +1,5 @@
 from django.apps import AppConfig
-from django.core import checks
 
 
 class ArenaConfig(AppConfig):
     name = "arena"
-
-    def ready(self) -> None:
-        from arena.checks import static_manifest
-
-        # A deploy check: `manage.py check --deploy` and the web server's start run it
-        # (gunicorn.conf.py), while migrate and collectstatic itself must not be stopped by it.
-        checks.register(static_manifest, deploy=True)

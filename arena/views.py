@@ -1,3 +1,4 @@
+from celery import current_app
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -5,27 +6,15 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from arena.hub import get_hub
 from battles.forms import PromptForm
-from llm_providers import local
+from battles.selectors import models_on_offer
+from core.hub import get_hub
 from llm_providers.models import LLMModel
-
-
-def home_context(request: HttpRequest) -> dict:
-    active = list(
-        LLMModel.objects.active().only("name", "organization", "base_url", "model").order_by("name")
-    )
-    return {
-        "form": PromptForm(),
-        "active_models": active,
-        "bundled_models_only": bool(active)
-        and all(local.is_served_here(base_url=m.base_url, model=m.model) for m in active),
-    }
 
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "arena/home.html", home_context(request))
+    return render(request, "arena/home.html", {"form": PromptForm(), **models_on_offer()})
 
 
 def _active_models() -> int | None:
@@ -42,10 +31,8 @@ def _active_models() -> int | None:
 def _broker_ok() -> bool:
     if settings.ARENA_TASK_MODE != "celery":
         return True
-    from config.celery import app
-
     try:
-        with app.connection_for_write() as conn:
+        with current_app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
         return True
     except Exception:

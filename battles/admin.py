@@ -1,7 +1,8 @@
-"""Staff views of battles, votes, replies, flagged voters and moderation, and the stats page.
+"""Staff views of battles, votes, replies and moderation, and the stats page.
 
-Everything a visitor produced is read-only here; staff may only flag a vote invalid or clear a
-flagged voter after review, the two decisions that change what the ratings count.
+Everything a visitor produced is read-only here; staff may only flag a vote invalid, one of
+the two decisions that change what the ratings count (the other, clearing a flagged voter,
+is in the leaderboard's admin).
 """
 
 from django.contrib import admin
@@ -10,7 +11,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 
 from battles import selectors
-from battles.models import Battle, FlaggedVoter, ModerationEvent, Reply, Vote
+from battles.models import Battle, ModerationEvent, Reply, Vote
 
 STATS_DAYS = 7
 
@@ -74,7 +75,7 @@ class VoteAdmin(ReadOnlyAdmin):
         return [stats, *super().get_urls()]
 
     def stats_view(self, request):
-        """Arena integrity at a glance: who votes how much, flagged voters, model health."""
+        """Arena integrity at a glance: who votes how much, model health, moderation."""
         if not self.has_view_permission(request):
             raise PermissionDenied
         context = self.admin_site.each_context(request) | {
@@ -82,24 +83,10 @@ class VoteAdmin(ReadOnlyAdmin):
             "days": STATS_DAYS,
             "by_visitor": selectors.votes_per_day(column="visitor_hash", days=STATS_DAYS),
             "by_ip": selectors.votes_per_day(column="ip_hash", days=STATS_DAYS),
-            "flagged": selectors.flagged_voters(),
             "models": selectors.model_health(days=STATS_DAYS),
             "moderation": selectors.moderation_counts(days=STATS_DAYS),
         }
         return TemplateResponse(request, "admin/battles/arena_stats.html", context)
-
-
-@admin.register(FlaggedVoter)
-class FlaggedVoterAdmin(ReadOnlyAdmin):
-    """Voters the outlier test flagged; tick `cleared` after review to count them again."""
-
-    list_display = ["visitor_hash", "e_value", "votes_tested", "votes_total", "cleared",
-                    "flagged_at"]
-    list_filter = ["cleared"]
-    search_fields = ["=visitor_hash"]
-    fields = ["visitor_hash", "cleared", "e_value", "votes_tested", "votes_total", "params",
-              "flagged_at", "updated_at"]
-    readonly_fields = [f for f in fields if f != "cleared"]
 
 
 @admin.register(ModerationEvent)

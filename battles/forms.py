@@ -45,3 +45,10 @@ class RenameForm(forms.Form):
         if not title or "\x00" in title:
             raise forms.ValidationError("Give the session a name.")
         return title
+
+
+class SidebarPageForm(forms.Form):
+    offset = forms.IntegerField(min_value=0, required=False)
+
+    def clean_offset(self) -> int:
+        return self.cleaned_data["offset"] or 0

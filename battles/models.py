@@ -8,8 +8,6 @@ from django.db.models.functions import Cast, Coalesce
 
 from llm_providers.models import LLMModel
 
-STYLE_FEATURES = ("length", "headers", "lists", "bold")
-
 
 def style_difference(feature: str):
     """(a - b) / (a + b + 1) of one style feature stored in `style`: in [-1, 1], zero when
@@ -84,9 +82,6 @@ class Battle(models.Model):
 
     def __str__(self) -> str:
         return f"Battle {self.uuid}"
-
-    def model_for(self, side: str) -> LLMModel:
-        return self.model_a if side == "a" else self.model_b
 
 
 class Turn(models.Model):
@@ -180,28 +175,27 @@ class Reply(models.Model):
         return parts
 
 
-class Vote(models.Model):
+class AbstractVote(models.Model):
+    """The columns the ratings read, shared by this app's Vote and leaderboard.ImportedVote.
+
+    Every rating input goes through these: the recompute counts both tables with one query
+    shape, and a category or a filter is written once for both.
+    """
+
     class Choice(models.TextChoices):
         A = "a", "A is better"
         B = "b", "B is better"
         TIE = "tie", "Tie"
         BOTH_BAD = "bothbad", "Both are bad"
 
-    battle = models.OneToOneField(Battle, on_delete=models.CASCADE, related_name="vote")
     choice = models.CharField(max_length=8, choices=Choice.choices)
-    # Copied from the battle at vote time so the rating aggregation reads one table.
     model_a = models.ForeignKey(LLMModel, on_delete=models.PROTECT, related_name="+")
     model_b = models.ForeignKey(LLMModel, on_delete=models.PROTECT, related_name="+")
-    visitor_hash = models.CharField(max_length=32, db_index=True)
-    ip_hash = models.CharField(max_length=32, blank=True, db_index=True)
     # Categories, computed once at write time.
     turns = models.PositiveSmallIntegerField(default=1)
     prompt_chars = models.PositiveIntegerField(default=0)
     has_code = models.BooleanField(default=False)
     language = models.CharField(max_length=16, blank=True)
-    # sha256 of the normalised visitor prompts of every turn, for down-sampling prompts that are
-    # asked over and over (leaderboard.selectors); blank for votes older than the column.
-    prompt_hash = models.CharField(max_length=64, blank=True, db_index=True)
     # Style features (A minus B is derived at aggregation): reply length and markdown counts.
     style = models.JSONField(default=dict, blank=True)
     # Style features of A minus B, normalised (style_difference), for the style control.
@@ -212,40 +206,32 @@ class Vote(models.Model):
     # A vote is counted unless one of these says otherwise; each is counted in the snapshot.
     identity_leak = models.BooleanField(default=False)
     flagged_invalid = models.BooleanField(default=False)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_at = models.DateTimeField(db_index=True)
 
     class Meta:
+        abstract = True
         constraints = [
             models.CheckConstraint(
-                condition=Q(choice__in=["a", "b", "tie", "bothbad"]), name="vote_choice_valid"
+                condition=Q(choice__in=["a", "b", "tie", "bothbad"]),
+                name="%(class)s_choice_valid",
             ),
         ]
 
+
+class Vote(AbstractVote):
+    """A visitor's vote on a battle; its models are copied from the battle at vote time so the
+    rating aggregation reads one table."""
+
+    battle = models.OneToOneField(Battle, on_delete=models.CASCADE, related_name="vote")
+    visitor_hash = models.CharField(max_length=32, db_index=True)
+    ip_hash = models.CharField(max_length=32, blank=True, db_index=True)
+    # sha256 of the normalised visitor prompts of every turn, for down-sampling prompts that are
+    # asked over and over (leaderboard.exclusions); blank for votes older than the column.
+    prompt_hash = models.CharField(max_length=64, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
     def __str__(self) -> str:
         return f"Vote {self.choice} on battle {self.battle_id}"
-
-
-class FlaggedVoter(models.Model):
-    """A voter whose votes disagree with the consensus beyond chance (sequential e-value test).
-
-    Written by the ratings recompute (leaderboard.services.voters_flag); every vote by this
-    visitor hash is left out of the ratings while the row exists and is not cleared. Staff may
-    clear a row after review: the test then leaves it alone and the votes count again.
-    """
-
-    visitor_hash = models.CharField(max_length=32, unique=True)
-    e_value = models.FloatField()
-    votes_tested = models.PositiveIntegerField()
-    votes_total = models.PositiveIntegerField()
-    params = models.JSONField(default=dict, blank=True)
-    flagged_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-    cleared = models.BooleanField(
-        default=False, help_text="Reviewed by staff: count this voter's votes again."
-    )
-
-    def __str__(self) -> str:
-        return self.visitor_hash
 
 
 class ModerationEvent(models.Model):

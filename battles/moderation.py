@@ -14,11 +14,9 @@ import os
 from django.conf import settings
 
 from battles.models import ModerationEvent
-from llm_providers.client import openai  # imported on first use: only a configured check needs it
+from llm_providers.client import Endpoint, ProviderError, moderation_check
 
 log = logging.getLogger(__name__)
-
-NO_KEY = "not-needed"  # the SDK insists on a key; a local endpoint ignores it
 
 
 class PromptRefusedError(Exception):
@@ -32,17 +30,15 @@ class PromptRefusedError(Exception):
 
 
 def moderation_enabled() -> bool:
-    return bool(getattr(settings, "ARENA_MODERATION_URL", ""))
+    return bool(settings.ARENA_MODERATION_URL)
 
 
-def _client() -> openai.OpenAI:
-    key_env = getattr(settings, "ARENA_MODERATION_API_KEY_ENV", "")
-    return openai.OpenAI(
+def _endpoint() -> Endpoint:
+    key_env = settings.ARENA_MODERATION_API_KEY_ENV
+    return Endpoint(
         base_url=settings.ARENA_MODERATION_URL,
-        api_key=(os.environ.get(key_env) if key_env else None) or NO_KEY,
-        timeout=settings.ARENA_MODERATION_TIMEOUT,
-        # One try: the visitor is waiting, and the fail-open/closed rule covers an outage.
-        max_retries=0,
+        model=settings.ARENA_MODERATION_MODEL,
+        api_key=os.environ.get(key_env) if key_env else None,
     )
 
 
@@ -57,18 +53,21 @@ def prompt_moderate(*, prompt: str, action: str, visitor_hash: str, ip_hash: str
         "prompt_excerpt": prompt[:300],
     }
     try:
-        response = _client().moderations.create(
-            model=settings.ARENA_MODERATION_MODEL, input=prompt
-        )
-        results = list(response.results)
-    except (openai.OpenAIError, ValueError) as exc:
+        # One try: the visitor is waiting, and the fail-open/closed rule covers an outage.
+        result = moderation_check(_endpoint(), prompt, timeout=settings.ARENA_MODERATION_TIMEOUT)
+    except ProviderError as exc:
         closed = settings.ARENA_MODERATION_FAIL_CLOSED
-        log.warning("moderation check failed (%s): %s", "refusing" if closed else "allowing", exc)
+        log.warning(
+            "moderation check failed (%s): %s %s",
+            "refusing" if closed else "allowing",
+            exc.code,
+            exc.detail,
+        )
         ModerationEvent.objects.create(
             outcome=ModerationEvent.Outcome.ERROR_REFUSED
             if closed
             else ModerationEvent.Outcome.ERROR_ALLOWED,
-            detail=type(exc).__name__,
+            detail=f"{exc.code}: {exc.detail}"[:300],
             **event,
         )
         if closed:
@@ -77,15 +76,13 @@ def prompt_moderate(*, prompt: str, action: str, visitor_hash: str, ip_hash: str
                 "Please try again in a minute."
             ) from None
         return
-    flagged = [result for result in results if result.flagged]
-    if not flagged:
+    if not result.flagged:
         return
-    categories = sorted(
-        {name for result in flagged for name, hit in result.categories.model_dump().items() if hit}
+    log.info(
+        "moderation refused a %s prompt: %s", action, ", ".join(result.categories) or "flagged"
     )
-    log.info("moderation refused a %s prompt: %s", action, ", ".join(categories) or "flagged")
     ModerationEvent.objects.create(
-        outcome=ModerationEvent.Outcome.REFUSED, categories=categories, **event
+        outcome=ModerationEvent.Outcome.REFUSED, categories=result.categories, **event
     )
     raise PromptRefusedError(
         "This prompt was not sent: our content check flagged it. Rephrase it and try again."

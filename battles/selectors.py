@@ -3,21 +3,22 @@
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db.models import Avg, Count, Prefetch, Q
+from django.db.models import Avg, Count, Prefetch, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.http import Http404
 from django.utils import timezone
 
-from arena.visitors import Visitor
 from battles.models import (
     Battle,
     Conversation,
-    FlaggedVoter,
     ModerationEvent,
     Reply,
     Turn,
     Vote,
 )
+from battles.state import BattleState
+from core.visitors import Visitor
+from llm_providers import local
 from llm_providers.models import LLMModel
 
 SIDEBAR_PAGE = 30
@@ -38,21 +39,101 @@ def battle_find_for_visitor(*, visitor: Visitor, uuid) -> Battle:
     return _visible(Battle.objects.select_related("conversation"), visitor=visitor, uuid=uuid)
 
 
-def battle_get_for_visitor(*, visitor: Visitor, uuid) -> Battle:
-    """The visitor's own battle with all it shows, or 404: another visitor's battle does not
-    exist for them."""
-    battles = (
-        Battle.objects.select_related("conversation", "model_a", "model_b", "vote")
-        .prefetch_related(
-            Prefetch(
-                "turns",
-                queryset=Turn.objects.order_by("index").prefetch_related(
-                    Prefetch("replies", queryset=Reply.objects.order_by("side"))
-                ),
+@dataclass(frozen=True)
+class Pane:
+    """One side's reply as the page shows it."""
+
+    reply: Reply
+    # The turn is streaming on this page: the pane takes the stream's swaps.
+    live: bool
+    # The side's model, present only once the names may be revealed (BattleState).
+    model: LLMModel | None
+
+
+@dataclass(frozen=True)
+class TurnView:
+    turn: Turn
+    panes: list[Pane]
+
+
+@dataclass(frozen=True)
+class BattleView:
+    """A battle as its owner may see it: its turns, its state, and only what may be shown."""
+
+    battle: Battle
+    state: BattleState
+    turns: list[TurnView]
+    # The vote, once cast; each side and its model, once the names may be revealed.
+    vote: Vote | None
+    revealed: list[tuple[str, LLMModel]]
+
+    @property
+    def last_turn(self) -> TurnView:
+        return self.turns[-1]
+
+    @property
+    def streaming_turn(self) -> TurnView | None:
+        """The turn the page follows over the event stream, while its replies run."""
+        return self.turns[-1] if self.state.running else None
+
+
+def _battle_view(battle: Battle) -> BattleView:
+    turns = list(battle.turns.all())
+    state = BattleState.of(battle, turns[-1].replies.all())
+    models = {"a": battle.model_a, "b": battle.model_b} if state.names_revealed else {}
+    return BattleView(
+        battle=battle,
+        state=state,
+        turns=[
+            TurnView(
+                turn=turn,
+                panes=[
+                    Pane(
+                        reply=reply,
+                        live=state.running and turn is turns[-1],
+                        model=models.get(reply.side),
+                    )
+                    for reply in turn.replies.all()
+                ],
             )
+            for turn in turns
+        ],
+        vote=battle.vote if state.voted else None,
+        revealed=list(models.items()),
+    )
+
+
+def _with_everything_shown(battles: QuerySet[Battle]) -> QuerySet[Battle]:
+    """One query each for the battles (with their models and vote), turns and replies, however
+    many battles and turns there are."""
+    return battles.select_related("model_a", "model_b", "vote").prefetch_related(
+        Prefetch(
+            "turns",
+            queryset=Turn.objects.order_by("index").prefetch_related(
+                Prefetch("replies", queryset=Reply.objects.order_by("side"))
+            ),
         )
     )
-    return _visible(battles, visitor=visitor, uuid=uuid)
+
+
+def battle_get_for_visitor(*, visitor: Visitor, uuid) -> BattleView:
+    """The visitor's own battle with all it shows, or 404: another visitor's battle does not
+    exist for them."""
+    battles = _with_everything_shown(Battle.objects.select_related("conversation"))
+    return _battle_view(_visible(battles, visitor=visitor, uuid=uuid))
+
+
+def models_on_offer() -> dict:
+    """What the home page says about the models: the active ones a battle may draw from, by
+    name, and whether they are all the bundled local ones (then it says they are tiny models
+    for trying the arena, and where to add real ones)."""
+    active = list(
+        LLMModel.objects.active().only("name", "organization", "base_url", "model").order_by("name")
+    )
+    bundled = bool(active) and all(
+        local.is_served_here(base_url=m.base_url, model=m.model) for m in active
+    )
+    return {"active_models": active, "bundled_models_only": bundled}
 
 
 def conversation_get_for_visitor(*, visitor: Visitor, uuid) -> Conversation:
@@ -64,19 +145,10 @@ def conversation_get_for_visitor(*, visitor: Visitor, uuid) -> Conversation:
     return conversation
 
 
-def conversation_battles(*, conversation: Conversation) -> list[Battle]:
-    return list(
-        conversation.battles.select_related("model_a", "model_b", "vote")
-        .prefetch_related(
-            Prefetch(
-                "turns",
-                queryset=Turn.objects.order_by("index").prefetch_related(
-                    Prefetch("replies", queryset=Reply.objects.order_by("side"))
-                ),
-            )
-        )
-        .order_by("created_at")
-    )
+def conversation_battles(*, conversation: Conversation) -> list[BattleView]:
+    """The session's battles, oldest first, as its owner (who found it) may see them."""
+    battles = _with_everything_shown(conversation.battles.order_by("created_at"))
+    return [_battle_view(battle) for battle in battles]
 
 
 def sidebar_groups(
@@ -178,6 +250,3 @@ def moderation_counts(*, days: int) -> dict[str, int]:
     )
     return {label: counts.get(value, 0) for value, label in ModerationEvent.Outcome.choices}
 
-
-def flagged_voters(*, limit: int = 50) -> list[FlaggedVoter]:
-    return list(FlaggedVoter.objects.order_by("cleared", "-e_value")[:limit])

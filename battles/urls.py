@@ -1,6 +1,21 @@
-from django.urls import path
+from django.urls import path, register_converter
 
 from battles import views
+
+
+class SideConverter:
+    """A battle side in a URL: `a` or `b` (anything else is not found)."""
+
+    regex = "[ab]"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(SideConverter, "side")
 
 app_name = "battles"
 
@@ -12,7 +27,7 @@ urlpatterns = [
     path("c/<uuid:uuid>/delete/", views.conversation_delete, name="delete"),
     path("sessions/", views.sidebar, name="sidebar"),
     path("b/<uuid:uuid>/follow-up/", views.follow_up, name="follow_up"),
-    path("b/<uuid:uuid>/retry/<str:side>/", views.retry_side, name="retry"),
+    path("b/<uuid:uuid>/retry/<side:side>/", views.retry_side, name="retry"),
     path("b/<uuid:uuid>/regenerate/", views.regenerate, name="regenerate"),
     path("b/<uuid:uuid>/stop/", views.stop, name="stop"),
     path("b/<uuid:uuid>/vote/", views.vote, name="vote"),

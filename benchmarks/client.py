@@ -8,9 +8,9 @@ one after another for `--seconds`, each answer `--tokens` tokens at `--tps` toke
 and its HTTP client are imported and one request is made before the clock starts. The figure
 is the reader process's CPU time over the tokens it received: what a worker pays per token.
 
-- arena: `llm_providers.client.chat_stream` called from one thread per stream, as the Celery
-  worker calls it (every stream read by the process's one event loop, aiohttp, one
-  `json.loads` a chunk), with `should_stop` and `on_delta` as the battle service passes them.
+- arena: `llm_providers.client.ChatStream` run as coroutines in the process's loop
+  (`core.loop`), as a worker's generation loop runs every reply (aiohttp, one `json.loads` a
+  chunk), with an `on_delta` that keeps the text as a reply does.
 - sdk-sync: `openai.OpenAI().chat.completions.create(stream=True)`, one thread per stream,
   iterating the SDK's chunk objects (the SDK's documented streaming; default HTTP client).
 - sdk-async: `openai.AsyncOpenAI()`, the same call awaited, all streams in one event loop.
@@ -20,6 +20,7 @@ is the reader process's CPU time over the tokens it received: what a worker pays
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import subprocess
@@ -54,22 +55,32 @@ def _threads(streams: int, seconds: float, one_call) -> tuple[int, float, float]
 
 
 def _run_arena(base_url: str, model: str, streams: int, seconds: float):
-    from llm_providers.client import Endpoint, chat_stream, warm_up
+    from core import loop
+    from llm_providers.client import ChatStream, Endpoint, warm_up
 
     warm_up()
     endpoint = Endpoint(base_url, model)
-    chat_stream(endpoint, MESSAGES, on_delta=lambda text: None)
 
-    def one() -> int:
-        count = [0]
+    async def one() -> int:
+        unsent: list[str] = []
+        await ChatStream(endpoint, MESSAGES, on_delta=unsent.append).run()
+        return len(unsent)
 
-        def on_delta(text: str) -> None:
-            count[0] += 1
+    async def main():
+        await one()
+        tokens = [0]
+        stop_at = time.monotonic() + seconds
 
-        chat_stream(endpoint, MESSAGES, on_delta=on_delta, should_stop=lambda: False)
-        return count[0]
+        async def repeat() -> None:
+            while time.monotonic() < stop_at:
+                count = await one()
+                tokens[0] += count
 
-    return _threads(streams, seconds, one)
+        cpu, wall = time.process_time(), time.monotonic()
+        await asyncio.gather(*(repeat() for _ in range(streams)))
+        return tokens[0], time.process_time() - cpu, time.monotonic() - wall
+
+    return loop.submit(main()).result()
 
 
 def _count_chunk(chunk) -> int:
@@ -90,8 +101,6 @@ def _run_sdk_sync(base_url: str, model: str, streams: int, seconds: float):
 
 
 def _run_sdk_async(base_url: str, model: str, streams: int, seconds: float, *, aiohttp: bool):
-    import asyncio
-
     import openai
 
     async def main():

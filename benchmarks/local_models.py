@@ -4,7 +4,7 @@
 
 Starts two SmolLM2-135M-Instruct servers as `make run` does (one process and one thread each,
 on free ports), sends each one request to warm it up, then `--rounds` pairs of requests at the
-same moment through the arena's `chat_stream` (the request a battle sends: system prompt,
+same moment through the arena's `ChatStream` (the request a battle sends: system prompt,
 temperature 0.2, 60 tokens at most), then the same requests to one server alone. Prints the
 time to first token of every side. `--batch-threads` sets the servers' prompt-processing
 threads (default: `llm_providers.local`'s, one), to compare with llama.cpp's default (one per
@@ -26,8 +26,9 @@ django.setup()
 from django.conf import settings  # noqa: E402
 
 from arena.tests.servers import free_port  # noqa: E402
+from core import loop  # noqa: E402
 from llm_providers import local  # noqa: E402
-from llm_providers.client import Endpoint, Timeouts, chat_stream  # noqa: E402
+from llm_providers.client import ChatStream, Endpoint, Timeouts  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 SYSTEM = "You are a helpful assistant. Answer accurately and concisely."
@@ -37,10 +38,10 @@ PROMPTS = ("Name three primary colours.", "What is the capital of France?", "Def
 def ttft_ms(port: int, prompt: str) -> int:
     endpoint = Endpoint(f"http://127.0.0.1:{port}/v1", MODEL, temperature=0.2, max_tokens=60)
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
-    result = chat_stream(
+    call = ChatStream(
         endpoint, messages, on_delta=lambda _: None, timeouts=Timeouts(first_token=60, total=120)
     )
-    return result.ttft_ms
+    return loop.submit(call.run()).result().ttft_ms
 
 
 def _ask_into(results: list[int], port: int, prompt: str) -> None:

@@ -102,9 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     log(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} cores")
     if args.reuse and db_exists():
         log("reusing the kept database")
+        manage("migrate", "--noinput")  # kept by an older tree: bring its schema up to date
         sql("DELETE FROM leaderboard_snapshotrow")
         sql("DELETE FROM leaderboard_snapshot")
-        sql("DELETE FROM battles_flaggedvoter")
+        sql("DELETE FROM leaderboard_flaggedvoter")
+        sql("DELETE FROM leaderboard_hotprompt")
     else:
         synthetic.db_recreate(DB_NAME)
         manage("migrate", "--noinput")

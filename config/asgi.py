@@ -2,7 +2,7 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-from arena.asgi import get_application
+from core.asgi import get_application
 
 application = get_application()
 

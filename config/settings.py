@@ -54,15 +54,19 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_htmx",
     "template_partials",
-    "arena",
+    # For its system checks on the cache the rate limits use.
+    "django_ratelimit",
+    # The project's apps, lowest layer first: each imports only those above it in this list.
+    "core",
     "llm_providers",
     "battles",
     "leaderboard",
+    "arena",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "arena.staticfiles.StaticFilesMiddleware",
+    "core.staticfiles.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -70,8 +74,13 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "arena.middleware.visitor_middleware",
-    "arena.middleware.security_headers_middleware",
+    "core.middleware.visitor_middleware",
+    "core.middleware.security_headers_middleware",
+    # A database, Redis or broker outage becomes a plain "temporarily unavailable" page (not a
+    # server error); it sits last, so it sees the view's exception first.
+    "core.middleware.service_unavailable_middleware",
+    # Innermost: everything above runs in one thread per request under ASGI (see the class).
+    "core.middleware.sync_boundary_middleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -123,6 +132,9 @@ if DATABASE_URL:
                 "max_idle": 300,
             }
         }
+    if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        # Without it a connection attempt to an unreachable server can hang for minutes.
+        DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
 else:
     DATABASES = {
         "default": {
@@ -150,12 +162,15 @@ if (ARENA_TASK_MODE == "celery" or ARENA_HUB == "redis") and not REDIS_URL:
         "REDIS_URL must be set for ARENA_TASK_MODE=celery or ARENA_HUB=redis."
     )
 ARENA_INPROCESS_WORKERS = env_int("ARENA_INPROCESS_WORKERS", 8, minimum=1)
+# Replies one process streams at once (battles.generation.runner): the back-pressure cap.
+ARENA_MAX_REPLIES_PER_PROCESS = env_int("ARENA_MAX_REPLIES_PER_PROCESS", 1000, minimum=1)
+ARENA_SHUTDOWN_GRACE_SECONDS = env_float("ARENA_SHUTDOWN_GRACE_SECONDS", 10.0, minimum=0)
 # Namespace for this arena's keys and queues in Redis, so several arenas (or test runs) can
 # share one Redis server.
 ARENA_REDIS_PREFIX = env_str("ARENA_REDIS_PREFIX", "arena")
 ARENA_QUEUE_LLM = env_str("ARENA_QUEUE_LLM", "llm")
 ARENA_QUEUE_DEFAULT = env_str("ARENA_QUEUE_DEFAULT", "default")
-# Redis connections a web process may open for SSE streams (each waiting stream holds one).
+# Redis connections one event loop of a process may open (SSE streams, a worker's replies).
 ARENA_REDIS_MAX_CONNECTIONS = env_int("ARENA_REDIS_MAX_CONNECTIONS", 5000, minimum=1)
 
 if REDIS_URL:
@@ -176,10 +191,19 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_timeout": 5, "socket_connect_timeout": 5}
+# Publishing a task happens while a visitor waits: a few quick attempts, then a clear error.
+# (The worker's own reconnect loop keeps Celery's defaults, so work resumes when Redis returns.)
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_timeout": 5, "socket_connect_timeout": 2}
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# A generation may stream for minutes; the hard limit is a backstop above the client's own
-# total timeout so a stuck call cannot hold a worker slot forever.
+# Model call limits; the generation task itself only claims a reply and hands it to the
+# process's loop, where these are enforced. The task time limits stay a backstop above them.
 LLM_TIMEOUT_CONNECT = env_float("LLM_TIMEOUT_CONNECT", 10.0, minimum=0.1)
 LLM_TIMEOUT_FIRST_TOKEN = env_float("LLM_TIMEOUT_FIRST_TOKEN", 60.0, minimum=0.1)
 LLM_TIMEOUT_IDLE = env_float("LLM_TIMEOUT_IDLE", 60.0, minimum=0.1)
@@ -245,7 +269,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "admin:login"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
@@ -325,9 +351,6 @@ ARENA_RATE_VOTE = _env_rate("ARENA_RATE_VOTE", "30/m")
 ARENA_DAILY_VOTE_CAP_VISITOR = env_int("ARENA_DAILY_VOTE_CAP_VISITOR", 500, minimum=0)
 ARENA_DAILY_VOTE_CAP_IP = env_int("ARENA_DAILY_VOTE_CAP_IP", 2000, minimum=0)
 ARENA_VOTE_REQUIRES_LOGIN = env_bool("ARENA_VOTE_REQUIRES_LOGIN", False)
-LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "/"
-LOGOUT_REDIRECT_URL = "/"
 
 ARENA_MODERATION_URL = env_str("ARENA_MODERATION_URL", "")
 ARENA_MODERATION_MODEL = env_str("ARENA_MODERATION_MODEL", "omni-moderation-latest")
@@ -347,7 +370,6 @@ ARENA_OUTLIER_MIN_VOTES = env_int("ARENA_OUTLIER_MIN_VOTES", 5, minimum=1)
 ARENA_OUTLIER_MAX_VOTES = env_int("ARENA_OUTLIER_MAX_VOTES", 100, minimum=1)
 
 # Rate limits use the default cache: Redis in service mode, memory in the embedded default.
-INSTALLED_APPS += ["django_ratelimit"]  # for its system checks on the cache
 if CACHES["default"]["BACKEND"].endswith("LocMemCache"):
     # The embedded default is one process, so a per-process cache is the shared cache:
     # django-ratelimit's "not shared" error and "not officially supported" warning do not apply.
@@ -355,23 +377,3 @@ if CACHES["default"]["BACKEND"].endswith("LocMemCache"):
 elif CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
     # Django's own Redis backend increments atomically (INCR); the package only lists others.
     SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
-
-# --- Faults: when a backing service is down, fail fast and answer 503 ---------------------------
-# A database, Redis or broker outage becomes a plain "temporarily unavailable" page (not a
-# server error); it sits last, so it sees the view's exception first.
-MIDDLEWARE = [*MIDDLEWARE, "arena.middleware.service_unavailable_middleware"]
-# Innermost: everything above runs in one thread per request under ASGI (see the class).
-MIDDLEWARE = [*MIDDLEWARE, "arena.middleware.sync_boundary_middleware"]
-# Publishing a task happens while a visitor waits: a few quick attempts, then a clear error.
-# (The worker's own reconnect loop keeps Celery's defaults, so work resumes when Redis returns.)
-CELERY_BROKER_CONNECTION_TIMEOUT = 2
-CELERY_BROKER_TRANSPORT_OPTIONS = CELERY_BROKER_TRANSPORT_OPTIONS | {"socket_connect_timeout": 2}
-CELERY_TASK_PUBLISH_RETRY_POLICY = {
-    "max_retries": 2,
-    "interval_start": 0,
-    "interval_step": 0.2,
-    "interval_max": 0.5,
-}
-if DATABASES["default"]["ENGINE"].endswith("postgresql"):
-    # Without it a connection attempt to an unreachable server can hang for minutes.
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)

@@ -11,6 +11,7 @@ for name, value in {
     "LLM_TIMEOUT_TOTAL": "30",
     "LLM_MAX_RETRIES": "2",
     "ARENA_CIRCUIT_COOLDOWN_SECONDS": "5",
+    "ARENA_SHUTDOWN_GRACE_SECONDS": "1",
     # Every test client comes from 127.0.0.1: per-IP limits would spill from test to test.
     # The rate-limit tests switch them on themselves.
     "ARENA_RATE_START": "off",

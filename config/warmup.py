@@ -6,7 +6,7 @@ from llm_providers.client import warm_up  # cheap: the client defers the SDK's i
 
 
 def _language_model() -> None:
-    from leaderboard.categories import prompt_language  # about a second of CPU to load
+    from battles.features import prompt_language  # about a second of CPU to load
 
     prompt_language("Warming up the language identifier with a sentence.")
 

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from leaderboard.models import ImportedVote, Snapshot, SnapshotRow
+from leaderboard.models import FlaggedVoter, ImportedVote, Snapshot, SnapshotRow
 
 
 class SnapshotRowInline(admin.TabularInline):
@@ -51,4 +51,26 @@ class ImportedVoteAdmin(admin.ModelAdmin):
     show_full_result_count = False
 
     def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(FlaggedVoter)
+class FlaggedVoterAdmin(admin.ModelAdmin):
+    """Voters the outlier test flagged, most suspicious first; tick `cleared` after review to
+    count their votes again."""
+
+    list_display = ["visitor_hash", "e_value", "votes_tested", "votes_total", "cleared",
+                    "flagged_at"]
+    list_filter = ["cleared"]
+    ordering = ["cleared", "-e_value"]
+    search_fields = ["=visitor_hash"]
+    fields = ["visitor_hash", "cleared", "e_value", "votes_tested", "votes_total", "params",
+              "flagged_at", "updated_at"]
+    readonly_fields = [f for f in fields if f != "cleared"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
         return False

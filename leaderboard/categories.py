@@ -1,10 +1,9 @@
-"""Vote categories: which slice of the votes a snapshot rates, and the prompt's language.
+"""Vote categories: which slice of the votes a snapshot rates.
 
 A category is a name plus a filter on the columns that battles.Vote and ImportedVote share
 (turns, prompt_chars, has_code, language), all filled once when the vote is written.
 """
 
-import functools
 import re
 from dataclasses import dataclass
 
@@ -13,9 +12,6 @@ from django.db.models import Q
 
 OVERALL = "overall"
 LANGUAGE_PREFIX = "lang:"
-# Below this many letters a language guess is noise ("ok", "hi", code only).
-MIN_LETTERS_FOR_LANGUAGE = 12
-MIN_LANGUAGE_CONFIDENCE = 0.8
 _LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$")
 
 
@@ -26,7 +22,7 @@ class Category:
 
 
 def long_prompt_chars() -> int:
-    return getattr(settings, "ARENA_LONG_PROMPT_CHARS", 500)
+    return settings.ARENA_LONG_PROMPT_CHARS
 
 
 def fixed_categories() -> list[Category]:
@@ -71,22 +67,3 @@ def category_filter(key: str) -> Q:
     if is_valid_category(key):
         return Q(language=key.removeprefix(LANGUAGE_PREFIX))
     raise ValueError(f"Unknown category {key!r}.")
-
-
-@functools.cache
-def _identifier():
-    # Imported on first use: the model takes about a second to load, and only votes need it.
-    from py3langid.langid import MODEL_FILE, LanguageIdentifier
-
-    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-
-
-def prompt_language(text: str) -> str:
-    """ISO 639 code of the prompt's language, or "" when the text is too short or unclear."""
-    if sum(ch.isalpha() for ch in text) < MIN_LETTERS_FOR_LANGUAGE:
-        return ""
-    code, confidence = _identifier().classify(text)
-    unknown = code in ("und", "zxx") or not _LANGUAGE_RE.match(code)
-    if unknown or confidence < MIN_LANGUAGE_CONFIDENCE:
-        return ""
-    return code

@@ -1,10 +1,8 @@
 from django.db import models
 from django.db.models import Q
 
-from battles.models import style_difference_field
+from battles.models import AbstractVote
 from llm_providers.models import LLMModel
-
-CHOICES = ["a", "b", "tie", "bothbad"]
 
 
 class Snapshot(models.Model):
@@ -79,38 +77,22 @@ class RecomputeLock(models.Model):
         return self.name
 
 
-class ImportedVote(models.Model):
+class ImportedVote(AbstractVote):
     """A vote loaded from a FastChat `clean_battle` dump.
 
     Kept apart from battles.Vote so imports need no fake conversations or battles; the rating
-    aggregation reads both tables.
+    aggregation reads both tables through the columns of battles.AbstractVote.
     """
 
     # The dump's question_id, or a hash of the line without one: re-importing a file is a no-op.
     external_id = models.CharField(max_length=64, unique=True)
-    model_a = models.ForeignKey(LLMModel, on_delete=models.PROTECT, related_name="+")
-    model_b = models.ForeignKey(LLMModel, on_delete=models.PROTECT, related_name="+")
-    choice = models.CharField(max_length=8)
     judge = models.CharField(max_length=64, blank=True)
-    turns = models.PositiveSmallIntegerField(default=1)
-    prompt_chars = models.PositiveIntegerField(default=0)
-    has_code = models.BooleanField(default=False)
-    language = models.CharField(max_length=16, blank=True)
-    style = models.JSONField(default=dict, blank=True)
-    style_length = style_difference_field("length")
-    style_headers = style_difference_field("headers")
-    style_lists = style_difference_field("lists")
-    style_bold = style_difference_field("bold")
-    identity_leak = models.BooleanField(default=False)
-    flagged_invalid = models.BooleanField(default=False)
     created_at = models.DateTimeField(db_index=True)  # the dump's tstamp
     imported_at = models.DateTimeField(auto_now_add=True)
 
-    class Meta:
+    class Meta(AbstractVote.Meta):
         constraints = [
-            models.CheckConstraint(
-                condition=Q(choice__in=CHOICES), name="importedvote_choice_valid"
-            ),
+            *AbstractVote.Meta.constraints,
             models.CheckConstraint(
                 condition=~Q(model_a=models.F("model_b")), name="importedvote_distinct_models"
             ),
@@ -118,3 +100,39 @@ class ImportedVote(models.Model):
 
     def __str__(self) -> str:
         return self.external_id
+
+
+class FlaggedVoter(models.Model):
+    """A voter whose votes disagree with the consensus beyond chance (sequential e-value test).
+
+    Written by the ratings recompute (leaderboard.outliers.voters_flag); every vote by this
+    visitor hash is left out of the ratings while the row exists and is not cleared. Staff may
+    clear a row after review: the test then leaves it alone and the votes count again.
+    """
+
+    visitor_hash = models.CharField(max_length=32, unique=True)
+    e_value = models.FloatField()
+    votes_tested = models.PositiveIntegerField()
+    votes_total = models.PositiveIntegerField()
+    params = models.JSONField(default=dict, blank=True)
+    flagged_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    cleared = models.BooleanField(
+        default=False, help_text="Reviewed by staff: count this voter's votes again."
+    )
+
+    def __str__(self) -> str:
+        return self.visitor_hash
+
+
+class HotPrompt(models.Model):
+    """A prompt the last recompute down-sampled: asked more often than the cut-off, it keeps
+    only its first `keep` votes (exclusions.py). Replaced by every recompute, so pages apply
+    the same filter without counting every vote per prompt again."""
+
+    prompt_hash = models.CharField(max_length=64, unique=True)
+    keep = models.PositiveIntegerField()
+    cutoff = models.DateTimeField()  # the recompute's
+
+    def __str__(self) -> str:
+        return self.prompt_hash

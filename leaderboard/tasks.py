@@ -2,7 +2,7 @@ import logging
 
 from celery import shared_task
 
-from leaderboard import services
+from leaderboard import recompute
 
 log = logging.getLogger(__name__)
 
@@ -10,8 +10,8 @@ log = logging.getLogger(__name__)
 @shared_task(name="leaderboard.tasks.ratings_recompute_task", ignore_result=True)
 def ratings_recompute_task() -> None:
     try:
-        snapshots = services.ratings_recompute_all()
-    except services.RecomputeBusyError as exc:
+        snapshots = recompute.ratings_recompute_all()
+    except recompute.RecomputeBusyError as exc:
         # Beat fired while a long recompute (or the command) was still running: skip this tick.
         log.info("%s", exc)
         return

@@ -31,11 +31,11 @@ PLOTTED_MODELS = 20
 HISTORY_MODELS = 6
 
 
-def _board(request: HttpRequest):
+def _board(request: HttpRequest, *, matrices: bool):
     form = BoardForm(request.GET)
     form.is_valid()
     category = form.selected_category()
-    snapshot = selectors.snapshot_current(category=category)
+    snapshot = selectors.snapshot_current(category=category, matrices=matrices)
     filters = form.filters()
     rows = selectors.board_rows(snapshot=snapshot, filters=filters) if snapshot else []
     return form, category, snapshot, filters, rows
@@ -91,7 +91,7 @@ def _plots(snapshot, rows, category: str) -> dict:
 
 @require_GET
 def index(request: HttpRequest) -> HttpResponse:
-    form, category, snapshot, filters, rows = _board(request)
+    form, category, snapshot, filters, rows = _board(request, matrices=True)
     context = {
         "title": "Leaderboard",
         "form": form,
@@ -140,7 +140,7 @@ def _row_data(row) -> dict:
 
 @require_GET
 def board_json(request: HttpRequest) -> JsonResponse:
-    form, category, snapshot, _, rows = _board(request)
+    form, category, snapshot, _, rows = _board(request, matrices=False)
     meta = None
     if snapshot is not None:
         meta = {
@@ -160,7 +160,7 @@ def board_json(request: HttpRequest) -> JsonResponse:
 
 @require_GET
 def board_csv(request: HttpRequest) -> HttpResponse:
-    _, category, snapshot, _, rows = _board(request)
+    _, category, snapshot, _, rows = _board(request, matrices=False)
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     stamp = snapshot.created_at.strftime("%Y%m%d-%H%M") if snapshot else "empty"
     filename = f"leaderboard-{category.replace(':', '-')}-{stamp}.csv"
@@ -178,7 +178,8 @@ def model_detail(request: HttpRequest, slug: str) -> HttpResponse:
     form = BoardForm(request.GET)
     form.is_valid()
     category = form.selected_category()
-    snapshot = selectors.snapshot_current(category=category)
+    snapshot = selectors.snapshot_current(category=category, matrices=False)
+    votes = selectors.model_votes(model=model, recent_days=(7, 30))
     series = selectors.rating_history(category=category, model_ids=[model.pk])[model.pk]
     return render(request, "leaderboard/model.html", {
         "title": model.name,
@@ -190,8 +191,8 @@ def model_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "row": selectors.model_snapshot_row(model=model, snapshot=snapshot),
         "history": plots.history([(model.name, series)], band=True),
         "history_points": len(series),
-        "head_to_head": selectors.model_head_to_head(model=model),
-        "recent_week": selectors.model_recent_votes(model=model, days=7),
-        "recent_month": selectors.model_recent_votes(model=model, days=30),
+        "head_to_head": votes.head_to_head,
+        "recent_week": votes.recent[7],
+        "recent_month": votes.recent[30],
         "overall": category == OVERALL,
     })

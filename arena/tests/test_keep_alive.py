@@ -5,7 +5,7 @@ with uvicorn workers, DEBUG off).
 A browser sends its next request as soon as it has read a response: right after the headers
 of a 304, for instance. If that response is not finished on the server yet, uvicorn starts
 the next request from inside it, so it used to inherit the previous request's context and a
-stream connect answered 500 (`ThreadSensitiveContext has exited`; see arena/asgi.py).
+stream connect answered 500 (`ThreadSensitiveContext has exited`; see core/asgi.py).
 """
 
 import http.client

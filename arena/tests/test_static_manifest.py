@@ -11,8 +11,8 @@ import time
 import httpx2
 import pytest
 
-from arena.checks import static_manifest
 from arena.tests.servers import ROOT, _end, _wait_port, arena_env, free_port, manage
+from core.checks import static_manifest
 
 pytestmark = pytest.mark.slow
 

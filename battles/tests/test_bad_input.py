@@ -14,9 +14,9 @@ from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from arena.visitors import COOKIE, COOKIE_MAX_AGE, COOKIE_SALT
 from battles.models import Battle, Conversation, Vote
 from battles.tests.factories import make_battle
+from core.visitors import COOKIE, COOKIE_MAX_AGE, COOKIE_SALT
 
 LIMIT = 40  # a small prompt limit, so generated text falls on both sides of it
 PROPERTY = settings(

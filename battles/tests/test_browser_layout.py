@@ -16,7 +16,7 @@ from playwright.sync_api import Page, expect
 
 from battles.models import Battle, Conversation, Vote
 from battles.tests.browser import battle_on_page, csp_violations, pane, start_battle, wait_turn_done
-from leaderboard import services as leaderboard
+from leaderboard import recompute
 
 pytestmark = pytest.mark.browser
 
@@ -137,7 +137,7 @@ def crowded_board(make_model):
             choices = ["a", "a", "b"] if i < j - 3 else ["b", "tie", "a"]
             for choice in choices[: 2 + round_]:
                 _vote(models[i], models[j], choice, next(lengths))
-        leaderboard.ratings_recompute()
+        recompute.ratings_recompute()
     return models
 
 

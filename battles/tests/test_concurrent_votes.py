@@ -13,14 +13,13 @@ import httpx2
 import pytest
 from django.http import HttpRequest
 
-from arena.dispatch import enqueue_now
 from arena.tests.servers import ArenaProcess, arena_env
-from arena.visitors import COOKIE, visitor_from_request
 from battles.models import Battle, Reply, Vote
-from battles.tasks import reply_generate_task
 from battles.tests.conftest import wait_turn_finished
 from battles.tests.factories import make_battle
 from conftest import SERVICE_MODE
+from core.dispatch import enqueue_now
+from core.visitors import COOKIE, visitor_from_request
 
 BATTLES = 50
 THREADS = 32
@@ -85,7 +84,7 @@ def test_200_concurrent_votes_on_50_battles_store_exactly_one_vote_each_and_refu
         for i in range(10)
     ]
     for reply in Reply.objects.filter(turn__battle__in=busy):
-        enqueue_now(reply_generate_task, reply.pk)
+        enqueue_now("battles.tasks.reply_generate_task", reply.pk)
 
     def vote(battle: Battle, cookie: str, choice: str) -> tuple[Battle, str, str, int, str]:
         response = client.post(

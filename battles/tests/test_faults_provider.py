@@ -14,12 +14,11 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.html import escape
 
-from arena.dispatch import enqueue_now
 from battles.models import Battle, Reply
-from battles.tasks import reply_generate_task
 from battles.tests.conftest import start_battle, wait_turn_finished
 from battles.tests.factories import make_battle
 from conftest import wait_for
+from core.dispatch import enqueue_now
 from llm_providers.models import LLMModel
 from llm_providers.testing.server import generate_text, requests_log
 
@@ -85,7 +84,7 @@ def chat_requests(llm_server: str, model: LLMModel) -> list[dict]:
 
 def run_sides(battle: Battle) -> dict[str, Reply]:
     for reply in Reply.objects.filter(turn__battle=battle):
-        enqueue_now(reply_generate_task, reply.pk)
+        enqueue_now("battles.tasks.reply_generate_task", reply.pk)
     return {r.model_id: r for r in wait_turn_finished(battle, timeout=45)}
 
 

@@ -8,10 +8,11 @@ from collections.abc import Iterator
 import httpx2
 import pytest
 
-from battles import services
+from battles import generation
 from battles.models import Battle, Reply
 from battles.tests.conftest import wait_turn_finished
 from conftest import wait_for
+from core.hub import get_hub
 
 
 @contextlib.contextmanager
@@ -126,14 +127,7 @@ def test_a_finished_turn_is_served_from_the_database_when_the_hub_has_forgotten_
     with http_visitor(arena_server) as client:
         battle = http_start(client, "old news")
         wait_turn_finished(battle)
-        turn = battle.turns.get()
-        from arena.hub import get_hub
-
-        hub = get_hub()
-        if hasattr(hub, "_streams"):
-            hub._streams.pop(turn.stream_key(), None)
-        else:
-            hub._sync.delete(hub._key(turn.stream_key()))
+        get_hub().discard(battle.turns.get().stream_key())
         events = read_events(client, f"/b/{battle.uuid}/turns/0/events/")
         assert [e["event"] for e in events] == ["pane-a", "pane-b", "turn-end"]
         assert all("status-done" in e["data"] for e in events[:2])
@@ -149,7 +143,7 @@ def test_the_reaper_fails_a_reply_whose_worker_stopped_and_the_side_can_be_retri
     reply = Reply.objects.filter(turn__battle=battle, side="a").get()
     # What a killed worker leaves behind: a streaming reply whose heartbeat went stale.
     Reply.objects.filter(pk=reply.pk).update(status="streaming", heartbeat_at="2020-01-01T00:00Z")
-    result = services.replies_reap()
+    result = generation.replies_reap()
     assert result["failed"] == 1
     reply.refresh_from_db()
     assert reply.status == "failed" and reply.error_code == "stalled"
@@ -174,7 +168,7 @@ def test_the_reaper_requeues_a_reply_that_no_worker_ever_picked_up(live, visitor
     Reply.objects.filter(pk=reply.pk).update(
         status="pending", text="", created_at="2020-01-01T00:00Z"
     )
-    assert services.replies_reap()["requeued"] == 1
+    assert generation.replies_reap()["requeued"] == 1
     wait_for(lambda: Reply.objects.get(pk=reply.pk).status == "done")
 
 
@@ -195,7 +189,7 @@ def test_a_worker_killed_mid_generation_never_leaves_the_battle_generating(
     )
     live.kill(signal.SIGKILL)
     stalled = wait_for(
-        lambda: services.replies_reap()["failed"] or None,
+        lambda: generation.replies_reap()["failed"] or None,
         timeout=settings.ARENA_REPLY_STALL_SECONDS + 10,
         interval=0.5,
     )
@@ -214,4 +208,33 @@ def test_a_worker_killed_mid_generation_never_leaves_the_battle_generating(
     Battle.objects.filter(pk=battle.pk)  # the battle is still open
     make_fast = Reply.objects.filter(turn__battle=battle)
     assert make_fast.count() == 2
+    assert {r.status for r in wait_turn_finished(battle, timeout=60)} == {"done"}
+
+
+@pytest.mark.worker
+def test_a_worker_stopped_mid_generation_ends_its_replies_plainly_and_they_can_be_retried(
+    live, visitor, make_model
+):
+    from battles.tests.conftest import start_battle
+
+    make_model("Alpha", knobs="ttft=0&tps=10&tokens=200")
+    make_model("Bravo", knobs="ttft=0&tps=10&tokens=200")
+    battle = start_battle(visitor)
+    wait_for(
+        lambda: (
+            Reply.objects.filter(turn__battle=battle, status="streaming", text__gt="").count() == 2
+        ),
+        message="both sides should be streaming with a checkpoint",
+    )
+
+    live.stop()  # SIGTERM: Celery's warm shutdown
+
+    # At once, not after the reaper's stall time: ended by the worker on its way out.
+    replies = list(Reply.objects.filter(turn__battle=battle))
+    assert {(r.status, r.error_code) for r in replies} == {("failed", "interrupted")}
+    assert all("Retry this side" in r.error_message for r in replies)
+    assert all(r.text for r in replies), "the text so far is kept"
+    live.start()
+    for side in "ab":
+        assert visitor.post(f"/b/{battle.uuid}/retry/{side}/").status_code == 302
     assert {r.status for r in wait_turn_finished(battle, timeout=60)} == {"done"}

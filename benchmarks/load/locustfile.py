@@ -8,7 +8,8 @@ custom locust events (request_type "SSE") and kept raw for run.py.
 
 Environment (set by run.py): LOAD_OUT (JSON written when locust quits), LOAD_TTFT (the test
 server's configured first-token delay, seconds), LOAD_WAIT_MIN / LOAD_WAIT_MAX (seconds between
-battles), LOAD_SSE_TIMEOUT (seconds a stream may take).
+battles), LOAD_SSE_TIMEOUT (seconds a stream may take), LOAD_JOURNEY (`full`, the default, or
+`short`: start, the first turn's stream, the vote, as issue 19's slow-model comparison does).
 """
 
 import json
@@ -23,6 +24,7 @@ from locust.exception import RescheduleTask
 
 CONFIGURED_TTFT = float(os.environ.get("LOAD_TTFT", "0"))
 SSE_TIMEOUT = float(os.environ.get("LOAD_SSE_TIMEOUT", "120"))
+SHORT_JOURNEY = os.environ.get("LOAD_JOURNEY", "full") == "short"
 EVENTS_RE = re.compile(r'sse-connect="(/b/([0-9a-f-]{36})/turns/(\d+)/events/)"')
 WORD_RE = re.compile(r"\S+")
 BATTLE_RE = re.compile(r'id="b-([0-9a-f-]{36})"')
@@ -152,6 +154,8 @@ class Visitor(HttpUser):
                             ended = True
                     if ended or now - start > SSE_TIMEOUT:
                         break
+                if ended:
+                    samples["turn complete ms"].append((time.perf_counter() - t0) * 1000)
                 if not ended:
                     response.failure("stream closed before turn-end")
                 elif failed:
@@ -196,6 +200,10 @@ class Visitor(HttpUser):
                 counters["error no battle on page"] += 1
             raise RescheduleTask()
         self._stream(events_url, t0, "turn 0")
+        if SHORT_JOURNEY:
+            self._vote(uuid)
+            counters["battles completed"] += 1
+            return
 
         t0 = time.perf_counter()
         with self._post(
@@ -212,7 +220,11 @@ class Visitor(HttpUser):
             raise RescheduleTask()
         self._stream(match.group(1), t0, "turn 1")
         self.client.get(f"/b/{uuid}/actions/", name="fragment actions")
+        self._vote(uuid)
+        self.client.get("/leaderboard/", name="page leaderboard")
+        counters["battles completed"] += 1
 
+    def _vote(self, uuid: str) -> None:
         choice = random.choice(["a", "b", "tie", "bothbad"])
         with self._post(f"/b/{uuid}/vote/", {"choice": choice}, "battle vote", htmx=True) as r:
             if r.status_code != 200:
@@ -220,5 +232,3 @@ class Visitor(HttpUser):
             else:
                 r.success()
                 counters["votes ok"] += 1
-        self.client.get("/leaderboard/", name="page leaderboard")
-        counters["battles completed"] += 1

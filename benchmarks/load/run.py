@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import secrets
 import shutil
 import signal
@@ -41,7 +42,13 @@ REDIS_URL = "redis://127.0.0.1:6379/14"
 PREFIX = "bench"
 QUEUES = ("bench-llm", "bench-default")
 TTFT, TPS, TOKENS = 0.3, 40.0, 120
+# The slow model of issue 19: a 30-second answer, as hosted models often take.
+SLOW_TPS, SLOW_TOKENS = 2.0, 60
+# The hold check's answers last 90 s, so every reply of the burst streams at once however
+# long the web takes to start them all (about 40 s for 500 battles here).
+HOLD_TOKENS = 180
 N_MODELS = 6
+EVENTS_RE = re.compile(r'sse-connect="(/b/[0-9a-f-]{36}/turns/0/events/)"')
 
 
 def knobs(ttft=TTFT, tps=TPS, tokens=TOKENS) -> str:
@@ -173,7 +180,7 @@ class Samples:
 
 
 class Sampler(threading.Thread):
-    def __init__(self, web: subprocess.Popen, workers: list, others):
+    def __init__(self, web: subprocess.Popen, workers, others):
         super().__init__(daemon=True)
         self.web, self.workers, self.others = web, workers, others
         self.samples = Samples()
@@ -211,7 +218,7 @@ class Sampler(threading.Thread):
         while not self.stopped.wait(1.0):
             web_cpu, web_rss = self._measure(self._tree(self.web.pid), rss_of_children=True)
             w_cpu, w_rss = 0.0, 0.0
-            for worker in self.workers:
+            for worker in self.workers():
                 cpu, rss = self._measure(self._tree(worker.pid), rss_of_children=False)
                 w_cpu, w_rss = w_cpu + cpu, max(w_rss, rss)
             o_cpu = sum(self._measure(self._tree(p.pid), False)[0] for p in self.others())
@@ -305,6 +312,8 @@ class Step:
     queue_ms: list = field(default_factory=list)  # reply created -> claimed by a worker
     worker_ttft_ms: list = field(default_factory=list)  # claimed -> first token (worker's view)
     delivery_ms: list = field(default_factory=list)  # first delta published -> read by the client
+    complete_ms: list = field(default_factory=list)  # POST -> the turn's turn-end on the page
+    slow: bool = False  # a step on the slow model (SLOW_TPS), short journey
 
 
 class Bench:
@@ -352,16 +361,24 @@ class Bench:
 
     # setup ---------------------------------------------------------------------------------
 
-    def _catalog(self, path: Path, fast_status: str, slow_status: str) -> None:
+    def _catalog(self, path: Path, active: str) -> None:
+        """The catalog with only one kind of model active: `fast` (the steps), `crawl` (the
+        slow model, 2 tokens/s) or `idle` (the idle-SSE test: the first token after 600 s)."""
         lines = ["models:"]
+        kinds = {
+            "fast": knobs(),
+            "crawl": knobs(tps=SLOW_TPS, tokens=SLOW_TOKENS),
+            "hold": knobs(tps=SLOW_TPS, tokens=HOLD_TOKENS),
+            "idle": knobs(ttft=600, tokens=10),
+        }
         for i in range(1, N_MODELS + 1):
-            for kind, status, kn in (
-                ("fast", fast_status, knobs()),
-                ("slow", slow_status, knobs(ttft=600, tokens=10)),
-            ):
+            for kind, kn in kinds.items():
+                status = "active" if kind == active else "inactive"
+                # The idle kind keeps its older id, so runs stay comparable in the logs.
+                slug = "slow" if kind == "idle" else kind
                 lines += [
-                    f"  - id: bench-{kind}-{i}",
-                    f"    name: Bench {kind.title()} {i}",
+                    f"  - id: bench-{slug}-{i}",
+                    f"    name: Bench {slug.title()} {i}",
                     f'    model: "m{i}?{kn}"',
                     f"    base_url: {self.llm_url}",
                     "    api_key_env: null",
@@ -382,7 +399,7 @@ class Bench:
             "llm", [PY, "-m", "llm_providers.testing", "--port", str(self.llm_port)], self.env
         )
         wait_http(f"http://127.0.0.1:{self.llm_port}/v1/models")
-        self._catalog(self.tmp / "models.yaml", "active", "inactive")
+        self._catalog(self.tmp / "models.yaml", "fast")
         self.web = self.procs.start(
             "web",
             [
@@ -401,6 +418,17 @@ class Bench:
             ],
             self.env,
         )
+        self._workers_start()
+        wait_http(f"{self.web_url}/healthz")
+        self.sampler = Sampler(
+            self.web,
+            lambda: self.workers,
+            lambda: [p for p in (self.procs.procs[0][1], self.locust) if p is not None],
+        )
+        self.sampler.start()
+        self._smoke()
+
+    def _workers_start(self) -> None:
         self.workers = [
             self.procs.start(
                 f"worker{i}",
@@ -427,14 +455,39 @@ class Bench:
             )
             for i in range(self.args.worker_processes)
         ]
-        wait_http(f"{self.web_url}/healthz")
-        self.sampler = Sampler(
-            self.web,
-            self.workers,
-            lambda: [p for p in (self.procs.procs[0][1], self.locust) if p is not None],
+        names = [f"bench{i}@{socket.gethostname()}" for i in range(self.args.worker_processes)]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                out = run(
+                    [str(BIN / "celery"), "-A", "config", "inspect", "ping", "--timeout", "1"]
+                    + [arg for name in names for arg in ("-d", name)],
+                    self.env,
+                    timeout=30,
+                )
+                if all(name in out for name in names):
+                    return
+            time.sleep(0.5)
+        raise RuntimeError(f"the Celery workers did not answer in 60 s; see {self.tmp}")
+
+    def _workers_reset(self) -> None:
+        """A fresh start for the next section: what the last one left queued or streaming
+        (a slow model outlasts a step) is failed and purged, and the workers restarted."""
+        for worker in self.workers:
+            self.procs.stop(worker, timeout=0)
+        self.procs.procs = [(n, p) for n, p in self.procs.procs if p not in self.workers]
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL)
+        for queue in QUEUES:
+            keys = list(client.scan_iter(match=f"{queue}*", count=1000))
+            if keys:
+                client.delete(*keys)
+        bench_sql(
+            "UPDATE battles_reply SET status = 'failed', error_code = 'bench', "
+            "finished_at = now() WHERE status IN ('pending', 'streaming')"
         )
-        self.sampler.start()
-        self._smoke()
+        self._workers_start()
 
     def _smoke(self) -> None:
         """One battle end to end, so the worker is up and everything is warm."""
@@ -444,7 +497,9 @@ class Bench:
 
     # steps ----------------------------------------------------------------------------------
 
-    def _locust(self, users, *, seconds, label, wait=None, probe=True) -> Step:
+    def _locust(
+        self, users, *, seconds, label, wait=None, probe=True, slow=False, sse_timeout=120
+    ) -> Step:
         wait = wait or (self.args.wait_min, self.args.wait_max)
         out = self.tmp / f"locust-{label}.json"
         votes_before = bench_sql("SELECT count(*) FROM battles_vote", fetch=True)[0][0]
@@ -456,9 +511,10 @@ class Bench:
             "LOAD_TTFT": str(TTFT),
             "LOAD_WAIT_MIN": str(wait[0]),
             "LOAD_WAIT_MAX": str(wait[1]),
-            "LOAD_SSE_TIMEOUT": "120",
+            "LOAD_SSE_TIMEOUT": str(sse_timeout),
+            "LOAD_JOURNEY": "short" if slow else "full",
         }
-        step = Step(users=users, label=label, seconds=seconds, load=load_average())
+        step = Step(users=users, label=label, seconds=seconds, load=load_average(), slow=slow)
         direct = DirectProbe(self.llm_url, self.args.direct_concurrency) if probe else None
         self.sampler.reset()
         if direct:
@@ -488,7 +544,7 @@ class Bench:
             env,
         )
         try:
-            self.locust.wait(seconds + 150)
+            self.locust.wait(seconds + 90 + sse_timeout)
         except subprocess.TimeoutExpired:
             self.procs.stop(self.locust)
         step.minutes = (time.monotonic() - started) / 60
@@ -522,6 +578,7 @@ class Bench:
         step.ttft = samples.get("SSE ttft overhead", [])
         step.rates = samples.get("rate tokens/s", [])
         step.delivery_ms = samples.get("delivery ms", [])
+        step.complete_ms = samples.get("turn complete ms", [])
         step.votes_db = (
             bench_sql("SELECT count(*) FROM battles_vote", fetch=True)[0][0] - votes_before
         )
@@ -549,6 +606,167 @@ class Bench:
             self._locust(users, seconds=self.args.step_seconds, label=f"u{users}")
             # Let the worker drain between steps so each starts from an idle arena.
             time.sleep(3)
+
+    # slow model -------------------------------------------------------------------------------
+
+    def slow_steps(self) -> None:
+        """Issue 19's slow-model comparison: visitors start a battle, read both 30-s answers
+        and vote; each step starts from an idle worker (the previous one's leftovers failed)."""
+        self._catalog(self.tmp / "crawl.yaml", "crawl")
+        for users in self.args.slow_users:
+            self._workers_reset()
+            self._locust(
+                users,
+                seconds=self.args.slow_step_seconds,
+                label=f"u{users}-slow",
+                probe=False,
+                slow=True,
+                sse_timeout=300,
+            )
+
+    def hold_check(self) -> None:
+        """Can one worker process stream `--hold-replies` replies at once from the slow model?
+
+        Starts half as many battles as fast as the web takes them, opens each battle's SSE
+        stream as a browser would (page, then stream), and reads it until the turn ends or
+        the window closes. Reports the most replies the database showed streaming at once,
+        and the first token's overhead on the page (first delta minus the POST, minus the
+        model's configured first-token delay).
+        """
+        import httpx2
+
+        self._catalog(self.tmp / "hold.yaml", "hold")
+        self._workers_reset()
+        battles = self.args.hold_replies // 2
+        window = self.args.hold_seconds
+        first_id = bench_sql("SELECT coalesce(max(id), 0) FROM battles_reply", fetch=True)[0][0]
+        log(f"hold: {battles} battles on the slow model, one worker; load {load_average()}")
+        load_before = load_average()
+        self.sampler.reset()
+
+        async def main():
+            limits = httpx2.Limits(max_connections=None, max_keepalive_connections=None)
+            timeout = httpx2.Timeout(window + 60, connect=30.0)
+            overhead: list[float] = []
+            seen_at: dict[tuple[int, str], float] = {}  # (battle, side) -> first delta, epoch
+            published: dict[tuple[int, str], float] = {}  # ... -> its XADD, epoch
+            errors: dict[str, int] = {}
+            peak = {"streaming": 0, "at": 0.0}
+            ended = [0]
+            started = time.monotonic()
+            stop_at = started + window
+            async with httpx2.AsyncClient(
+                base_url=self.web_url, limits=limits, timeout=timeout
+            ) as client:
+                await client.get("/")
+                token = client.cookies.get("csrftoken", "")
+                sem = asyncio.Semaphore(32)
+
+                async def battle(i: int) -> None:
+                    try:
+                        async with sem:
+                            t0 = time.perf_counter()
+                            r = await client.post(
+                                "/battle/",
+                                data={"prompt": f"hold {i}"},
+                                headers={"X-CSRFToken": token},
+                            )
+                            if r.status_code != 302:
+                                raise RuntimeError(f"start status {r.status_code}")
+                            page = await client.get(r.headers["location"])
+                        match = EVENTS_RE.search(page.text)
+                        if not match:
+                            raise RuntimeError("no stream on the page")
+                        first: set[str] = set()
+                        async with client.stream("GET", match.group(1)) as response:
+                            name = ""
+                            event_id = ""
+                            async for line in response.aiter_lines():
+                                if line.startswith("id: "):
+                                    event_id = line[4:]
+                                elif line.startswith("event: "):
+                                    name = line[7:]
+                                    if name.startswith("delta-") and name not in first:
+                                        first.add(name)
+                                        seen_at[(i, name[6:])] = time.time()
+                                        # A Redis stream id starts with the ms of its XADD.
+                                        published_ms = event_id.partition("-")[0]
+                                        if published_ms.isdigit():
+                                            published[(i, name[6:])] = int(published_ms) / 1000
+                                        overhead.append((time.perf_counter() - t0 - TTFT) * 1000)
+                                    elif name == "turn-end":
+                                        ended[0] += 1
+                                        return
+                                if time.monotonic() > stop_at:
+                                    return
+                    except Exception as exc:
+                        kind = f"{type(exc).__name__}: {str(exc)[:60]}"
+                        errors[kind] = errors.get(kind, 0) + 1
+
+                async def watch() -> None:
+                    while True:
+                        streaming = (
+                            await asyncio.to_thread(
+                                bench_sql,
+                                "SELECT count(*) FROM battles_reply WHERE id > %s "
+                                "AND status = 'streaming'",
+                                [first_id],
+                                True,
+                            )
+                        )[0][0]
+                        if streaming > peak["streaming"]:
+                            peak.update(streaming=streaming, at=time.monotonic() - started)
+                        await asyncio.sleep(0.5)
+
+                watcher = asyncio.create_task(watch())
+                tasks = [asyncio.create_task(battle(i)) for i in range(battles)]
+                await asyncio.wait(tasks, timeout=window + 30)
+                watcher.cancel()
+            return overhead, seen_at, published, errors, peak, ended[0]
+
+        overhead, seen_at, published, errors, peak, ended = asyncio.run(main())
+        res = self.sampler.reset()
+        rows = bench_sql(
+            "SELECT extract(epoch FROM started_at - created_at) * 1000, ttft_ms "
+            "FROM battles_reply WHERE id > %s AND started_at IS NOT NULL",
+            [first_id],
+            fetch=True,
+        )
+        # The model's first token as the worker received it (claim time + the call's own time
+        # to first token; the hand-off from the claim to the call counts against the arena).
+        model_first = bench_sql(
+            "SELECT t.prompt, r.side, extract(epoch FROM r.started_at) + r.ttft_ms / 1000.0 "
+            "FROM battles_reply r JOIN battles_turn t ON t.id = r.turn_id "
+            "WHERE r.id > %s AND r.ttft_ms IS NOT NULL",
+            [first_id],
+            fetch=True,
+        )
+        read_at = {(int(prompt.split()[-1]), side): float(at) for prompt, side, at in model_first}
+        to_page = [(seen_at[k] - at) * 1000 for k, at in read_at.items() if k in seen_at]
+        to_hub = [(published[k] - at) * 1000 for k, at in read_at.items() if k in published]
+        hub_to_page = [(seen_at[k] - published[k]) * 1000 for k in published if k in seen_at]
+        self.extra["hold"] = {
+            "replies": battles * 2,
+            "window": window,
+            "peak_streaming": peak["streaming"],
+            "peak_at_s": peak["at"],
+            "first_tokens": len(overhead),
+            "turns_ended": ended,
+            "overhead": overhead,
+            "to_page": to_page,
+            "to_hub": to_hub,
+            "hub_to_page": hub_to_page,
+            "queue_ms": [float(q) for q, _ in rows],
+            "worker_ttft_ms": [float(t) for _, t in rows if t is not None],
+            "errors": errors,
+            "worker_rss_max": max(res.worker_rss, default=0),
+            "worker_cpu_avg": statistics.fmean(res.worker_cpu) if res.worker_cpu else 0,
+            "load": f"{load_before} → {load_average()}",
+        }
+        log(
+            f"hold: at most {peak['streaming']} streaming at once, {len(overhead)} first "
+            f"tokens, {ended} turns ended, errors {errors or 0}"
+        )
 
     # ratings with many votes -----------------------------------------------------------------
 
@@ -670,7 +888,8 @@ class Bench:
         """Many streams waiting on a turn whose models take minutes to answer."""
         import httpx2
 
-        self._catalog(self.tmp / "slow.yaml", "inactive", "active")
+        self._catalog(self.tmp / "idle.yaml", "idle")
+        self._workers_reset()
         n = self.args.idle_streams
         log(f"idle SSE: starting {n} battles on slow models; load {load_average()}")
 
@@ -805,7 +1024,9 @@ class Bench:
             "test server + locust CPU % avg | web / Celery CPU ms per battle |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for s in self.steps:
+        fast = [s for s in self.steps if not s.slow]
+        slow = [s for s in self.steps if s.slow]
+        for s in fast:
             pages = s.lat["home"] + s.lat["conversation"] + s.lat["leaderboard"]
             r = s.res or Samples()
             lines.append(
@@ -833,7 +1054,7 @@ class Bench:
             "first delta, hub to page p50/95/99 ms |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
-        for s in self.steps:
+        for s in fast:
             ratio = (
                 pct(s.rates, 50) / pct(s.direct_rates, 50) if s.rates and s.direct_rates else None
             )
@@ -844,6 +1065,48 @@ class Bench:
                 f"{f(ratio, '{:.2f}')} | {p3(s.queue_ms)} | {p3(s.worker_ttft_ms)} | "
                 f"{p3(s.delivery_ms)} |"
             )
+        if slow:
+            lines += [
+                "",
+                f"Slow model ({knobs(tps=SLOW_TPS, tokens=SLOW_TOKENS)}: a 30-s answer), "
+                "short journey (start, the first turn's stream, vote), each step from an idle "
+                "worker",
+                "",
+                "| visitors | load avg (1/5/15) | battles/min | errors | votes ok / in DB | "
+                "TTFT overhead p50/95/99 ms | queue wait p50/95/99 ms | "
+                "worker TTFT (incl. 300) p50/95/99 ms | turn complete p50/95 ms | "
+                "Celery CPU % avg/max | Celery RSS MB max | web / Celery CPU ms per battle |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            ]
+            for s in slow:
+                r = s.res or Samples()
+                lines.append(
+                    f"| {s.users} ({s.label}) | {s.load} | {s.battles / s.minutes:.0f} | "
+                    f"{s.errors} | {s.votes_ok} / {s.votes_db} | {p3(s.ttft)} | "
+                    f"{p3(s.queue_ms)} | {p3(s.worker_ttft_ms)} | "
+                    f"{f(pct(s.complete_ms, 50))}/{f(pct(s.complete_ms, 95))} | "
+                    f"{f(statistics.fmean(r.worker_cpu) if r.worker_cpu else None)}/"
+                    f"{f(max(r.worker_cpu, default=None))} | "
+                    f"{f(max(r.worker_rss, default=None))} | "
+                    f"{f(cpu_per_battle(r.web_cpu, s.battles))} / "
+                    f"{f(cpu_per_battle(r.worker_cpu, s.battles))} |"
+                )
+        if "hold" in self.extra:
+            h = self.extra["hold"]
+            lines += [
+                "",
+                f"Hold: {h['replies']} replies started on one worker process "
+                f"({knobs(tps=SLOW_TPS, tokens=HOLD_TOKENS)}), read for {h['window']:g} s: "
+                f"at most {h['peak_streaming']} streaming at once (after "
+                f"{h['peak_at_s']:.0f} s); first token on the page for {h['first_tokens']} "
+                f"sides, TTFT overhead p50/95/99 {p3(h['overhead'])} ms, first token from the "
+                f"worker's read to the page p50/95/99 {p3(h['to_page'])} ms (to the hub "
+                f"{p3(h['to_hub'])}, hub to page {p3(h['hub_to_page'])}); queue wait "
+                f"p50/95/99 {p3(h['queue_ms'])} ms; worker TTFT p50/95/99 "
+                f"{p3(h['worker_ttft_ms'])} ms; {h['turns_ended']} turns ended; worker RSS "
+                f"max {h['worker_rss_max']:.0f} MB, CPU avg {h['worker_cpu_avg']:.0f} %; "
+                f"errors {h['errors'] or 0}; load {h['load']}.",
+            ]
         if "votes" in self.extra:
             v = self.extra["votes"]
             lines += [
@@ -886,14 +1149,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="10 and 50 visitors, 30 s steps, 200,000 votes, 200 idle streams",
     )
-    parser.add_argument("--users", type=int, nargs="+", default=None)
+    parser.add_argument("--users", type=int, nargs="*", default=None)
     parser.add_argument("--step-seconds", type=float, default=None)
     parser.add_argument("--votes", type=int, default=None, help="synthetic votes (0: skip)")
     parser.add_argument("--votes-users", type=int, default=100)
     parser.add_argument("--idle-streams", type=int, default=None, help="0: skip")
     parser.add_argument("--idle-seconds", type=float, default=20)
     parser.add_argument("--web-workers", type=int, default=2)
-    parser.add_argument("--worker-concurrency", type=int, default=64)
+    parser.add_argument("--worker-concurrency", type=int, default=8)
     parser.add_argument("--worker-processes", type=int, default=1)
     parser.add_argument(
         "--keep-alive",
@@ -902,6 +1165,21 @@ def main(argv: list[str] | None = None) -> int:
         help="gunicorn --keep-alive seconds (default: 20, as in make web and the image)",
     )
     parser.add_argument("--direct-concurrency", type=int, default=8)
+    parser.add_argument(
+        "--slow-users",
+        type=int,
+        nargs="*",
+        default=None,
+        help="visitor counts on the slow model (2 tokens/s); none: skip",
+    )
+    parser.add_argument("--slow-step-seconds", type=float, default=120)
+    parser.add_argument(
+        "--hold-replies",
+        type=int,
+        default=None,
+        help="replies one worker should stream at once from the slow model (0: skip)",
+    )
+    parser.add_argument("--hold-seconds", type=float, default=150)
     parser.add_argument("--wait-min", type=float, default=1.0)
     parser.add_argument("--wait-max", type=float, default=3.0)
     parser.add_argument(
@@ -916,10 +1194,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", help="also write the raw figures here")
     args = parser.parse_args(argv)
     quick = args.quick
-    args.users = args.users or ([10, 50] if quick else [10, 50, 100, 200])
+    if args.users is None:
+        args.users = [10, 50] if quick else [10, 50, 100, 200]
     args.step_seconds = args.step_seconds or (30 if quick else 60)
     args.votes = (200_000 if quick else 2_000_000) if args.votes is None else args.votes
     args.idle_streams = (200 if quick else 500) if args.idle_streams is None else args.idle_streams
+    if args.slow_users is None:
+        args.slow_users = [100] if quick else [100, 500]
+    args.hold_replies = (200 if quick else 1000) if args.hold_replies is None else args.hold_replies
 
     bench = Bench(args)
     interrupted = False
@@ -933,6 +1215,10 @@ def main(argv: list[str] | None = None) -> int:
         bench.steps_run()
         if args.votes:
             bench.many_votes()
+        if args.slow_users:
+            bench.slow_steps()
+        if args.hold_replies:
+            bench.hold_check()
         if args.idle_streams:
             bench.idle_sse()
     except KeyboardInterrupt:

@@ -70,3 +70,26 @@ def rated(three_models, make_votes):
     make_votes(alpha, charlie, "bothbad", 2)
     make_votes(bravo, alpha, "b", 8)
     return three_models
+
+
+@pytest.fixture
+def filters_on(settings):
+    """The analysis-time filters on, with FastChat's parameters (whatever the environment says)."""
+    settings.ARENA_PROMPT_DEDUP = True
+    settings.ARENA_PROMPT_DEDUP_PERCENTILE = 0.999
+    settings.ARENA_OUTLIER_DETECTION = True
+    settings.ARENA_OUTLIER_ALPHA = 0.05
+    settings.ARENA_OUTLIER_MIN_VOTES = 5
+    settings.ARENA_OUTLIER_MAX_VOTES = 100
+
+
+@pytest.fixture
+def consensus(three_models, make_vote):
+    """Five honest voters, eight votes each, always for the better model (Alpha > Bravo > C)."""
+    alpha, bravo, charlie = three_models
+    for voter in range(5):
+        for i in range(8):
+            pair = [(alpha, bravo, "a"), (bravo, alpha, "b"), (bravo, charlie, "a"),
+                    (alpha, charlie, "a")][i % 4]
+            make_vote(*pair, visitor_hash=f"honest-{voter}")
+    return three_models

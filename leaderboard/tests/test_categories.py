@@ -1,6 +1,7 @@
 import pytest
 
-from leaderboard.categories import category_label, is_valid_category, prompt_language
+from battles.features import prompt_language
+from leaderboard.categories import category_label, is_valid_category
 
 
 def test_categories_accept_the_fixed_ones_and_iso_languages():

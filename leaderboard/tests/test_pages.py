@@ -3,8 +3,11 @@ import io
 import re
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
-from leaderboard import services
+from leaderboard import recompute
+from leaderboard.models import FlaggedVoter
 from llm_providers.models import LLMModel
 
 
@@ -17,7 +20,7 @@ def names(response) -> list[str]:
 
 @pytest.fixture
 def board(rated):
-    services.ratings_recompute()
+    recompute.ratings_recompute()
     return rated
 
 
@@ -42,7 +45,7 @@ def test_models_below_the_minimum_votes_are_hidden_and_few_votes_are_provisional
 ):
     newcomer = make_model("Delta")
     make_votes(newcomer, board[0], "a", 4)
-    services.ratings_recompute()
+    recompute.ratings_recompute()
     assert "Delta" not in names(client.get("/leaderboard/"))
     settings.ARENA_MIN_VOTES_TO_SHOW = 3
     response = client.get("/leaderboard/")
@@ -85,7 +88,7 @@ def test_retired_models_show_only_when_asked(client, board):
 def test_a_category_shows_its_own_snapshot(client, board, make_votes):
     alpha, _, charlie = board
     make_votes(charlie, alpha, "a", 6, has_code=True)
-    services.ratings_recompute(category="code")
+    recompute.ratings_recompute(category="code")
     response = client.get("/leaderboard/?category=code")
     assert names(response) == ["Charlie", "Alpha"]
     assert b"Coding" in response.content
@@ -112,7 +115,7 @@ def test_an_htmx_request_gets_only_the_board_fragment(client, board):
 
 
 def test_the_page_has_its_charts_as_inline_svg_without_script_or_inline_style(client, board):
-    services.ratings_recompute(style=False)  # a second snapshot: the history has two points
+    recompute.ratings_recompute(style=False)  # a second snapshot: the history has two points
     body = client.get("/leaderboard/").content.decode()
     assert body.count("<svg") == 4
     assert "<script>" not in body and "<script " not in body.replace(
@@ -125,8 +128,8 @@ def test_the_page_needs_a_bounded_number_of_queries(client, board, make_model, m
                                                      django_assert_max_num_queries):
     for i in range(6):
         make_votes(make_model(f"Extra{i}"), board[0], "b", 6)
-    services.ratings_recompute()
-    services.ratings_recompute(category="code")
+    recompute.ratings_recompute()
+    recompute.ratings_recompute(category="code")
     with django_assert_max_num_queries(10):
         response = client.get("/leaderboard/")
     assert len(names(response)) == 9
@@ -162,3 +165,72 @@ def test_csv_has_the_same_rows_as_the_page(client, board):
     rows = list(csv.DictReader(io.StringIO(response.content.decode())))
     assert [r["model"] for r in rows] == ["Charlie", "Bravo", "Alpha"]
     assert rows[-1]["votes"] == "44"
+
+
+# --- what each page costs the database --------------------------------------------------------
+
+PAGES = {
+    "board": ("/leaderboard/", {}),
+    "board fragment": ("/leaderboard/?sort=score", {"HX-Request": "true"}),
+    "model page": ("/leaderboard/m/alpha/", {}),
+    "json": ("/leaderboard.json", {}),
+    "csv": ("/leaderboard.csv", {}),
+}
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_a_page_costs_the_same_queries_with_more_models_and_votes(
+    page, client, board, make_model, make_votes, django_assert_num_queries
+):
+    url, headers = PAGES[page]
+    client.get("/leaderboard/")  # the visitor's cookie is set once, on the first page
+    with CaptureQueriesContext(connection) as few:
+        small = client.get(url, headers=headers)
+    alpha = board[0]
+    for i in range(6):
+        make_votes(make_model(f"Extra{i}"), alpha, "b", 6)
+    make_votes(alpha, board[1], "a", 20)
+    recompute.ratings_recompute_all()
+
+    with django_assert_num_queries(len(few)):
+        large = client.get(url, headers=headers)
+    assert small.status_code == large.status_code == 200
+    assert len(large.content) > len(small.content)  # six more models listed
+
+
+def test_the_model_page_counts_the_votes_the_last_recompute_counted_and_newer_ones(
+    client, consensus, make_vote, settings, filters_on
+):
+    settings.ARENA_PROMPT_DEDUP_PERCENTILE = 0.9
+    alpha, bravo, charlie = consensus
+    for i in range(10):  # a voter the outlier test flags
+        make_vote(*[(alpha, bravo, "b"), (bravo, charlie, "b")][i % 2], visitor_hash="contrarian")
+    for i in range(9):
+        make_vote(alpha, charlie, "a", prompt_hash=f"{i:064x}")
+    for _ in range(8):  # a hot prompt: only its first vote counts
+        make_vote(charlie, alpha, "a", prompt_hash="f" * 64)
+    make_vote(alpha, bravo, "b", identity_leak=True)
+    snapshot = recompute.ratings_recompute(style=False)
+    assert snapshot.excluded["prompt_dedup"] == 7 and snapshot.excluded["voter_flagged"] == 10
+    assert FlaggedVoter.objects.filter(visitor_hash="contrarian").exists()
+
+    def record() -> tuple[int, int, int]:
+        """Alpha's wins, losses and ties (both-bad included) over its head-to-head table."""
+        body = client.get("/leaderboard/m/alpha/").content.decode()
+        table = body[body.index("Head to head"):]
+        rows = [
+            [int(n) for n in re.findall(r">(\d+)<", cells)]  # battles, wins, losses, ties, bad
+            for cells in re.findall(r'/leaderboard/m/\w+/">[^<]+</a></td>(.*?)</tr>', table, re.S)
+        ]
+        assert len(rows) == 2  # Bravo and Charlie
+        wins = sum(r[1] for r in rows)
+        losses = sum(r[2] for r in rows)
+        ties = sum(r[3] + r[4] for r in rows)
+        return wins, losses, ties
+
+    row = snapshot.rows.get(model=alpha)
+    assert record() == (row.wins, row.losses, row.ties)
+    make_vote(charlie, alpha, "a", prompt_hash="f" * 64)  # still past the hot prompt's keep
+    make_vote(alpha, bravo, "b", visitor_hash="contrarian")  # still flagged
+    make_vote(bravo, alpha, "a")  # counted
+    assert record() == (row.wins, row.losses + 1, row.ties)

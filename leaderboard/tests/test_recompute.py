@@ -1,15 +1,12 @@
-import random
 import threading
 
-import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
 
 from battles.models import Vote
-from leaderboard import selectors, services
+from leaderboard import recompute
 from leaderboard.models import ImportedVote, RecomputeLock, Snapshot
 from leaderboard.tasks import ratings_recompute_task
 from llm_providers.models import LLMModel
@@ -20,7 +17,7 @@ def ranking(snapshot: Snapshot) -> list[str]:
 
 
 def test_it_writes_a_snapshot_with_one_row_per_rated_model(rated):
-    snapshot = services.ratings_recompute()
+    snapshot = recompute.ratings_recompute()
     assert snapshot.category == "overall"
     assert snapshot.method == "bradley-terry/sandwich"
     assert snapshot.vote_count == 60
@@ -36,17 +33,17 @@ def test_it_writes_a_snapshot_with_one_row_per_rated_model(rated):
 
 
 def test_a_second_run_without_new_votes_writes_nothing_new(rated):
-    first = services.ratings_recompute()
-    second = services.ratings_recompute()
+    first = recompute.ratings_recompute()
+    second = recompute.ratings_recompute()
     assert second.pk == first.pk
     assert Snapshot.objects.count() == 1
 
 
 def test_a_new_vote_gives_a_new_snapshot(rated, make_vote):
-    first = services.ratings_recompute()
+    first = recompute.ratings_recompute()
     alpha, bravo, _ = rated
     make_vote(alpha, bravo, "b")
-    second = services.ratings_recompute()
+    second = recompute.ratings_recompute()
     assert second.pk != first.pk
     assert second.vote_count == first.vote_count + 1
 
@@ -56,10 +53,10 @@ def test_the_aggregation_costs_the_same_queries_for_any_number_of_votes(three_mo
     make_votes(alpha, bravo, "a", 3)
     make_votes(bravo, charlie, "b", 3)
     with CaptureQueriesContext(connection) as few:
-        services.ratings_recompute()
+        recompute.ratings_recompute()
     make_votes(alpha, charlie, "tie", 30)
     with CaptureQueriesContext(connection) as many:
-        services.ratings_recompute()
+        recompute.ratings_recompute()
     assert Snapshot.objects.count() == 2
     assert len(many) == len(few)
 
@@ -69,7 +66,7 @@ def test_it_leaves_out_leaked_and_flagged_votes_and_counts_each(rated, make_vote
     make_vote(alpha, bravo, "b", identity_leak=True)
     make_vote(alpha, bravo, "b", identity_leak=True, flagged_invalid=True)
     make_vote(alpha, bravo, "b", flagged_invalid=True)
-    snapshot = services.ratings_recompute()
+    snapshot = recompute.ratings_recompute()
     assert snapshot.vote_count == 60
     assert snapshot.excluded == {
         "identity_leak": 2,
@@ -84,15 +81,15 @@ def test_a_battle_whose_failed_side_was_retried_still_counts(rated, make_vote):
     vote = make_vote(alpha, bravo, "b")
     vote.battle.had_failed_side = True
     vote.battle.save()
-    assert services.ratings_recompute().vote_count == 61
+    assert recompute.ratings_recompute().vote_count == 61
 
 
 def test_votes_on_models_with_an_excluded_status_are_left_out_only_when_configured(rated, settings):
     *_, charlie = rated
     LLMModel.objects.filter(pk=charlie.pk).update(status=LLMModel.Status.INACTIVE)
-    assert services.ratings_recompute().vote_count == 60
+    assert recompute.ratings_recompute().vote_count == 60
     settings.ARENA_RATINGS_EXCLUDE_STATUSES = ["inactive"]
-    snapshot = services.ratings_recompute()
+    snapshot = recompute.ratings_recompute()
     assert snapshot.vote_count == 12 + 4 + 8
     assert snapshot.excluded["model_status"] == 60 - 24
     assert ranking(snapshot) == ["Alpha", "Bravo"]
@@ -106,7 +103,7 @@ def test_each_category_rates_only_its_votes(three_models, make_votes, settings):
     make_votes(alpha, charlie, "b", 4, has_code=True)
     make_votes(alpha, bravo, "b", 3, language="fr", prompt_chars=500)
     counts = {
-        category: services.ratings_recompute(category=category).vote_count
+        category: recompute.ratings_recompute(category=category).vote_count
         for category in ["overall", "multi_turn", "long_prompt", "code", "lang:fr"]
     }
     assert counts == {"overall": 18, "multi_turn": 6, "long_prompt": 5, "code": 4, "lang:fr": 3}
@@ -118,7 +115,7 @@ def test_recomputing_everything_adds_languages_with_enough_votes(rated, make_vot
     alpha, bravo, _ = rated
     make_votes(alpha, bravo, "a", 3, language="de")
     make_votes(alpha, bravo, "a", 2, language="ja")
-    snapshots = services.ratings_recompute_all()
+    snapshots = recompute.ratings_recompute_all()
     assert [s.category for s in snapshots] == [
         "overall",
         "multi_turn",
@@ -147,7 +144,7 @@ def test_style_control_discounts_wins_that_come_from_longer_answers(three_models
         make_vote(alpha, bravo, choice, style=styled(300, 300))
         make_vote(alpha, charlie, choice, style=styled(300, 300))
     make_vote(bravo, charlie, "b", style=styled(300, 3000))
-    snapshot = services.ratings_recompute()
+    snapshot = recompute.ratings_recompute()
     alpha_row = snapshot.rows.get(model=alpha)
     assert snapshot.params["style_coefs"]["length"] > 0
     assert alpha_row.style_rating < alpha_row.rating
@@ -155,7 +152,7 @@ def test_style_control_discounts_wins_that_come_from_longer_answers(three_models
 
 def test_imported_votes_are_rated_with_arena_votes(rated):
     alpha, bravo, _ = rated
-    before = services.ratings_recompute().rows.get(model=bravo).rating
+    before = recompute.ratings_recompute().rows.get(model=bravo).rating
     ImportedVote.objects.bulk_create(
         [
             ImportedVote(
@@ -168,24 +165,24 @@ def test_imported_votes_are_rated_with_arena_votes(rated):
             for i in range(30)
         ]
     )
-    snapshot = services.ratings_recompute()
+    snapshot = recompute.ratings_recompute()
     assert snapshot.vote_count == 90
     assert snapshot.rows.get(model=bravo).rating > before
 
 
 def test_a_recompute_while_another_holds_the_lock_does_nothing(rated):
-    RecomputeLock.objects.create(name=services.LOCK_NAME, holder="other")
-    RecomputeLock.objects.filter(name=services.LOCK_NAME).update(held_until="2999-01-01T00:00:00Z")
-    with pytest.raises(services.RecomputeBusyError):
-        services.ratings_recompute()
+    RecomputeLock.objects.create(name=recompute.LOCK_NAME, holder="other")
+    RecomputeLock.objects.filter(name=recompute.LOCK_NAME).update(held_until="2999-01-01T00:00:00Z")
+    with pytest.raises(recompute.RecomputeBusyError):
+        recompute.ratings_recompute()
     assert not Snapshot.objects.exists()
 
 
 def test_a_lock_left_by_a_dead_run_expires(rated):
     RecomputeLock.objects.create(
-        name=services.LOCK_NAME, holder="dead", held_until="2000-01-01T00:00:00Z"
+        name=recompute.LOCK_NAME, holder="dead", held_until="2000-01-01T00:00:00Z"
     )
-    assert services.ratings_recompute().vote_count == 60
+    assert recompute.ratings_recompute().vote_count == 60
     assert RecomputeLock.objects.get().held_until is None
 
 
@@ -193,20 +190,20 @@ def test_a_lock_left_by_a_dead_run_expires(rated):
 def test_two_concurrent_runs_write_one_complete_snapshot(rated, monkeypatch):
     inside = threading.Event()
     release = threading.Event()
-    real_fit = services.fit
+    real_fit = recompute.fit
 
     def slow_fit(*args, **kwargs):
         inside.set()
         release.wait(timeout=20)
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(services, "fit", slow_fit)
+    monkeypatch.setattr(recompute, "fit", slow_fit)
     outcomes = []
 
     def run():
         try:
-            outcomes.append(services.ratings_recompute(category="overall").pk)
-        except services.RecomputeBusyError:
+            outcomes.append(recompute.ratings_recompute(category="overall").pk)
+        except recompute.RecomputeBusyError:
             outcomes.append("busy")
         finally:
             connection.close()
@@ -248,7 +245,7 @@ def test_the_command_rejects_an_unknown_category(db):
 
 def test_the_command_says_when_another_run_holds_the_lock(rated):
     RecomputeLock.objects.create(
-        name=services.LOCK_NAME, holder="other", held_until="2999-01-01T00:00:00Z"
+        name=recompute.LOCK_NAME, holder="other", held_until="2999-01-01T00:00:00Z"
     )
     with pytest.raises(CommandError, match="Another ratings recompute is running"):
         call_command("recompute_ratings")
@@ -262,7 +259,7 @@ def test_the_beat_task_does_what_the_command_does(rated):
 
 def test_the_beat_task_skips_a_tick_while_another_run_holds_the_lock(rated):
     RecomputeLock.objects.create(
-        name=services.LOCK_NAME, holder="other", held_until="2999-01-01T00:00:00Z"
+        name=recompute.LOCK_NAME, holder="other", held_until="2999-01-01T00:00:00Z"
     )
     ratings_recompute_task()
     assert not Snapshot.objects.exists()
@@ -281,53 +278,6 @@ def test_the_celery_worker_runs_the_recompute_task(transactional_db, celery_work
     assert Snapshot.objects.get(category="overall").vote_count == 60
 
 
-def test_the_database_fills_the_style_differences_when_a_vote_is_written(three_models, make_vote):
-    alpha, bravo, _ = three_models
-    vote = make_vote(alpha, bravo, "a", style={
-        "a": {"length": 900, "headers": 2, "lists": 0, "bold": 1},
-        "b": {"length": 300, "lists": 3},  # a missing count is zero
-    })
-    vote.refresh_from_db()
-    assert vote.style_length == pytest.approx(600 / 1201)
-    assert vote.style_headers == pytest.approx(2 / 3)
-    assert vote.style_lists == pytest.approx(-3 / 4)
-    assert vote.style_bold == pytest.approx(1 / 2)
-    imported = ImportedVote.objects.create(
-        external_id="q1", model_a=alpha, model_b=bravo, choice="b",
-        style={"a": {"length": 10}, "b": {"length": 30}}, created_at=vote.created_at,
-    )
-    imported.refresh_from_db()
-    assert imported.style_length == pytest.approx(-20 / 41)
-    assert imported.style_bold == 0
-
-
-def test_the_style_sums_per_choice_equal_the_sums_over_the_votes(three_models, make_vote):
-    alpha, bravo, charlie = three_models
-    rng = random.Random(3)
-    pairs = [(alpha, bravo), (bravo, alpha), (bravo, charlie), (charlie, alpha)]
-    for _ in range(80):
-        a, b = rng.choice(pairs)
-        make_vote(a, b, rng.choice(["a", "b", "tie", "bothbad"]), style={
-            side: {f: rng.randint(0, 900 if f == "length" else 4)
-                   for f in ("length", "headers", "lists", "bold")}
-            for side in ("a", "b")
-        })
-    tallies = selectors.VoteTallies(
-        cutoff=timezone.now(), plan=selectors.filter_plan(), style=True, languages=False
-    )
-    overall = tallies.category("overall")
-    for row, (a, b) in enumerate(zip(overall.model_a, overall.model_b, strict=True)):
-        votes = list(Vote.objects.filter(model_a_id=a, model_b_id=b))
-        for outcome, choice in enumerate(["a", "b", "tie", "bothbad"]):
-            x = np.array([[v.style_length, v.style_headers, v.style_lists, v.style_bold]
-                          for v in votes if v.choice == choice]).reshape(-1, 4)
-            np.testing.assert_allclose(overall.style_x[row, outcome], x.sum(axis=0), atol=1e-9)
-            np.testing.assert_allclose(overall.style_xx[row, outcome], x.T @ x, atol=1e-9)
-            assert overall.style_ids[row, outcome] == sum(
-                v.pk for v in votes if v.choice == choice
-            )
-
-
 def test_the_same_counts_from_other_votes_are_a_new_snapshot_with_style_control(rated, make_vote):
     """Counts alone would say nothing changed; the style sums (and the style fit) did."""
     alpha, bravo, _ = rated
@@ -335,14 +285,14 @@ def test_the_same_counts_from_other_votes_are_a_new_snapshot_with_style_control(
     short_a = {"a": {"length": 100}, "b": {"length": 2000}}
     first = make_vote(alpha, bravo, "a", style=long_a)
     second = make_vote(alpha, bravo, "a", style=short_a, flagged_invalid=True)
-    before = services.ratings_recompute()
+    before = recompute.ratings_recompute()
     Vote.objects.filter(pk=first.pk).update(flagged_invalid=True)
     Vote.objects.filter(pk=second.pk).update(flagged_invalid=False)
-    after = services.ratings_recompute()
+    after = recompute.ratings_recompute()
     assert after.vote_count == before.vote_count
     assert after.pk != before.pk
     assert after.params["style_coefs"] != before.params["style_coefs"]
-    assert services.ratings_recompute().pk == after.pk
+    assert recompute.ratings_recompute().pk == after.pk
 
 
 @pytest.mark.skipif(

@@ -14,9 +14,9 @@ import time
 import pytest
 from django.conf import settings
 
-from leaderboard import selectors, services
+from leaderboard import selectors
 from leaderboard.models import RecomputeLock, Snapshot
-from leaderboard.services import LOCK_NAME
+from leaderboard.recompute import LOCK_NAME, ratings_recompute
 
 LEASE = 10  # seconds; the smallest lease the settings accept
 # Bootstrap rounds make each run take a moment, so a kill can land in the middle of it.
@@ -118,4 +118,4 @@ def test_recomputes_killed_at_random_moments_never_leave_a_partial_snapshot(
     current = selectors.snapshot_current(category="overall")
     assert current.rows.count() == 3
     # Rated again in this process, the same votes give that very snapshot: it is complete.
-    assert services.ratings_recompute(category="overall").pk == current.pk
+    assert ratings_recompute(category="overall").pk == current.pk

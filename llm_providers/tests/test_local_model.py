@@ -10,9 +10,10 @@ import pytest
 from django.conf import settings
 
 from llm_providers import local
-from llm_providers.client import Timeouts, chat_stream
+from llm_providers.client import Timeouts
 from llm_providers.models import LLMModel
 from llm_providers.services import catalog_parse_yaml
+from llm_providers.tests.streams import chat_stream
 
 pytestmark = pytest.mark.slow
 

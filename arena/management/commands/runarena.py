@@ -13,6 +13,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from battles.generation import replies_drain
+from core import scheduler
 from llm_providers import local
 from llm_providers.services import CatalogFileError, catalog_load_yaml, catalog_parse_yaml
 
@@ -41,11 +43,11 @@ class Command(BaseCommand):
         try:
             if not no_local_model:
                 processes = self._start_local_models(Path(models))
-            from arena import scheduler
-
             scheduler.start()
             self._serve(host, port)
         finally:
+            # Replies still streaming finish (or end plainly) while their models still run.
+            replies_drain()
             for process in processes:
                 process.terminate()
             for process in processes:

@@ -2,7 +2,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from leaderboard import services
+from leaderboard import dumps
 
 
 class Command(BaseCommand):
@@ -27,7 +27,7 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"Cannot write {output}: {exc.strerror}.") from None
         try:
-            count = services.battles_export(
+            count = dumps.battles_export(
                 write=out.write, include_imported=include_imported, progress=progress
             )
         finally:

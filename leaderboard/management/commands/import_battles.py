@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from leaderboard import services
+from leaderboard import dumps
 
 
 class Command(BaseCommand):
@@ -23,12 +23,12 @@ class Command(BaseCommand):
 
         try:
             with open(file, encoding="utf-8") as lines:
-                report = services.battles_import(lines=lines, skip_bad=skip_bad, progress=progress)
+                report = dumps.battles_import(lines=lines, skip_bad=skip_bad, progress=progress)
         except OSError as exc:
             raise CommandError(f"Cannot read {file}: {exc.strerror}.") from None
         except UnicodeDecodeError:
             raise CommandError(f"{file} is not UTF-8 text; nothing was imported.") from None
-        except services.ImportRejectedError as exc:
+        except dumps.ImportRejectedError as exc:
             self._errors(exc.report)
             raise CommandError(str(exc)) from None
         self._errors(report)
@@ -44,7 +44,7 @@ class Command(BaseCommand):
             )
         self.stdout.write("Run ./manage.py recompute_ratings to update the leaderboard.")
 
-    def _errors(self, report: services.ImportReport) -> None:
+    def _errors(self, report: dumps.ImportReport) -> None:
         for error in report.errors:
             self.stderr.write(error)
         unlisted = report.bad_lines - len(report.errors)

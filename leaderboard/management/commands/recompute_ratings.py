@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from leaderboard import services
+from leaderboard import recompute
 from leaderboard.categories import is_valid_category
 
 
@@ -35,11 +35,11 @@ class Command(BaseCommand):
         try:
             if category:
                 snapshots = [
-                    services.ratings_recompute(category=category, bootstrap=bootstrap, style=style)
+                    recompute.ratings_recompute(category=category, bootstrap=bootstrap, style=style)
                 ]
             else:
-                snapshots = services.ratings_recompute_all(bootstrap=bootstrap, style=style)
-        except services.RecomputeBusyError as exc:
+                snapshots = recompute.ratings_recompute_all(bootstrap=bootstrap, style=style)
+        except recompute.RecomputeBusyError as exc:
             raise CommandError(str(exc)) from None
         for snapshot in snapshots:
             skipped = ", ".join(f"{k} {v}" for k, v in snapshot.excluded.items() if v)

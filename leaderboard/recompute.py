@@ -1,0 +1,316 @@
+"""The ratings recompute: the tally's counts -> the rating engine -> one snapshot per category.
+
+Under a lease (RecomputeLock, claimed with a conditional UPDATE), at one cut-off: read every
+category's counts (tally.VoteTallies, through consistent_reads.ConsistentReads), flag outlier
+voters and move their votes out (outliers), then fit each category (engine.fit) and write
+its snapshot, unless the fingerprint of its counts and parameters says nothing changed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+import time
+import uuid
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from threadpoolctl import threadpool_limits
+
+from battles.features import STYLE_FEATURES
+from leaderboard.categories import (
+    LANGUAGE_PREFIX,
+    OVERALL,
+    fixed_categories,
+    is_valid_category,
+    language_category,
+)
+from leaderboard.consistent_reads import ConsistentReads
+from leaderboard.engine import PairCounts, RatingOptions, StyleSums, fit
+from leaderboard.exclusions import FilterPlan, excluded_statuses, hot_prompts_record
+from leaderboard.models import RecomputeLock, Snapshot, SnapshotRow
+from leaderboard.outliers import voters_flag
+from leaderboard.selectors import snapshot_current
+from leaderboard.tally import CategoryVotes, VoteTallies
+from leaderboard.timing import stage
+from llm_providers.models import LLMModel
+
+LOCK_NAME = "ratings"
+
+
+class RecomputeBusyError(Exception):
+    """Another recompute holds the lock; this one did nothing."""
+
+    def __init__(self):
+        super().__init__("Another ratings recompute is running; this one did nothing.")
+
+
+# --- the lock --------------------------------------------------------------------------------
+
+
+def _lock_claim() -> str:
+    """Claim the recompute lease with a conditional UPDATE, or raise RecomputeBusyError."""
+    RecomputeLock.objects.bulk_create([RecomputeLock(name=LOCK_NAME)], ignore_conflicts=True)
+    now = timezone.now()
+    token = uuid.uuid4().hex
+    lease = dt.timedelta(seconds=settings.ARENA_RECOMPUTE_LEASE_SECONDS)
+    claimed = (
+        RecomputeLock.objects.filter(name=LOCK_NAME)
+        .filter(Q(held_until__isnull=True) | Q(held_until__lt=now))
+        .update(holder=token, held_until=now + lease)
+    )
+    if not claimed:
+        raise RecomputeBusyError
+    return token
+
+
+def _lock_release(token: str) -> None:
+    RecomputeLock.objects.filter(name=LOCK_NAME, holder=token).update(holder="", held_until=None)
+
+
+# --- the recompute ---------------------------------------------------------------------------
+
+
+def _options(*, bootstrap: int, anchor: int | None) -> RatingOptions:
+    return RatingOptions(
+        anchor=anchor,
+        ci="bootstrap" if bootstrap else "sandwich",
+        bootstrap_rounds=bootstrap or RatingOptions.bootstrap_rounds,
+        both_bad_as_tie=settings.ARENA_BOTH_BAD_AS_TIE,
+    )
+
+
+def _pair_counts(votes: CategoryVotes, model_ids: np.ndarray) -> PairCounts:
+    """The category's counts with models as indices into the sorted `model_ids`."""
+    return PairCounts(
+        model_a=np.searchsorted(model_ids, votes.model_a),
+        model_b=np.searchsorted(model_ids, votes.model_b),
+        wins_a=votes.counts[:, 0],
+        wins_b=votes.counts[:, 1],
+        ties=votes.counts[:, 2],
+        both_bad=votes.counts[:, 3],
+    )
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _fingerprint(votes: CategoryVotes, extra: dict) -> str:
+    digest = hashlib.sha256(json.dumps(extra, sort_keys=True).encode())
+    for array in (votes.model_a, votes.model_b, votes.counts):
+        digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
+    if votes.style_ids is not None:
+        # Which votes the style sums came from, exactly: the float sums themselves differ in
+        # their last bits from run to run (the database adds them up in no fixed order).
+        digest.update(np.ascontiguousarray(votes.style_ids, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def _anchor_index(index: dict[int, int]) -> int | None:
+    slug = settings.ARENA_RATING_ANCHOR
+    if not slug:
+        return None
+    pk = LLMModel.objects.filter(slug=slug).values_list("pk", flat=True).first()
+    return index.get(pk)
+
+
+# --- the recompute, per category -------------------------------------------------------------
+
+
+def _recompute_category(
+    *,
+    category: str,
+    votes: CategoryVotes,
+    bootstrap: int,
+    style: bool,
+    cutoff: dt.datetime,
+    plan: FilterPlan,
+) -> Snapshot:
+    started = time.monotonic()
+    style = style and votes.style_x is not None
+    counted, excluded = votes.counted, votes.excluded
+    ids = np.union1d(votes.model_a, votes.model_b).astype(np.int64)
+    model_ids = [int(pk) for pk in ids]
+    index = {pk: i for i, pk in enumerate(model_ids)}
+    anchor = _anchor_index(index)
+    options = _options(bootstrap=bootstrap, anchor=anchor)
+    params = {
+        "scale": options.scale,
+        "base": options.base,
+        "init_rating": options.init_rating,
+        "anchor": settings.ARENA_RATING_ANCHOR if anchor is not None else "",
+        "ci": options.ci,
+        "bootstrap_rounds": bootstrap,
+        "alpha": options.alpha,
+        "both_bad_as_tie": options.both_bad_as_tie,
+        "style_control": style,
+        "excluded_statuses": excluded_statuses(),
+        "filters": plan.params(),
+    }
+    fingerprint = _fingerprint(votes, {"params": params, "excluded": excluded})
+    latest = snapshot_current(category=category, matrices=False)
+    if latest is not None and latest.fingerprint == fingerprint:
+        return latest
+
+    n = len(model_ids)
+    counts = _pair_counts(votes, ids)
+    style_result = None
+    with _blas_one_thread():
+        with stage("fit"):
+            result = fit(counts, n, options) if n else None
+        if style and n:
+            with stage("style fit"):
+                style_result = fit(
+                    counts,
+                    n,
+                    RatingOptions(anchor=anchor, both_bad_as_tie=options.both_bad_as_tie),
+                    style=StyleSums(votes.style_x, votes.style_xx),
+                )
+    if style_result is not None:
+        params["style_coefs"] = dict(
+            zip(STYLE_FEATURES, style_result.style_coefs.tolist(), strict=True)
+        )
+    if result is not None:
+        params["iterations"] = result.iterations
+        params["grad_norm"] = result.grad_norm
+
+    snapshot = Snapshot(
+        category=category,
+        method=result.method if result else f"bradley-terry/{options.ci}",
+        params=params,
+        data_cutoff=cutoff,
+        vote_count=counted,
+        excluded=excluded,
+        models_order=model_ids,
+        # Four decimals (0.01 points of win rate) are more than the heatmap shows, and half
+        # the text to encode and store of full floats (a 200-model matrix is 40,000 of them).
+        win_rate_matrix=[
+            [_finite(v) for v in row] for row in np.round(result.win_rate_matrix, 4).tolist()
+        ]
+        if result
+        else [],
+        battle_count_matrix=result.battle_count_matrix.astype(int).tolist() if result else [],
+        fingerprint=fingerprint,
+    )
+    rows = [
+        SnapshotRow(
+            model_id=pk,
+            rating=float(result.ratings[i]),
+            lower=_finite(result.lower[i]),
+            upper=_finite(result.upper[i]),
+            rank_ub=int(result.rank_ub[i]),
+            votes=int(result.battles[i]),
+            wins=float(result.wins[i]),
+            losses=float(result.losses[i]),
+            ties=float(result.ties[i] + result.both_bad[i]),
+            win_rate=float(result.win_rate[i]) if result.wins[i] + result.losses[i] else None,
+            style_rating=float(style_result.ratings[i]) if style_result else None,
+            style_rank_ub=int(style_result.rank_ub[i]) if style_result else None,
+        )
+        for pk, i in index.items()
+    ] if result else []
+    snapshot.duration_ms = int((time.monotonic() - started) * 1000)
+    with stage("write snapshot"), transaction.atomic():
+        snapshot.save()
+        for row in rows:
+            row.snapshot = snapshot
+        SnapshotRow.objects.bulk_create(rows, batch_size=500)
+    return snapshot
+
+
+def _blas_one_thread():
+    """The fits' matrices are small (models x models): BLAS threads waiting on each other and
+    on the database cost more than they save (benchmarks/README.md)."""
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _style_default() -> bool:
+    return settings.ARENA_STYLE_CONTROL
+
+
+def _tallies(
+    *, cutoff: dt.datetime, style: bool, languages: bool
+) -> tuple[FilterPlan, VoteTallies]:
+    """Everything the database has to say at this cut-off: the filter plan, every category's
+    counts, and (flags first, so every category leaves out the same voters) the outlier test.
+    The plan's hot prompts and the flags are stored for the pages (filter_plan_recorded)."""
+    outliers = settings.ARENA_OUTLIER_DETECTION
+    with ConsistentReads() as reads:
+        with stage("reads"):
+            tallies = VoteTallies(
+                cutoff=cutoff, style=style, languages=languages, reads=reads,
+                voter_min_votes=settings.ARENA_OUTLIER_MIN_VOTES if outliers else None,
+            )
+        plan = tallies.plan
+        hot_prompts_record(plan=plan)
+        if plan.voter_flags:
+            voters_flag(cutoff=cutoff, tallies=tallies)
+            with stage("flagged voters' votes"):
+                tallies.flags_apply()
+    return plan, tallies
+
+
+def ratings_recompute(
+    *, category: str = OVERALL, bootstrap: int = 0, style: bool | None = None
+) -> Snapshot:
+    """Rate one category's valid votes and write a snapshot (the latest one if nothing changed).
+
+    `bootstrap` > 0 asks for that many bootstrap rounds instead of sandwich intervals. Style
+    control applies to the overall board. Raises RecomputeBusyError if another recompute runs.
+    """
+    if not is_valid_category(category):
+        raise ValueError(f"Unknown category {category!r}.")
+    style = (_style_default() if style is None else style) and category == OVERALL
+    token = _lock_claim()
+    try:
+        cutoff = timezone.now()
+        plan, tallies = _tallies(
+            cutoff=cutoff, style=style, languages=category.startswith(LANGUAGE_PREFIX)
+        )
+        return _recompute_category(
+            category=category,
+            votes=tallies.category(category),
+            bootstrap=bootstrap,
+            style=style,
+            cutoff=cutoff,
+            plan=plan,
+        )
+    finally:
+        _lock_release(token)
+
+
+def ratings_recompute_all(*, bootstrap: int = 0, style: bool | None = None) -> list[Snapshot]:
+    """Every category (the fixed ones and each language with enough votes) at one cut-off.
+
+    Style control runs for the overall board only.
+    """
+    token = _lock_claim()
+    style = _style_default() if style is None else style
+    try:
+        cutoff = timezone.now()
+        plan, tallies = _tallies(cutoff=cutoff, style=style, languages=True)
+        minimum = settings.ARENA_LANGUAGE_CATEGORY_MIN_VOTES
+        categories = [c.key for c in fixed_categories()] + [
+            language_category(code) for code in tallies.languages(min_votes=minimum)
+        ]
+        # One transaction: a reader sees every category of this cut-off or none of them.
+        with transaction.atomic():
+            return [
+                _recompute_category(
+                    category=category,
+                    votes=tallies.category(category),
+                    bootstrap=bootstrap,
+                    style=style and category == OVERALL,
+                    cutoff=cutoff,
+                    plan=plan,
+                )
+                for category in categories
+            ]
+    finally:
+        _lock_release(token)
