@@ -28,8 +28,16 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Battle)
 class BattleAdmin(ReadOnlyAdmin):
-    list_display = ["uuid", "model_a", "model_b", "status", "turn_count", "identity_leak",
-                    "had_failed_side", "created_at"]
+    list_display = [
+        "uuid",
+        "model_a",
+        "model_b",
+        "status",
+        "turn_count",
+        "identity_leak",
+        "had_failed_side",
+        "created_at",
+    ]
     list_filter = ["status", "identity_leak", "had_failed_side", "user_agent_family"]
     list_select_related = ["model_a", "model_b"]
     search_fields = ["=uuid", "=visitor_hash", "=ip_hash"]
@@ -42,8 +50,17 @@ class BattleAdmin(ReadOnlyAdmin):
 
 @admin.register(Reply)
 class ReplyAdmin(ReadOnlyAdmin):
-    list_display = ["id", "model", "side", "status", "error_code", "latency_ms", "ttft_ms",
-                    "identity_leak", "created_at"]
+    list_display = [
+        "id",
+        "model",
+        "side",
+        "status",
+        "error_code",
+        "latency_ms",
+        "ttft_ms",
+        "identity_leak",
+        "created_at",
+    ]
     list_filter = ["status", "identity_leak", "error_code", "model"]
     list_select_related = ["model"]
     date_hierarchy = "created_at"
@@ -57,15 +74,36 @@ class ReplyAdmin(ReadOnlyAdmin):
 class VoteAdmin(ReadOnlyAdmin):
     """Votes; flag one invalid to leave it out of the next recompute."""
 
-    list_display = ["battle", "model_a", "model_b", "choice", "language", "identity_leak",
-                    "flagged_invalid", "created_at"]
+    list_display = [
+        "battle",
+        "model_a",
+        "model_b",
+        "choice",
+        "language",
+        "identity_leak",
+        "flagged_invalid",
+        "created_at",
+    ]
     list_filter = ["choice", "identity_leak", "flagged_invalid", "has_code", "language"]
     list_select_related = ["battle", "model_a", "model_b"]
     search_fields = ["=visitor_hash", "=ip_hash", "=prompt_hash"]
     date_hierarchy = "created_at"
-    fields = ["flagged_invalid", "choice", "model_a", "model_b", "visitor_hash", "ip_hash",
-              "prompt_hash", "turns", "prompt_chars", "has_code", "language", "style",
-              "identity_leak", "created_at"]
+    fields = [
+        "flagged_invalid",
+        "choice",
+        "model_a",
+        "model_b",
+        "visitor_hash",
+        "ip_hash",
+        "prompt_hash",
+        "turns",
+        "prompt_chars",
+        "has_code",
+        "language",
+        "style",
+        "identity_leak",
+        "created_at",
+    ]
     readonly_fields = [f for f in fields if f != "flagged_invalid"]
 
     def get_urls(self):

@@ -249,4 +249,3 @@ def moderation_counts(*, days: int) -> dict[str, int]:
         .annotate(n=Count("pk"))
     )
     return {label: counts.get(value, 0) for value, label in ModerationEvent.Outcome.choices}
-

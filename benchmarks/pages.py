@@ -26,8 +26,11 @@ DB_NAME = "llmbattler_bench_recompute"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.pages", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.pages",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--db", default=DB_NAME, help=f"database name (default {DB_NAME})")
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args(argv)
@@ -72,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     client = Client()
     client.get("/leaderboard/")  # the visitor cookie, connections, template loading
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"leaderboard pages over {votes:,} votes, {len(ranked)} models "
-          f"(load average {load}; median of {args.runs})")
+    print(
+        f"leaderboard pages over {votes:,} votes, {len(ranked)} models "
+        f"(load average {load}; median of {args.runs})"
+    )
     print(f"  {'page':<40} {'ms':>8} {'queries':>8}")
     for label, url, headers in pages:
         times = []

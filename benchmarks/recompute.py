@@ -70,7 +70,11 @@ def manage(*args: str) -> tuple[float, float, str]:
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "manage.py", *args],
-        cwd=ROOT, env=env(), capture_output=True, text=True, check=False,
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     wall = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -88,13 +92,17 @@ def stages(output: str) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.recompute", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.recompute",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--votes", type=int, default=2_000_000)
     parser.add_argument("--models", type=int, default=200)
     parser.add_argument("--runs", type=int, default=2, help="recompute runs (default 2)")
-    parser.add_argument("--reuse", action="store_true",
-                        help="use the database a --keep-db run left (no insert)")
+    parser.add_argument(
+        "--reuse", action="store_true", help="use the database a --keep-db run left (no insert)"
+    )
     parser.add_argument("--keep-db", action="store_true", help="do not drop the database")
     parser.add_argument("--args", default="", help="extra recompute_ratings arguments")
     args = parser.parse_args(argv)
@@ -139,10 +147,13 @@ def main(argv: list[str] | None = None) -> int:
             synthetic.db_recreate(DB_NAME, drop_only=True)
 
     print()
-    print(f"recompute_ratings over {votes:,} votes, {args.models} models "
-          f"(load average at the end {os.getloadavg()[0]:.2f})")
-    print(f"  bare SQL GROUP BY of every vote into counts: {floor:.2f} s "
-          f"({len(floor_rows):,} rows)")
+    print(
+        f"recompute_ratings over {votes:,} votes, {args.models} models "
+        f"(load average at the end {os.getloadavg()[0]:.2f})"
+    )
+    print(
+        f"  bare SQL GROUP BY of every vote into counts: {floor:.2f} s ({len(floor_rows):,} rows)"
+    )
     for i, (wall, peak, stage_times, _output) in enumerate(runs, start=1):
         label = "first run (writes every snapshot)" if i == 1 else "again (nothing changed)"
         print(f"  run {i}, {label}: {wall:.2f} s wall, peak RSS {peak:.0f} MB")
@@ -150,14 +161,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"      {stage:<28} {seconds:6.2f} s")
     print()
     # The command's own summary of the overall board (models, votes, exclusions).
-    overall = [line for line in (runs[0][3] if runs else "").splitlines()
-               if line.startswith("overall:")]
+    overall = [
+        line for line in (runs[0][3] if runs else "").splitlines() if line.startswith("overall:")
+    ]
     print(overall[0] if overall else "")
     target = runs[0][0] if runs else float("nan")
     if votes >= 2_000_000:
         verdict = "met" if target < 10 else "MISSED"
-        print(f"target: whole recompute_ratings with 2M votes under 10 s -> {target:.1f} s: "
-              f"{verdict}")
+        print(
+            f"target: whole recompute_ratings with 2M votes under 10 s -> {target:.1f} s: {verdict}"
+        )
     else:
         print(f"(the 10 s target is for 2,000,000 votes; this run had {votes:,})")
     return 0

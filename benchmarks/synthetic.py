@@ -99,9 +99,9 @@ def conversation_insert(sql: SQL) -> int:
             "updated_at": "now()",
         },
     )
-    return sql(
-        f"INSERT INTO battles_conversation ({cols}) SELECT {vals} RETURNING id", fetch=True
-    )[0][0]
+    return sql(f"INSERT INTO battles_conversation ({cols}) SELECT {vals} RETURNING id", fetch=True)[
+        0
+    ][0]
 
 
 def votes_insert(sql: SQL, *, count: int, model_ids: list[int], seed: float = 0.42) -> None:

@@ -50,9 +50,7 @@ def rate_limited_response(request: HttpRequest, *, retry_after: int) -> HttpResp
     """429 with Retry-After: the full page, or for HTMX a small notice placed before the target."""
     context = {"retry_after": retry_after, "retry_minutes": math.ceil(retry_after / 60)}
     if request.htmx:
-        response = render(
-            request, "arena/rate_limited.html#rate-limited", context, status=429
-        )
+        response = render(request, "arena/rate_limited.html#rate-limited", context, status=429)
         # Put the notice beside what the visitor acted on instead of replacing it.
         response["HX-Reswap"] = "beforebegin"
     else:

@@ -22,8 +22,15 @@ class SnapshotAdmin(admin.ModelAdmin):
     list_filter = ["category", "method"]
     date_hierarchy = "created_at"
     readonly_fields = [
-        "created_at", "category", "method", "params", "data_cutoff", "vote_count", "excluded",
-        "duration_ms", "fingerprint",
+        "created_at",
+        "category",
+        "method",
+        "params",
+        "data_cutoff",
+        "vote_count",
+        "excluded",
+        "duration_ms",
+        "fingerprint",
     ]
     exclude = ["models_order", "win_rate_matrix", "battle_count_matrix"]
     inlines = [SnapshotRowInline]
@@ -39,14 +46,34 @@ class SnapshotAdmin(admin.ModelAdmin):
 class ImportedVoteAdmin(admin.ModelAdmin):
     """Votes from import_battles; flag one invalid to drop it from the next recompute."""
 
-    list_display = ["external_id", "model_a", "model_b", "choice", "language", "created_at",
-                    "flagged_invalid"]
+    list_display = [
+        "external_id",
+        "model_a",
+        "model_b",
+        "choice",
+        "language",
+        "created_at",
+        "flagged_invalid",
+    ]
     list_filter = ["choice", "flagged_invalid", "language"]
     list_select_related = ["model_a", "model_b"]
     search_fields = ["external_id", "model_a__name", "model_b__name"]
-    fields = ["flagged_invalid", "external_id", "model_a", "model_b", "choice", "judge", "turns",
-              "prompt_chars", "has_code", "language", "style", "identity_leak", "created_at",
-              "imported_at"]
+    fields = [
+        "flagged_invalid",
+        "external_id",
+        "model_a",
+        "model_b",
+        "choice",
+        "judge",
+        "turns",
+        "prompt_chars",
+        "has_code",
+        "language",
+        "style",
+        "identity_leak",
+        "created_at",
+        "imported_at",
+    ]
     readonly_fields = [f for f in fields if f != "flagged_invalid"]
     show_full_result_count = False
 
@@ -59,13 +86,27 @@ class FlaggedVoterAdmin(admin.ModelAdmin):
     """Voters the outlier test flagged, most suspicious first; tick `cleared` after review to
     count their votes again."""
 
-    list_display = ["visitor_hash", "e_value", "votes_tested", "votes_total", "cleared",
-                    "flagged_at"]
+    list_display = [
+        "visitor_hash",
+        "e_value",
+        "votes_tested",
+        "votes_total",
+        "cleared",
+        "flagged_at",
+    ]
     list_filter = ["cleared"]
     ordering = ["cleared", "-e_value"]
     search_fields = ["=visitor_hash"]
-    fields = ["visitor_hash", "cleared", "e_value", "votes_tested", "votes_total", "params",
-              "flagged_at", "updated_at"]
+    fields = [
+        "visitor_hash",
+        "cleared",
+        "e_value",
+        "votes_tested",
+        "votes_total",
+        "params",
+        "flagged_at",
+        "updated_at",
+    ]
     readonly_fields = [f for f in fields if f != "cleared"]
     show_full_result_count = False
 

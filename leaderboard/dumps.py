@@ -30,10 +30,26 @@ IMPORTED_BASE_URL = "http://imported.invalid/v1"
 PROGRESS_EVERY = 100_000
 # Public dumps name languages in English; ours are ISO 639 codes.
 LANGUAGE_NAMES = {
-    "english": "en", "chinese": "zh", "russian": "ru", "spanish": "es", "german": "de",
-    "french": "fr", "japanese": "ja", "korean": "ko", "portuguese": "pt", "italian": "it",
-    "polish": "pl", "vietnamese": "vi", "arabic": "ar", "dutch": "nl", "turkish": "tr",
-    "indonesian": "id", "ukrainian": "uk", "persian": "fa", "hindi": "hi", "swedish": "sv",
+    "english": "en",
+    "chinese": "zh",
+    "russian": "ru",
+    "spanish": "es",
+    "german": "de",
+    "french": "fr",
+    "japanese": "ja",
+    "korean": "ko",
+    "portuguese": "pt",
+    "italian": "it",
+    "polish": "pl",
+    "vietnamese": "vi",
+    "arabic": "ar",
+    "dutch": "nl",
+    "turkish": "tr",
+    "indonesian": "id",
+    "ukrainian": "uk",
+    "persian": "fa",
+    "hindi": "hi",
+    "swedish": "sv",
 }
 _ISO_RE = re.compile(r"^[a-z]{2,3}$")
 
@@ -48,12 +64,27 @@ def _metadata(style: dict, prompt_chars: int) -> dict:
     return metadata
 
 
-def battles_export(*, write: Callable[[str], object], include_imported: bool = False,
-                   progress: Callable[[int], None] | None = None) -> int:
+def battles_export(
+    *,
+    write: Callable[[str], object],
+    include_imported: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> int:
     """Write counted votes as FastChat `clean_battle` JSON lines; returns how many."""
     written = 0
-    for (question_id, model_a, model_b, judge, choice, turns, prompt_chars, has_code, language,
-         style, created_at) in _votes_counted(include_imported=include_imported):
+    for (
+        question_id,
+        model_a,
+        model_b,
+        judge,
+        choice,
+        turns,
+        prompt_chars,
+        has_code,
+        language,
+        style,
+        created_at,
+    ) in _votes_counted(include_imported=include_imported):
         line = {
             "question_id": question_id.hex if isinstance(question_id, uuid.UUID) else question_id,
             "model_a": model_a,
@@ -170,8 +201,7 @@ def _parse_line(raw: str) -> dict | None:
         }
     question_id = data.get("question_id")
     external_id = (
-        str(question_id)[:64] if question_id
-        else hashlib.sha256(raw.strip().encode()).hexdigest()
+        str(question_id)[:64] if question_id else hashlib.sha256(raw.strip().encode()).hexdigest()
     )
     return {
         "external_id": external_id,
@@ -201,8 +231,13 @@ class _Catalog:
             while LLMModel.objects.filter(slug=slug).exists():
                 slug = f"{base}-{uuid.uuid4().hex[:6]}"
             model = LLMModel.objects.create(
-                slug=slug, name=name[:200], organization="", license="",
-                base_url=IMPORTED_BASE_URL, model=name[:300], status=LLMModel.Status.RETIRED,
+                slug=slug,
+                name=name[:200],
+                organization="",
+                license="",
+                base_url=IMPORTED_BASE_URL,
+                model=name[:300],
+                status=LLMModel.Status.RETIRED,
                 notes="Created by import_battles for a model named in a battle dump.",
             )
             self.ids[name] = model.pk
@@ -210,9 +245,14 @@ class _Catalog:
         return self.ids[name]
 
 
-def battles_import(*, lines: Iterable[str], skip_bad: bool = False, batch_size: int = 5000,
-                   progress: Callable[[int], None] | None = None,
-                   max_errors_listed: int = 20) -> ImportReport:
+def battles_import(
+    *,
+    lines: Iterable[str],
+    skip_bad: bool = False,
+    batch_size: int = 5000,
+    progress: Callable[[int], None] | None = None,
+    max_errors_listed: int = 20,
+) -> ImportReport:
     """Load a FastChat `clean_battle` JSON-lines dump into ImportedVote, in one transaction.
 
     Any bad line rolls everything back unless `skip_bad`; lines already imported (same
@@ -244,8 +284,12 @@ def battles_import(*, lines: Iterable[str], skip_bad: bool = False, batch_size: 
     return report
 
 
-def _parsed(lines: Iterable[str], report: ImportReport, max_errors: int,
-            progress: Callable[[int], None] | None) -> Iterator[dict]:
+def _parsed(
+    lines: Iterable[str],
+    report: ImportReport,
+    max_errors: int,
+    progress: Callable[[int], None] | None,
+) -> Iterator[dict]:
     for number, raw in enumerate(lines, start=1):
         if progress and number % PROGRESS_EVERY == 0:
             progress(number)

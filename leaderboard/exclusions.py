@@ -108,8 +108,11 @@ def filter_plan(
         return FilterPlan(cutoff=cutoff, voter_flags=voter_flags)
     quantile = settings.ARENA_PROMPT_DEDUP_PERCENTILE
     per_prompt = (
-        Vote.objects.filter(_vote_scope(cutoff)).order_by()
-        .values("prompt_hash").annotate(n=Count("pk")).values_list("prompt_hash", "n")
+        Vote.objects.filter(_vote_scope(cutoff))
+        .order_by()
+        .values("prompt_hash")
+        .annotate(n=Count("pk"))
+        .values_list("prompt_hash", "n")
     )
     sql, params = compiled(per_prompt)
     # Only the ORM's own compiled SQL and constants go into these statements (S608).

@@ -23,6 +23,7 @@ from leaderboard.timing import stage
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class FlagReport:
     voters_tested: int = 0
@@ -142,7 +143,9 @@ def voters_flag(
     if tallies is None:
         with stage("outlier: pair consensus"):
             tallies = VoteTallies(
-                cutoff=cutoff, plan=filter_plan(cutoff=cutoff), style=False,
+                cutoff=cutoff,
+                plan=filter_plan(cutoff=cutoff),
+                style=False,
                 languages=False,
             )
     with stage("outlier: read votes"):
@@ -157,14 +160,19 @@ def voters_flag(
             for voter, (e_value, votes_tested) in crossed.items()
         }
     report = FlagReport(voters_tested=tested)
-    params = {"alpha": alpha, "min_votes": settings.ARENA_OUTLIER_MIN_VOTES,
-              "max_votes": max_votes, "cutoff": cutoff.isoformat()}
+    params = {
+        "alpha": alpha,
+        "min_votes": settings.ARENA_OUTLIER_MIN_VOTES,
+        "max_votes": max_votes,
+        "cutoff": cutoff.isoformat(),
+    }
     with stage("outlier: write flags"), transaction.atomic():
         stale = FlaggedVoter.objects.filter(cleared=False).exclude(visitor_hash__in=list(flagged))
         report.unflagged = stale.delete()[0]
         cleared = set(
-            FlaggedVoter.objects.filter(visitor_hash__in=list(flagged), cleared=True)
-            .values_list("visitor_hash", flat=True)
+            FlaggedVoter.objects.filter(visitor_hash__in=list(flagged), cleared=True).values_list(
+                "visitor_hash", flat=True
+            )
         )
         FlaggedVoter.objects.bulk_create(
             [

@@ -198,23 +198,27 @@ def _recompute_category(
         battle_count_matrix=result.battle_count_matrix.astype(int).tolist() if result else [],
         fingerprint=fingerprint,
     )
-    rows = [
-        SnapshotRow(
-            model_id=pk,
-            rating=float(result.ratings[i]),
-            lower=_finite(result.lower[i]),
-            upper=_finite(result.upper[i]),
-            rank_ub=int(result.rank_ub[i]),
-            votes=int(result.battles[i]),
-            wins=float(result.wins[i]),
-            losses=float(result.losses[i]),
-            ties=float(result.ties[i] + result.both_bad[i]),
-            win_rate=float(result.win_rate[i]) if result.wins[i] + result.losses[i] else None,
-            style_rating=float(style_result.ratings[i]) if style_result else None,
-            style_rank_ub=int(style_result.rank_ub[i]) if style_result else None,
-        )
-        for pk, i in index.items()
-    ] if result else []
+    rows = (
+        [
+            SnapshotRow(
+                model_id=pk,
+                rating=float(result.ratings[i]),
+                lower=_finite(result.lower[i]),
+                upper=_finite(result.upper[i]),
+                rank_ub=int(result.rank_ub[i]),
+                votes=int(result.battles[i]),
+                wins=float(result.wins[i]),
+                losses=float(result.losses[i]),
+                ties=float(result.ties[i] + result.both_bad[i]),
+                win_rate=float(result.win_rate[i]) if result.wins[i] + result.losses[i] else None,
+                style_rating=float(style_result.ratings[i]) if style_result else None,
+                style_rank_ub=int(style_result.rank_ub[i]) if style_result else None,
+            )
+            for pk, i in index.items()
+        ]
+        if result
+        else []
+    )
     snapshot.duration_ms = int((time.monotonic() - started) * 1000)
     with stage("write snapshot"), transaction.atomic():
         snapshot.save()
@@ -244,7 +248,10 @@ def _tallies(
     with ConsistentReads() as reads:
         with stage("reads"):
             tallies = VoteTallies(
-                cutoff=cutoff, style=style, languages=languages, reads=reads,
+                cutoff=cutoff,
+                style=style,
+                languages=languages,
+                reads=reads,
                 voter_min_votes=settings.ARENA_OUTLIER_MIN_VOTES if outliers else None,
             )
         plan = tallies.plan

@@ -61,9 +61,7 @@ class BoardFilters:
 
 def board_rows(*, snapshot: Snapshot, filters: BoardFilters) -> list[SnapshotRow]:
     """The rows a visitor sees, with the display fields the templates and exports need."""
-    rows = snapshot.rows.select_related("model").filter(
-        votes__gte=settings.ARENA_MIN_VOTES_TO_SHOW
-    )
+    rows = snapshot.rows.select_related("model").filter(votes__gte=settings.ARENA_MIN_VOTES_TO_SHOW)
     if not filters.show_retired:
         rows = rows.exclude(model__status=LLMModel.Status.RETIRED)
     if filters.q:
@@ -87,9 +85,7 @@ def _decorate(row: SnapshotRow) -> None:
     row.provisional = row.votes < settings.ARENA_PROVISIONAL_VOTES
     row.ci_plus = row.upper - row.rating if row.upper is not None else None
     row.ci_minus = row.rating - row.lower if row.lower is not None else None
-    row.rank_delta = (
-        row.rank_ub - row.style_rank_ub if row.style_rank_ub is not None else None
-    )
+    row.rank_delta = row.rank_ub - row.style_rank_ub if row.style_rank_ub is not None else None
 
 
 def board_choices(*, snapshot: Snapshot) -> dict[str, list[str]]:
@@ -106,9 +102,7 @@ def rating_history(
     *, category: str, model_ids: list[int], limit: int = 200
 ) -> dict[int, list[tuple[dt.datetime, float, float | None, float | None]]]:
     """Rating per snapshot for the given models, oldest first (the last `limit` snapshots)."""
-    recent = list(
-        Snapshot.objects.filter(category=category).values_list("pk", flat=True)[:limit]
-    )
+    recent = list(Snapshot.objects.filter(category=category).values_list("pk", flat=True)[:limit])
     series: dict[int, list] = {pk: [] for pk in model_ids}
     rows = (
         SnapshotRow.objects.filter(snapshot_id__in=recent, model_id__in=model_ids)

@@ -84,8 +84,12 @@ def _source_votes(source, *, cutoff: dt.datetime, columns: dict, scope: Q):
 
 
 def _tally_rows(
-    *, cutoff: dt.datetime, by_language: bool, style: bool,
-    sources=VOTE_SOURCES, scope: Q | None = None,
+    *,
+    cutoff: dt.datetime,
+    by_language: bool,
+    style: bool,
+    sources=VOTE_SOURCES,
+    scope: Q | None = None,
 ) -> tuple[list[tuple], np.ndarray]:
     """One GROUP BY per vote table: keys (..., model_a, model_b, reason) and their sums (both
     tables' rows may share a key; _Table adds them up)."""
@@ -139,9 +143,9 @@ def _tally_rows(
         keyed += [(*row[:reason_at], names[row[reason_at]]) for row in read]
         rows += read
     if by_language:
-        return keyed, np.array(
-            [row[4:] for row in rows], dtype=float
-        ).reshape(len(rows), len(CHOICES))
+        return keyed, np.array([row[4:] for row in rows], dtype=float).reshape(
+            len(rows), len(CHOICES)
+        )
     # Lay the fixed rows out per (pair, reason): counts [category x choice], then per choice
     # the feature sums and the k x k outer-product sums (StyleSums' layout).
     index: dict[tuple, int] = {}
@@ -157,9 +161,9 @@ def _tally_rows(
     if style:
         upper = np.triu_indices(k)  # the order of `pairs`
         products = np.zeros((len(rows), k, k))
-        products[:, upper[0], upper[1]] = sums[:, 4 + k:-1]
-        products[:, upper[1], upper[0]] = sums[:, 4 + k:-1]
-        sums = np.hstack([sums[:, :4 + k], products.reshape(len(rows), k * k), sums[:, -1:]])
+        products[:, upper[0], upper[1]] = sums[:, 4 + k : -1]
+        products[:, upper[1], upper[0]] = sums[:, 4 + k : -1]
+        sums = np.hstack([sums[:, : 4 + k], products.reshape(len(rows), k * k), sums[:, -1:]])
         base = 4 * len(CHOICES) + choice * (k + k * k)
         ids = 4 * len(CHOICES) + len(CHOICES) * (k + k * k) + choice
         columns = np.hstack([columns, base[:, None] + np.arange(k + k * k), ids[:, None]])
@@ -328,8 +332,12 @@ def _voter_votes(*, cutoff: dt.datetime, min_votes: int) -> VoterVotes:
         Vote,
         cutoff=cutoff,
         columns={
-            "vh": F("visitor_hash"), "ma": F("model_a_id"), "mb": F("model_b_id"),
-            "ch": F("choice"), "ts": F("created_at"), "vid": F("pk"),
+            "vh": F("visitor_hash"),
+            "ma": F("model_a_id"),
+            "mb": F("model_b_id"),
+            "ch": F("choice"),
+            "ts": F("created_at"),
+            "vid": F("pk"),
         },
         scope=Q(choice__in=("a", "b")),
     )
@@ -353,9 +361,16 @@ class VoteTallies:
     other: given `reads` (an entered ConsistentReads) they run through it, at once where it
     can; without, one after the other on this connection."""
 
-    def __init__(self, *, cutoff: dt.datetime, plan: FilterPlan | None = None, style: bool,
-                 languages: bool = True, voter_min_votes: int | None = None,
-                 reads: ConsistentReads | None = None):
+    def __init__(
+        self,
+        *,
+        cutoff: dt.datetime,
+        plan: FilterPlan | None = None,
+        style: bool,
+        languages: bool = True,
+        voter_min_votes: int | None = None,
+        reads: ConsistentReads | None = None,
+    ):
         self.cutoff = cutoff
         self.style = style
         self.languages_read = languages
@@ -391,8 +406,10 @@ class VoteTallies:
     def _table(self, *, by_language: bool, **kwargs) -> _Table:
         return _Table(
             *_tally_rows(
-                cutoff=self.cutoff, by_language=by_language,
-                style=self.style and not by_language, **kwargs,
+                cutoff=self.cutoff,
+                by_language=by_language,
+                style=self.style and not by_language,
+                **kwargs,
             )
         )
 
@@ -410,10 +427,12 @@ class VoteTallies:
         a, b, values = model_a[counted], model_b[counted], self.fixed.values[counted]
         a_is_lo = a <= b
         lo, hi = np.where(a_is_lo, a, b), np.where(a_is_lo, b, a)
-        wins = np.column_stack([
-            np.where(a_is_lo, values[:, 0], values[:, 1]),
-            np.where(a_is_lo, values[:, 1], values[:, 0]),
-        ])
+        wins = np.column_stack(
+            [
+                np.where(a_is_lo, values[:, 0], values[:, 1]),
+                np.where(a_is_lo, values[:, 1], values[:, 0]),
+            ]
+        )
         pairs, at = np.unique(np.column_stack([lo, hi]), axis=0, return_inverse=True)
         summed = np.zeros((len(pairs), 2))
         np.add.at(summed, at.ravel(), wins)
@@ -451,7 +470,9 @@ class VoteTallies:
         if not visitor_hashes:
             return {}
         sql, params = _source_votes(
-            Vote, cutoff=self.cutoff, columns={"vh": F("visitor_hash")},
+            Vote,
+            cutoff=self.cutoff,
+            columns={"vh": F("visitor_hash")},
             scope=self._counted() & Q(visitor_hash__in=visitor_hashes),
         )
         return dict(
@@ -504,4 +525,3 @@ class VoteTallies:
             result.style_xx = sums[:, :, k:].reshape(-1, len(CHOICES), k, k)
             result.style_ids = np.rint(kept[:, style_end:]).astype(np.int64)
         return result
-

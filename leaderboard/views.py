@@ -23,9 +23,24 @@ COLUMNS = [
 # Columns whose first click sorts best-first.
 DESCENDING_FIRST = {"score", "votes", "win_rate"}
 EXPORT_FIELDS = [
-    "rank", "model", "slug", "organization", "license", "score", "lower", "upper",
-    "ci_plus", "ci_minus", "votes", "wins", "losses", "ties", "win_rate", "provisional",
-    "style_score", "style_rank",
+    "rank",
+    "model",
+    "slug",
+    "organization",
+    "license",
+    "score",
+    "lower",
+    "upper",
+    "ci_plus",
+    "ci_minus",
+    "votes",
+    "wins",
+    "losses",
+    "ties",
+    "win_rate",
+    "provisional",
+    "style_score",
+    "style_rank",
 ]
 PLOTTED_MODELS = 20
 HISTORY_MODELS = 6
@@ -54,13 +69,17 @@ def _columns(request: HttpRequest, filters: selectors.BoardFilters, style: bool)
         elif key in DESCENDING_FIRST:
             query["dir"] = "desc"
         sortable = key in selectors.SORTS
-        result.append({
-            "key": key,
-            "label": label,
-            "numeric": numeric,
-            "url": f"?{query.urlencode()}" if sortable else "",
-            "aria_sort": ("descending" if filters.descending else "ascending") if active else "",
-        })
+        result.append(
+            {
+                "key": key,
+                "label": label,
+                "numeric": numeric,
+                "url": f"?{query.urlencode()}" if sortable else "",
+                "aria_sort": ("descending" if filters.descending else "ascending")
+                if active
+                else "",
+            }
+        )
     return result
 
 
@@ -78,11 +97,15 @@ def _plots(snapshot, rows, category: str) -> dict:
     return {
         "ci": plots.ci_bars(shown),
         "win_rate": plots.heatmap(
-            labels, sub(snapshot.win_rate_matrix), kind="win_rate",
+            labels,
+            sub(snapshot.win_rate_matrix),
+            kind="win_rate",
             title="Win rate of the row model against the column model (ties excluded)",
         ),
         "battles": plots.heatmap(
-            labels, sub(snapshot.battle_count_matrix), kind="count",
+            labels,
+            sub(snapshot.battle_count_matrix),
+            kind="count",
             title="Battles between each pair of models",
         ),
         "history": plots.history([(r.model.name, history[r.model_id]) for r in top]),
@@ -150,12 +173,14 @@ def board_json(request: HttpRequest) -> JsonResponse:
             "votes": snapshot.vote_count,
             "excluded": snapshot.excluded,
         }
-    return JsonResponse({
-        "category": category,
-        "errors": form.errors.get_json_data(),
-        "snapshot": meta,
-        "models": [_row_data(row) for row in rows],
-    })
+    return JsonResponse(
+        {
+            "category": category,
+            "errors": form.errors.get_json_data(),
+            "snapshot": meta,
+            "models": [_row_data(row) for row in rows],
+        }
+    )
 
 
 @require_GET
@@ -181,18 +206,22 @@ def model_detail(request: HttpRequest, slug: str) -> HttpResponse:
     snapshot = selectors.snapshot_current(category=category, matrices=False)
     votes = selectors.model_votes(model=model, recent_days=(7, 30))
     series = selectors.rating_history(category=category, model_ids=[model.pk])[model.pk]
-    return render(request, "leaderboard/model.html", {
-        "title": model.name,
-        "model": model,
-        "category": category,
-        "category_label": category_label(category),
-        "categories": [(key, category_label(key)) for key in selectors.snapshot_categories()],
-        "snapshot": snapshot,
-        "row": selectors.model_snapshot_row(model=model, snapshot=snapshot),
-        "history": plots.history([(model.name, series)], band=True),
-        "history_points": len(series),
-        "head_to_head": votes.head_to_head,
-        "recent_week": votes.recent[7],
-        "recent_month": votes.recent[30],
-        "overall": category == OVERALL,
-    })
+    return render(
+        request,
+        "leaderboard/model.html",
+        {
+            "title": model.name,
+            "model": model,
+            "category": category,
+            "category_label": category_label(category),
+            "categories": [(key, category_label(key)) for key in selectors.snapshot_categories()],
+            "snapshot": snapshot,
+            "row": selectors.model_snapshot_row(model=model, snapshot=snapshot),
+            "history": plots.history([(model.name, series)], band=True),
+            "history_points": len(series),
+            "head_to_head": votes.head_to_head,
+            "recent_week": votes.recent[7],
+            "recent_month": votes.recent[30],
+            "overall": category == OVERALL,
+        },
+    )

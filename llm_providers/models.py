@@ -105,8 +105,7 @@ class LLMModel(models.Model):
         blank=True,
         validators=[validate_env_name],
         help_text=(
-            "Name of the environment variable that holds the API key. "
-            "Empty for local servers."
+            "Name of the environment variable that holds the API key. Empty for local servers."
         ),
     )
     temperature = models.FloatField(

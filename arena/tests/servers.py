@@ -69,8 +69,17 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "no"],
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -101,13 +110,22 @@ class PostgresCluster:
     def _as_postgres(self, *args: str) -> None:
         subprocess.run(
             ["runuser", "-u", "postgres", "--", *args],
-            check=True, capture_output=True, timeout=60,
+            check=True,
+            capture_output=True,
+            timeout=60,
         )
 
     def create(self) -> None:
         self._as_postgres(
-            str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
-            "-E", "UTF8", "--no-sync",
+            str(self.bin / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
         )
         self.start()
 
@@ -117,13 +135,29 @@ class PostgresCluster:
             "-c full_page_writes=off"
         )
         self._as_postgres(
-            str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options,
-            "-l", str(self.dir / "log"), "-w", "-t", "30", "start",
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.dir / "log"),
+            "-w",
+            "-t",
+            "30",
+            "start",
         )
 
     def stop(self) -> None:
         self._as_postgres(
-            str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "30",
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-m",
+            "fast",
+            "-w",
+            "-t",
+            "30",
             "stop",
         )
 
@@ -136,15 +170,21 @@ class PostgresCluster:
 def arena_env(**overrides: str) -> dict[str, str]:
     """The test run's environment without its service settings, plus the overrides."""
     env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
-    return env | {"DJANGO_SETTINGS_MODULE": "config.test_settings", "PYTHONUNBUFFERED": "1"} | (
-        overrides
+    return (
+        env
+        | {"DJANGO_SETTINGS_MODULE": "config.test_settings", "PYTHONUNBUFFERED": "1"}
+        | (overrides)
     )
 
 
 def manage(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [sys.executable, "manage.py", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result
@@ -178,10 +218,26 @@ class ArenaProcess:
             command = [arg.replace("{port}", str(self.port)) for arg in self.command or []]
             self.process = subprocess.Popen(
                 command
-                or [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host",
-                    "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
-                    "--lifespan", "off", "--log-level", "warning"],
-                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                or [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "config.asgi:application",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    str(self.workers),
+                    "--lifespan",
+                    "off",
+                    "--log-level",
+                    "warning",
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         _wait_port(self.port, self.process, "the arena", timeout=60)
@@ -217,10 +273,31 @@ class CeleryWorker:
         )
         with self.log_path.open("a") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queues,
-                 "-P", "threads", "-c", "4", "--loglevel", "INFO", "--without-gossip",
-                 "--without-mingle", "--without-heartbeat", "-n", f"faults-{free_port()}@%h"],
-                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "config",
+                    "worker",
+                    "-Q",
+                    queues,
+                    "-P",
+                    "threads",
+                    "-c",
+                    "4",
+                    "--loglevel",
+                    "INFO",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                    "-n",
+                    f"faults-{free_port()}@%h",
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         deadline = time.monotonic() + 60

@@ -182,9 +182,19 @@ def compose(tmp_path):
 
     def run(*args: str, **env: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [*command, "--project-directory", str(ROOT), "-f", str(ROOT / "docker-compose.yml"),
-             "--env-file", str(empty_env_file), *args],
-            capture_output=True, text=True, timeout=60,
+            [
+                *command,
+                "--project-directory",
+                str(ROOT),
+                "-f",
+                str(ROOT / "docker-compose.yml"),
+                "--env-file",
+                str(empty_env_file),
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
             env=clean | env,
         )
 
@@ -200,7 +210,11 @@ def free_port() -> int:
 def deploy_check(env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -337,7 +351,9 @@ def test_compose_web_environment_behind_a_tls_proxy_passes_the_deploy_check(
     compose, tmp_path, collected_static
 ):
     rendered = compose(
-        "config", "--format", "json",
+        "config",
+        "--format",
+        "json",
         SECRET_KEY=production_secret(),
         ALLOWED_HOSTS="arena.example.com",
         CSRF_TRUSTED_ORIGINS="https://arena.example.com",
@@ -410,15 +426,11 @@ def test_dockerfile_serves_asgi_with_gunicorn_uvicorn_workers_and_a_healthcheck(
     assert "/healthz" in " ".join(healthcheck_command())
 
 
-def test_image_command_and_healthcheck_serve_healthz_in_production_mode(
-    tmp_path, collected_static
-):
+def test_image_command_and_healthcheck_serve_healthz_in_production_mode(tmp_path, collected_static):
     """Runs the image's ENTRYPOINT + CMD on this machine (SQLite, embedded tasks), then its
     HEALTHCHECK, as docker would: migrations first, DEBUG off, HTTPS redirect on."""
     port = free_port()
-    command = [
-        f"127.0.0.1:{port}" if arg == "0.0.0.0:8000" else arg for arg in image_command()
-    ]
+    command = [f"127.0.0.1:{port}" if arg == "0.0.0.0:8000" else arg for arg in image_command()]
     entrypoint = [str(ROOT / image_entrypoint()[0].removeprefix("/app/"))]
     env = base_env(
         tmp_path,
@@ -439,7 +451,11 @@ def test_image_command_and_healthcheck_serve_healthz_in_production_mode(
     assert "manage.py collectstatic --noinput" in builds
     log = (tmp_path / "server.log").open("w")
     server = subprocess.Popen(
-        [*entrypoint, *command], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [*entrypoint, *command],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
@@ -469,7 +485,8 @@ def test_image_command_and_healthcheck_serve_healthz_in_production_mode(
 
     nothing_listening = subprocess.run(
         [arg.replace(f":{port}/", f":{free_port()}/") for arg in healthcheck],
-        env=env, capture_output=True,
+        env=env,
+        capture_output=True,
     )
     assert nothing_listening.returncode != 0
 

@@ -8,146 +8,287 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('llm_providers', '0001_initial'),
+        ("llm_providers", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Conversation',
+            name="Conversation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('uuid', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
-                ('owner_key', models.CharField(db_index=True, max_length=64)),
-                ('title', models.CharField(max_length=120)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True, db_index=True)),
-                ('hidden_at', models.DateTimeField(blank=True, null=True)),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("uuid", models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
+                ("owner_key", models.CharField(db_index=True, max_length=64)),
+                ("title", models.CharField(max_length=120)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True, db_index=True)),
+                ("hidden_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Battle',
+            name="Battle",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('uuid', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
-                ('owner_key', models.CharField(db_index=True, max_length=64)),
-                ('status', models.CharField(choices=[('open', 'Open'), ('voted', 'Voted')], default='open', max_length=8)),
-                ('pair_probability', models.FloatField()),
-                ('sampling', models.JSONField(blank=True, default=dict)),
-                ('visitor_hash', models.CharField(max_length=32)),
-                ('ip_hash', models.CharField(blank=True, max_length=32)),
-                ('user_agent_family', models.CharField(blank=True, max_length=40)),
-                ('turn_count', models.PositiveSmallIntegerField(default=0)),
-                ('identity_leak', models.BooleanField(default=False)),
-                ('had_failed_side', models.BooleanField(default=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('voted_at', models.DateTimeField(blank=True, null=True)),
-                ('model_a', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='llm_providers.llmmodel')),
-                ('model_b', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='llm_providers.llmmodel')),
-                ('conversation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='battles', to='battles.conversation')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("uuid", models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
+                ("owner_key", models.CharField(db_index=True, max_length=64)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("open", "Open"), ("voted", "Voted")], default="open", max_length=8
+                    ),
+                ),
+                ("pair_probability", models.FloatField()),
+                ("sampling", models.JSONField(blank=True, default=dict)),
+                ("visitor_hash", models.CharField(max_length=32)),
+                ("ip_hash", models.CharField(blank=True, max_length=32)),
+                ("user_agent_family", models.CharField(blank=True, max_length=40)),
+                ("turn_count", models.PositiveSmallIntegerField(default=0)),
+                ("identity_leak", models.BooleanField(default=False)),
+                ("had_failed_side", models.BooleanField(default=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("voted_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "model_a",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="llm_providers.llmmodel",
+                    ),
+                ),
+                (
+                    "model_b",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="llm_providers.llmmodel",
+                    ),
+                ),
+                (
+                    "conversation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="battles",
+                        to="battles.conversation",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Turn',
+            name="Turn",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('index', models.PositiveSmallIntegerField()),
-                ('prompt', models.TextField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('battle', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='turns', to='battles.battle')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("index", models.PositiveSmallIntegerField()),
+                ("prompt", models.TextField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "battle",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="turns",
+                        to="battles.battle",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['index'],
+                "ordering": ["index"],
             },
         ),
         migrations.CreateModel(
-            name='Reply',
+            name="Reply",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('side', models.CharField(choices=[('a', 'A'), ('b', 'B')], max_length=1)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('streaming', 'Streaming'), ('done', 'Done'), ('stopped', 'Stopped'), ('failed', 'Failed')], default='pending', max_length=10)),
-                ('attempt', models.PositiveSmallIntegerField(default=1)),
-                ('text', models.TextField(blank=True)),
-                ('finish_reason', models.CharField(blank=True, max_length=40)),
-                ('prompt_tokens', models.PositiveIntegerField(blank=True, null=True)),
-                ('completion_tokens', models.PositiveIntegerField(blank=True, null=True)),
-                ('ttft_ms', models.PositiveIntegerField(blank=True, null=True)),
-                ('latency_ms', models.PositiveIntegerField(blank=True, null=True)),
-                ('retries', models.PositiveSmallIntegerField(default=0)),
-                ('error_code', models.CharField(blank=True, max_length=40)),
-                ('error_message', models.CharField(blank=True, max_length=300)),
-                ('error_detail', models.TextField(blank=True)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='replies', to='llm_providers.llmmodel')),
-                ('turn', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='replies', to='battles.turn')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("side", models.CharField(choices=[("a", "A"), ("b", "B")], max_length=1)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("streaming", "Streaming"),
+                            ("done", "Done"),
+                            ("stopped", "Stopped"),
+                            ("failed", "Failed"),
+                        ],
+                        default="pending",
+                        max_length=10,
+                    ),
+                ),
+                ("attempt", models.PositiveSmallIntegerField(default=1)),
+                ("text", models.TextField(blank=True)),
+                ("finish_reason", models.CharField(blank=True, max_length=40)),
+                ("prompt_tokens", models.PositiveIntegerField(blank=True, null=True)),
+                ("completion_tokens", models.PositiveIntegerField(blank=True, null=True)),
+                ("ttft_ms", models.PositiveIntegerField(blank=True, null=True)),
+                ("latency_ms", models.PositiveIntegerField(blank=True, null=True)),
+                ("retries", models.PositiveSmallIntegerField(default=0)),
+                ("error_code", models.CharField(blank=True, max_length=40)),
+                ("error_message", models.CharField(blank=True, max_length=300)),
+                ("error_detail", models.TextField(blank=True)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="replies",
+                        to="llm_providers.llmmodel",
+                    ),
+                ),
+                (
+                    "turn",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="replies",
+                        to="battles.turn",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['side'],
+                "ordering": ["side"],
             },
         ),
         migrations.CreateModel(
-            name='Vote',
+            name="Vote",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('choice', models.CharField(choices=[('a', 'A is better'), ('b', 'B is better'), ('tie', 'Tie'), ('bothbad', 'Both are bad')], max_length=8)),
-                ('visitor_hash', models.CharField(db_index=True, max_length=32)),
-                ('ip_hash', models.CharField(blank=True, db_index=True, max_length=32)),
-                ('turns', models.PositiveSmallIntegerField(default=1)),
-                ('prompt_chars', models.PositiveIntegerField(default=0)),
-                ('has_code', models.BooleanField(default=False)),
-                ('language', models.CharField(blank=True, max_length=16)),
-                ('style', models.JSONField(blank=True, default=dict)),
-                ('identity_leak', models.BooleanField(default=False)),
-                ('flagged_invalid', models.BooleanField(default=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('battle', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='vote', to='battles.battle')),
-                ('model_a', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='llm_providers.llmmodel')),
-                ('model_b', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='llm_providers.llmmodel')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "choice",
+                    models.CharField(
+                        choices=[
+                            ("a", "A is better"),
+                            ("b", "B is better"),
+                            ("tie", "Tie"),
+                            ("bothbad", "Both are bad"),
+                        ],
+                        max_length=8,
+                    ),
+                ),
+                ("visitor_hash", models.CharField(db_index=True, max_length=32)),
+                ("ip_hash", models.CharField(blank=True, db_index=True, max_length=32)),
+                ("turns", models.PositiveSmallIntegerField(default=1)),
+                ("prompt_chars", models.PositiveIntegerField(default=0)),
+                ("has_code", models.BooleanField(default=False)),
+                ("language", models.CharField(blank=True, max_length=16)),
+                ("style", models.JSONField(blank=True, default=dict)),
+                ("identity_leak", models.BooleanField(default=False)),
+                ("flagged_invalid", models.BooleanField(default=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                (
+                    "battle",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="vote",
+                        to="battles.battle",
+                    ),
+                ),
+                (
+                    "model_a",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="llm_providers.llmmodel",
+                    ),
+                ),
+                (
+                    "model_b",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="llm_providers.llmmodel",
+                    ),
+                ),
             ],
         ),
         migrations.AddIndex(
-            model_name='conversation',
-            index=models.Index(fields=['owner_key', '-updated_at'], name='conv_owner_recent'),
+            model_name="conversation",
+            index=models.Index(fields=["owner_key", "-updated_at"], name="conv_owner_recent"),
         ),
         migrations.AddConstraint(
-            model_name='battle',
-            constraint=models.CheckConstraint(condition=models.Q(('model_a', models.F('model_b')), _negated=True), name='battle_distinct_models'),
+            model_name="battle",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("model_a", models.F("model_b")), _negated=True),
+                name="battle_distinct_models",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='battle',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['open', 'voted'])), name='battle_status_valid'),
+            model_name="battle",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("status__in", ["open", "voted"])), name="battle_status_valid"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='turn',
-            constraint=models.UniqueConstraint(fields=('battle', 'index'), name='turn_unique_index'),
+            model_name="turn",
+            constraint=models.UniqueConstraint(
+                fields=("battle", "index"), name="turn_unique_index"
+            ),
         ),
         migrations.AddIndex(
-            model_name='reply',
-            index=models.Index(fields=['status', 'heartbeat_at'], name='reply_status_heartbeat'),
+            model_name="reply",
+            index=models.Index(fields=["status", "heartbeat_at"], name="reply_status_heartbeat"),
         ),
         migrations.AddConstraint(
-            model_name='reply',
-            constraint=models.UniqueConstraint(fields=('turn', 'side'), name='reply_unique_side'),
+            model_name="reply",
+            constraint=models.UniqueConstraint(fields=("turn", "side"), name="reply_unique_side"),
         ),
         migrations.AddConstraint(
-            model_name='reply',
-            constraint=models.CheckConstraint(condition=models.Q(('side__in', ['a', 'b'])), name='reply_side_valid'),
+            model_name="reply",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("side__in", ["a", "b"])), name="reply_side_valid"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='reply',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['pending', 'streaming', 'done', 'stopped', 'failed'])), name='reply_status_valid'),
+            model_name="reply",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("status__in", ["pending", "streaming", "done", "stopped", "failed"])
+                ),
+                name="reply_status_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='vote',
-            constraint=models.CheckConstraint(condition=models.Q(('choice__in', ['a', 'b', 'tie', 'bothbad'])), name='vote_choice_valid'),
+            model_name="vote",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("choice__in", ["a", "b", "tie", "bothbad"])),
+                name="vote_choice_valid",
+            ),
         ),
     ]

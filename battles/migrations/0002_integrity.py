@@ -4,51 +4,83 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('battles', '0001_initial'),
+        ("battles", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='FlaggedVoter',
+            name="FlaggedVoter",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('visitor_hash', models.CharField(max_length=32, unique=True)),
-                ('e_value', models.FloatField()),
-                ('votes_tested', models.PositiveIntegerField()),
-                ('votes_total', models.PositiveIntegerField()),
-                ('params', models.JSONField(blank=True, default=dict)),
-                ('flagged_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('cleared', models.BooleanField(default=False, help_text="Reviewed by staff: count this voter's votes again.")),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("visitor_hash", models.CharField(max_length=32, unique=True)),
+                ("e_value", models.FloatField()),
+                ("votes_tested", models.PositiveIntegerField()),
+                ("votes_total", models.PositiveIntegerField()),
+                ("params", models.JSONField(blank=True, default=dict)),
+                ("flagged_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "cleared",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Reviewed by staff: count this voter's votes again.",
+                    ),
+                ),
             ],
         ),
         migrations.AddField(
-            model_name='reply',
-            name='identity_leak',
+            model_name="reply",
+            name="identity_leak",
             field=models.BooleanField(default=False),
         ),
         migrations.AddField(
-            model_name='vote',
-            name='prompt_hash',
+            model_name="vote",
+            name="prompt_hash",
             field=models.CharField(blank=True, db_index=True, max_length=64),
         ),
         migrations.CreateModel(
-            name='ModerationEvent',
+            name="ModerationEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('outcome', models.CharField(choices=[('refused', 'Refused (flagged)'), ('error_allowed', 'Endpoint failed, prompt allowed'), ('error_refused', 'Endpoint failed, prompt refused')], max_length=16)),
-                ('action', models.CharField(max_length=16)),
-                ('visitor_hash', models.CharField(db_index=True, max_length=32)),
-                ('ip_hash', models.CharField(blank=True, max_length=32)),
-                ('categories', models.JSONField(blank=True, default=list)),
-                ('prompt_excerpt', models.CharField(blank=True, max_length=300)),
-                ('detail', models.CharField(blank=True, max_length=300)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[
+                            ("refused", "Refused (flagged)"),
+                            ("error_allowed", "Endpoint failed, prompt allowed"),
+                            ("error_refused", "Endpoint failed, prompt refused"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("action", models.CharField(max_length=16)),
+                ("visitor_hash", models.CharField(db_index=True, max_length=32)),
+                ("ip_hash", models.CharField(blank=True, max_length=32)),
+                ("categories", models.JSONField(blank=True, default=list)),
+                ("prompt_excerpt", models.CharField(blank=True, max_length=300)),
+                ("detail", models.CharField(blank=True, max_length=300)),
             ],
             options={
-                'constraints': [models.CheckConstraint(condition=models.Q(('outcome__in', ['refused', 'error_allowed', 'error_refused'])), name='moderationevent_outcome_valid')],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("outcome__in", ["refused", "error_allowed", "error_refused"])
+                        ),
+                        name="moderationevent_outcome_valid",
+                    )
+                ],
             },
         ),
     ]

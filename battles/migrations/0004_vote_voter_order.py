@@ -16,7 +16,7 @@ def create(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
         return
     schema_editor.execute(
-        f'CREATE INDEX CONCURRENTLY IF NOT EXISTS {INDEX} ON battles_vote '
+        f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {INDEX} ON battles_vote "
         '(visitor_hash COLLATE "C", created_at, id) '
         "INCLUDE (model_a_id, model_b_id, choice, identity_leak, flagged_invalid) "
         "WHERE choice IN ('a', 'b')"

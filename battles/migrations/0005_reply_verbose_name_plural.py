@@ -4,14 +4,13 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('battles', '0004_vote_voter_order'),
+        ("battles", "0004_vote_voter_order"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='reply',
-            options={'ordering': ['side'], 'verbose_name_plural': 'replies'},
+            name="reply",
+            options={"ordering": ["side"], "verbose_name_plural": "replies"},
         ),
     ]

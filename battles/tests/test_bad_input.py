@@ -195,8 +195,17 @@ def test_wrong_methods_are_refused_with_405(arena):
         owner_key=visitor.key, model_a=alpha, model_b=bravo, prompt="Q", finished=True
     )
     b, c = f"/b/{battle.uuid}", f"/c/{battle.conversation.uuid}"
-    posts = ["/battle/", f"{b}/vote/", f"{b}/follow-up/", f"{b}/retry/a/", f"{b}/regenerate/",
-             f"{b}/stop/", f"{c}/rename/", f"{c}/delete/", f"{c}/continue/"]
+    posts = [
+        "/battle/",
+        f"{b}/vote/",
+        f"{b}/follow-up/",
+        f"{b}/retry/a/",
+        f"{b}/regenerate/",
+        f"{b}/stop/",
+        f"{c}/rename/",
+        f"{c}/delete/",
+        f"{c}/continue/",
+    ]
     for url in posts:
         for method in ("get", "put", "patch", "delete"):
             assert getattr(visitor, method)(url).status_code == 405, (method, url)

@@ -250,8 +250,13 @@ def test_the_page_never_names_the_models_before_the_vote(
     battle = start_battle(page, arena_server, "Describe a quiet morning")
     secrets = {llm_server, llm_server.split("//")[1].split("/")[0]}
     for model in (battle.model_a, battle.model_b):
-        secrets |= {model.name, model.organization, model.model, model.model.split("?")[0],
-                    model.slug}
+        secrets |= {
+            model.name,
+            model.organization,
+            model.model,
+            model.model.split("?")[0],
+            model.slug,
+        }
 
     def assert_blind():
         html = page.content().lower()
@@ -355,5 +360,3 @@ def test_the_theme_toggle_switches_and_survives_a_reload(arena_server, page, fas
     page.reload()
     expect(root).to_have_attribute("data-theme", "light")
     assert page.evaluate("() => getComputedStyle(document.body).backgroundColor") == light_bg
-
-

@@ -79,8 +79,9 @@ def test_200_concurrent_votes_on_50_battles_store_exactly_one_vote_each_and_refu
     random.shuffle(attempts)
     # Other writers at the same time: both sides of ten battles streaming and checkpointing.
     busy = [
-        make_battle(owner_key="v:busy", model_a=alpha, model_b=bravo, prompt=f"B{i}",
-                    finished=False)
+        make_battle(
+            owner_key="v:busy", model_a=alpha, model_b=bravo, prompt=f"B{i}", finished=False
+        )
         for i in range(10)
     ]
     for reply in Reply.objects.filter(turn__battle__in=busy):

@@ -63,9 +63,7 @@ FAULTS = {
     "malformed-chunk-keeps-the-text-and-is-never-retried": Fault(
         "fault=malformed", "failed", "malformed", "could not be read", 1, partial=True
     ),
-    "empty-answer-fails-without-retry": Fault(
-        "fault=empty", "failed", "empty", "empty answer", 1
-    ),
+    "empty-answer-fails-without-retry": Fault("fault=empty", "failed", "empty", "empty answer", 1),
     "rejected-api-key-fails-without-retry": Fault(
         "fault=401", "failed", "auth", "rejected the API key", 1
     ),
@@ -127,8 +125,9 @@ def test_a_provider_fault_ends_the_side_in_a_clear_state_and_retries_only_where_
 def fail_in_a_row(model: LLMModel, partner: LLMModel, owner_key: str, prompt: str) -> None:
     """Run as many battles as it takes to open the model's circuit, all failing on its side."""
     battles = [
-        make_battle(owner_key=owner_key, model_a=model, model_b=partner, prompt=prompt,
-                    finished=False)
+        make_battle(
+            owner_key=owner_key, model_a=model, model_b=partner, prompt=prompt, finished=False
+        )
         for _ in range(settings.ARENA_CIRCUIT_FAILURES)
     ]
     for battle in battles:

@@ -19,7 +19,7 @@ XSS_CORPUS = [
     "<iframe src='javascript:alert(1)'></iframe>",
     "<object data='javascript:alert(1)'></object>",
     "<embed src='data:text/html,<script>alert(1)</script>'>",
-    "<div style=\"background:url(javascript:alert(1))\">x</div>",
+    '<div style="background:url(javascript:alert(1))">x</div>',
     "<p style='width: expression(alert(1))'>x</p>",
     "<style>body{background:url(javascript:alert(1))}</style>",
     "<link rel=stylesheet href=//evil.example/x.css>",
@@ -36,20 +36,46 @@ XSS_CORPUS = [
     "![img](javascript:alert(1))",
     '![x" onerror="alert(1)](https://example.com/x.png)',
     '[x](https://example.com "title\\" onmouseover=\\"alert(1)")',
-    "<https://example.com/\"onmouseover=\"alert(1)>",
+    '<https://example.com/"onmouseover="alert(1)>',
     "&lt;script&gt;alert(1)&lt;/script&gt;",
     "&#60;script&#62;alert(1)&#60;/script&#62;",
     "```html\n<script>alert(1)</script>\n```",
-    "```\"><script>alert(1)</script>\nx\n```",
+    '```"><script>alert(1)</script>\nx\n```',
     "| a | b |\n|---|---|\n| <img src=x onerror=alert(1)> | <script>x</script> |",
     "<a href='https://example.com' target=_blank>ok</a>",
     "<base href='https://evil.example/'>",
 ]
 
 SAFE_TAGS = {
-    "p", "br", "hr", "strong", "em", "del", "s", "code", "pre", "blockquote", "ul", "ol", "li",
-    "h1", "h2", "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tr", "th", "td", "a", "span",
-    "div", "button",
+    "p",
+    "br",
+    "hr",
+    "strong",
+    "em",
+    "del",
+    "s",
+    "code",
+    "pre",
+    "blockquote",
+    "ul",
+    "ol",
+    "li",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "table",
+    "thead",
+    "tbody",
+    "tr",
+    "th",
+    "td",
+    "a",
+    "span",
+    "div",
+    "button",
 }
 
 
@@ -76,8 +102,16 @@ def test_an_attack_payload_renders_as_harmless_html(payload):
         assert tag in SAFE_TAGS, (payload, tag)
         for name, value in attrs.items():
             assert not name.startswith("on"), (payload, name)
-            assert name in {"href", "title", "class", "rel", "type", "data-copy", "style",
-                            "start"}, (payload, name)
+            assert name in {
+                "href",
+                "title",
+                "class",
+                "rel",
+                "type",
+                "data-copy",
+                "style",
+                "start",
+            }, (payload, name)
             if name == "href":
                 assert (value or "").split(":")[0].lower() in ("https", "http", "mailto"), value
             if name == "style":
@@ -95,8 +129,16 @@ def test_markdown_still_renders_code_tables_and_lists():
         "# Title\n\n- one\n- **two**\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
         "```python\ndef f():\n    return 1\n```"
     )
-    for fragment in ("<h1>Title</h1>", "<li>one</li>", "<strong>two</strong>", "<table>",
-                     "<td>1</td>", 'class="code-block"', 'class="highlight"', "Copy"):
+    for fragment in (
+        "<h1>Title</h1>",
+        "<li>one</li>",
+        "<strong>two</strong>",
+        "<table>",
+        "<td>1</td>",
+        'class="code-block"',
+        'class="highlight"',
+        "Copy",
+    ):
         assert fragment in html, fragment
     # Code is highlighted, and its text stays text.
     assert "def" in html and "<script" not in render_markdown("```\n<script>x</script>\n```")

@@ -115,9 +115,7 @@ def test_it_limits_votes_and_writes_nothing_when_limited(visitor, two_models):
     for battle in battles[:2]:
         response = visitor.post(f"/b/{battle.uuid}/vote/", {"choice": "a"}, REMOTE_ADDR="10.0.0.1")
         assert response.status_code == 302
-    response = visitor.post(
-        f"/b/{battles[2].uuid}/vote/", {"choice": "a"}, REMOTE_ADDR="10.0.0.1"
-    )
+    response = visitor.post(f"/b/{battles[2].uuid}/vote/", {"choice": "a"}, REMOTE_ADDR="10.0.0.1")
     assert_slow_down(response)
     assert Vote.objects.count() == 2
     battles[2].refresh_from_db()

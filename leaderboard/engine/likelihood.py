@@ -93,9 +93,7 @@ def fitting_rows(
     )
 
 
-def style_rows(
-    counts: PairCounts, sums: StyleSums, n_models: int, both_bad_as_tie: bool
-) -> Rows:
+def style_rows(counts: PairCounts, sums: StyleSums, n_models: int, both_bad_as_tie: bool) -> Rows:
     """Fitting rows for style control from per-row feature sums (rows stay as voted).
 
     Each vote's log-likelihood l(d + g.x_i) is expanded to second order around its row's

@@ -5,57 +5,88 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('llm_providers', '0001_initial'),
+        ("llm_providers", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Snapshot',
+            name="Snapshot",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('category', models.CharField(db_index=True, default='overall', max_length=40)),
-                ('method', models.CharField(max_length=40)),
-                ('params', models.JSONField(default=dict)),
-                ('data_cutoff', models.DateTimeField(blank=True, null=True)),
-                ('vote_count', models.PositiveIntegerField(default=0)),
-                ('excluded', models.JSONField(default=dict)),
-                ('duration_ms', models.PositiveIntegerField(default=0)),
-                ('models_order', models.JSONField(default=list)),
-                ('win_rate_matrix', models.JSONField(default=list)),
-                ('battle_count_matrix', models.JSONField(default=list)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("category", models.CharField(db_index=True, default="overall", max_length=40)),
+                ("method", models.CharField(max_length=40)),
+                ("params", models.JSONField(default=dict)),
+                ("data_cutoff", models.DateTimeField(blank=True, null=True)),
+                ("vote_count", models.PositiveIntegerField(default=0)),
+                ("excluded", models.JSONField(default=dict)),
+                ("duration_ms", models.PositiveIntegerField(default=0)),
+                ("models_order", models.JSONField(default=list)),
+                ("win_rate_matrix", models.JSONField(default=list)),
+                ("battle_count_matrix", models.JSONField(default=list)),
             ],
             options={
-                'ordering': ['-created_at', '-pk'],
-                'indexes': [models.Index(fields=['category', '-created_at'], name='snapshot_category_recent')],
+                "ordering": ["-created_at", "-pk"],
+                "indexes": [
+                    models.Index(
+                        fields=["category", "-created_at"], name="snapshot_category_recent"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='SnapshotRow',
+            name="SnapshotRow",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('rating', models.FloatField()),
-                ('lower', models.FloatField(null=True)),
-                ('upper', models.FloatField(null=True)),
-                ('rank_ub', models.PositiveIntegerField()),
-                ('votes', models.PositiveIntegerField()),
-                ('wins', models.FloatField(default=0)),
-                ('losses', models.FloatField(default=0)),
-                ('ties', models.FloatField(default=0)),
-                ('win_rate', models.FloatField(null=True)),
-                ('online_elo', models.FloatField(null=True)),
-                ('style_rating', models.FloatField(null=True)),
-                ('style_rank_ub', models.PositiveIntegerField(null=True)),
-                ('model', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='snapshot_rows', to='llm_providers.llmmodel')),
-                ('snapshot', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='rows', to='leaderboard.snapshot')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("rating", models.FloatField()),
+                ("lower", models.FloatField(null=True)),
+                ("upper", models.FloatField(null=True)),
+                ("rank_ub", models.PositiveIntegerField()),
+                ("votes", models.PositiveIntegerField()),
+                ("wins", models.FloatField(default=0)),
+                ("losses", models.FloatField(default=0)),
+                ("ties", models.FloatField(default=0)),
+                ("win_rate", models.FloatField(null=True)),
+                ("online_elo", models.FloatField(null=True)),
+                ("style_rating", models.FloatField(null=True)),
+                ("style_rank_ub", models.PositiveIntegerField(null=True)),
+                (
+                    "model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="snapshot_rows",
+                        to="llm_providers.llmmodel",
+                    ),
+                ),
+                (
+                    "snapshot",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="rows",
+                        to="leaderboard.snapshot",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['rank_ub', '-rating'],
-                'constraints': [models.UniqueConstraint(fields=('snapshot', 'model'), name='snapshotrow_unique_model')],
+                "ordering": ["rank_ub", "-rating"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("snapshot", "model"), name="snapshotrow_unique_model"
+                    )
+                ],
             },
         ),
     ]

@@ -5,47 +5,74 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('leaderboard', '0001_initial'),
-        ('llm_providers', '0001_initial'),
+        ("leaderboard", "0001_initial"),
+        ("llm_providers", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='RecomputeLock',
+            name="RecomputeLock",
             fields=[
-                ('name', models.CharField(max_length=40, primary_key=True, serialize=False)),
-                ('holder', models.CharField(blank=True, max_length=64)),
-                ('held_until', models.DateTimeField(blank=True, null=True)),
+                ("name", models.CharField(max_length=40, primary_key=True, serialize=False)),
+                ("holder", models.CharField(blank=True, max_length=64)),
+                ("held_until", models.DateTimeField(blank=True, null=True)),
             ],
         ),
         migrations.AddField(
-            model_name='snapshot',
-            name='fingerprint',
+            model_name="snapshot",
+            name="fingerprint",
             field=models.CharField(blank=True, max_length=64),
         ),
         migrations.CreateModel(
-            name='ImportedVote',
+            name="ImportedVote",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('external_id', models.CharField(max_length=64, unique=True)),
-                ('choice', models.CharField(max_length=8)),
-                ('judge', models.CharField(blank=True, max_length=64)),
-                ('turns', models.PositiveSmallIntegerField(default=1)),
-                ('prompt_chars', models.PositiveIntegerField(default=0)),
-                ('has_code', models.BooleanField(default=False)),
-                ('language', models.CharField(blank=True, max_length=16)),
-                ('style', models.JSONField(blank=True, default=dict)),
-                ('identity_leak', models.BooleanField(default=False)),
-                ('flagged_invalid', models.BooleanField(default=False)),
-                ('created_at', models.DateTimeField(db_index=True)),
-                ('imported_at', models.DateTimeField(auto_now_add=True)),
-                ('model_a', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='llm_providers.llmmodel')),
-                ('model_b', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='llm_providers.llmmodel')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("external_id", models.CharField(max_length=64, unique=True)),
+                ("choice", models.CharField(max_length=8)),
+                ("judge", models.CharField(blank=True, max_length=64)),
+                ("turns", models.PositiveSmallIntegerField(default=1)),
+                ("prompt_chars", models.PositiveIntegerField(default=0)),
+                ("has_code", models.BooleanField(default=False)),
+                ("language", models.CharField(blank=True, max_length=16)),
+                ("style", models.JSONField(blank=True, default=dict)),
+                ("identity_leak", models.BooleanField(default=False)),
+                ("flagged_invalid", models.BooleanField(default=False)),
+                ("created_at", models.DateTimeField(db_index=True)),
+                ("imported_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "model_a",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="llm_providers.llmmodel",
+                    ),
+                ),
+                (
+                    "model_b",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="llm_providers.llmmodel",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.CheckConstraint(condition=models.Q(('choice__in', ['a', 'b', 'tie', 'bothbad'])), name='importedvote_choice_valid'), models.CheckConstraint(condition=models.Q(('model_a', models.F('model_b')), _negated=True), name='importedvote_distinct_models')],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("choice__in", ["a", "b", "tie", "bothbad"])),
+                        name="importedvote_choice_valid",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("model_a", models.F("model_b")), _negated=True),
+                        name="importedvote_distinct_models",
+                    ),
+                ],
             },
         ),
     ]

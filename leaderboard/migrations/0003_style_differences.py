@@ -7,30 +7,253 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('leaderboard', '0002_recompute_lock_imported_votes'),
+        ("leaderboard", "0002_recompute_lock_imported_votes"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='importedvote',
-            name='style_bold',
-            field=models.GeneratedField(db_persist=True, expression=django.db.models.expressions.CombinedExpression(django.db.models.expressions.CombinedExpression(django.db.models.functions.comparison.Coalesce(django.db.models.functions.comparison.Cast(django.db.models.fields.json.KeyTextTransform('bold', django.db.models.fields.json.KeyTextTransform('a', 'style')), models.FloatField()), models.Value(0.0)), '-', django.db.models.functions.comparison.Coalesce(django.db.models.functions.comparison.Cast(django.db.models.fields.json.KeyTextTransform('bold', django.db.models.fields.json.KeyTextTransform('b', 'style')), models.FloatField()), models.Value(0.0))), '/', django.db.models.expressions.CombinedExpression(django.db.models.expressions.CombinedExpression(django.db.models.functions.comparison.Coalesce(django.db.models.functions.comparison.Cast(django.db.models.fields.json.KeyTextTransform('bold', django.db.models.fields.json.KeyTextTransform('a', 'style')), models.FloatField()), models.Value(0.0)), '+', django.db.models.functions.comparison.Coalesce(django.db.models.functions.comparison.Cast(django.db.models.fields.json.KeyTextTransform('bold', django.db.models.fields.json.KeyTextTransform('b', 'style')), models.FloatField()), models.Value(0.0))), '+', models.Value(1.0))), output_field=models.FloatField()),
+            model_name="importedvote",
+            name="style_bold",
+            field=models.GeneratedField(
+                db_persist=True,
+                expression=django.db.models.expressions.CombinedExpression(
+                    django.db.models.expressions.CombinedExpression(
+                        django.db.models.functions.comparison.Coalesce(
+                            django.db.models.functions.comparison.Cast(
+                                django.db.models.fields.json.KeyTextTransform(
+                                    "bold",
+                                    django.db.models.fields.json.KeyTextTransform("a", "style"),
+                                ),
+                                models.FloatField(),
+                            ),
+                            models.Value(0.0),
+                        ),
+                        "-",
+                        django.db.models.functions.comparison.Coalesce(
+                            django.db.models.functions.comparison.Cast(
+                                django.db.models.fields.json.KeyTextTransform(
+                                    "bold",
+                                    django.db.models.fields.json.KeyTextTransform("b", "style"),
+                                ),
+                                models.FloatField(),
+                            ),
+                            models.Value(0.0),
+                        ),
+                    ),
+                    "/",
+                    django.db.models.expressions.CombinedExpression(
+                        django.db.models.expressions.CombinedExpression(
+                            django.db.models.functions.comparison.Coalesce(
+                                django.db.models.functions.comparison.Cast(
+                                    django.db.models.fields.json.KeyTextTransform(
+                                        "bold",
+                                        django.db.models.fields.json.KeyTextTransform("a", "style"),
+                                    ),
+                                    models.FloatField(),
+                                ),
+                                models.Value(0.0),
+                            ),
+                            "+",
+                            django.db.models.functions.comparison.Coalesce(
+                                django.db.models.functions.comparison.Cast(
+                                    django.db.models.fields.json.KeyTextTransform(
+                                        "bold",
+                                        django.db.models.fields.json.KeyTextTransform("b", "style"),
+                                    ),
+                                    models.FloatField(),
+                                ),
+                                models.Value(0.0),
+                            ),
+                        ),
+                        "+",
+                        models.Value(1.0),
+                    ),
+                ),
+                output_field=models.FloatField(),
+            ),
         ),
         migrations.AddField(
-            model_name='importedvote',
-            name='style_headers',
-            field=models.GeneratedField(db_persist=True, expression=django.db.models.expressions.CombinedExpression(django.db.models.expressions.CombinedExpression(django.db.models.functions.comparison.Coalesce(django.db.models.functions.comparison.Cast(django.db.models.fields.json.KeyTextTransform('headers', django.db.models.fields.json.KeyTextTransform('a', 'style')), models.FloatField()), models.Value(0.0)), '-', django.db.models.functions.comparison.Coalesce(django.db.models.functions.comparison.Cast(django.db.models.fields.json.KeyTextTransform('headers', django.db.models.fields.json.KeyTextTransform('b', 'style')), models.FloatField()), models.Value(0.0))), '/', django.db.models.expressions.CombinedExpression(django.db.models.expressions.CombinedExpression(django.db.models.functions.comparison.Coalesce(django.db.models.functions.comparison.Cast(django.db.models.fields.json.KeyTextTransform('headers', django.db.models.fields.json.KeyTextTransform('a', 'style')), models.FloatField()), models.Value(0.0)), '+', django.db.models.functions.comparison.Coalesce(django.db.models.functions.comparison.Cast(django.db.models.fields.json.KeyTextTransform('headers', django.db.models.fields.json.KeyTextTransform('b', 'style')), models.FloatField()), models.Value(0.0))), '+', models.Value(1.0))), output_field=models.FloatField()),
+            model_name="importedvote",
+            name="style_headers",
+            field=models.GeneratedField(
+                db_persist=True,
+                expression=django.db.models.expressions.CombinedExpression(
+                    django.db.models.expressions.CombinedExpression(
+                        django.db.models.functions.comparison.Coalesce(
+                            django.db.models.functions.comparison.Cast(
+                                django.db.models.fields.json.KeyTextTransform(
+                                    "headers",
+                                    django.db.models.fields.json.KeyTextTransform("a", "style"),
+                                ),
+                                models.FloatField(),
+                            ),
+                            models.Value(0.0),
+                        ),
+                        "-",
+                        django.db.models.functions.comparison.Coalesce(
+                            django.db.models.functions.comparison.Cast(
+                                django.db.models.fields.json.KeyTextTransform(
+                                    "headers",
+                                    django.db.models.fields.json.KeyTextTransform("b", "style"),
+                                ),
+                                models.FloatField(),
+                            ),
+                            models.Value(0.0),
+                        ),
+                    ),
+                    "/",
+                    django.db.models.expressions.CombinedExpression(
+                        django.db.models.expressions.CombinedExpression(
+                            django.db.models.functions.comparison.Coalesce(
+                                django.db.models.functions.comparison.Cast(
+                                    django.db.models.fields.json.KeyTextTransform(
+                                        "headers",
+                                        django.db.models.fields.json.KeyTextTransform("a", "style"),
+                                    ),
+                                    models.FloatField(),
+                                ),
+                                models.Value(0.0),
+                            ),
+                            "+",
+                            django.db.models.functions.comparison.Coalesce(
+                                django.db.models.functions.comparison.Cast(
+                                    django.db.models.fields.json.KeyTextTransform(
+                                        "headers",
+                                        django.db.models.fields.json.KeyTextTransform("b", "style"),
+                                    ),
+                                    models.FloatField(),
+                                ),
+                                models.Value(0.0),
+                            ),
+                        ),
+                        "+",
+                        models.Value(1.0),
+                    ),
+                ),
+                output_field=models.FloatField(),
+            ),
         ),
         migrations.AddField(
-            model_name='importedvote',
-            name='style_length',
-            field=models.GeneratedField(db_persist=True, expression=django.db.models.expressions.CombinedExpression(django.db.models.expressions.CombinedExpression(django.db.models.functions.comparison.Coalesce(django.db.models.functions.comparison.Cast(django.db.models.fields.json.KeyTextTransform('length', django.db.models.fields.json.KeyTextTransform('a', 'style')), models.FloatField()), models.Value(0.0)), '-', django.db.models.functions.comparison.Coalesce(django.db.models.functions.comparison.Cast(django.db.models.fields.json.KeyTextTransform('length', django.db.models.fields.json.KeyTextTransform('b', 'style')), models.FloatField()), models.Value(0.0))), '/', django.db.models.expressions.CombinedExpression(django.db.models.expressions.CombinedExpression(django.db.models.functions.comparison.Coalesce(django.db.models.functions.comparison.Cast(django.db.models.fields.json.KeyTextTransform('length', django.db.models.fields.json.KeyTextTransform('a', 'style')), models.FloatField()), models.Value(0.0)), '+', django.db.models.functions.comparison.Coalesce(django.db.models.functions.comparison.Cast(django.db.models.fields.json.KeyTextTransform('length', django.db.models.fields.json.KeyTextTransform('b', 'style')), models.FloatField()), models.Value(0.0))), '+', models.Value(1.0))), output_field=models.FloatField()),
+            model_name="importedvote",
+            name="style_length",
+            field=models.GeneratedField(
+                db_persist=True,
+                expression=django.db.models.expressions.CombinedExpression(
+                    django.db.models.expressions.CombinedExpression(
+                        django.db.models.functions.comparison.Coalesce(
+                            django.db.models.functions.comparison.Cast(
+                                django.db.models.fields.json.KeyTextTransform(
+                                    "length",
+                                    django.db.models.fields.json.KeyTextTransform("a", "style"),
+                                ),
+                                models.FloatField(),
+                            ),
+                            models.Value(0.0),
+                        ),
+                        "-",
+                        django.db.models.functions.comparison.Coalesce(
+                            django.db.models.functions.comparison.Cast(
+                                django.db.models.fields.json.KeyTextTransform(
+                                    "length",
+                                    django.db.models.fields.json.KeyTextTransform("b", "style"),
+                                ),
+                                models.FloatField(),
+                            ),
+                            models.Value(0.0),
+                        ),
+                    ),
+                    "/",
+                    django.db.models.expressions.CombinedExpression(
+                        django.db.models.expressions.CombinedExpression(
+                            django.db.models.functions.comparison.Coalesce(
+                                django.db.models.functions.comparison.Cast(
+                                    django.db.models.fields.json.KeyTextTransform(
+                                        "length",
+                                        django.db.models.fields.json.KeyTextTransform("a", "style"),
+                                    ),
+                                    models.FloatField(),
+                                ),
+                                models.Value(0.0),
+                            ),
+                            "+",
+                            django.db.models.functions.comparison.Coalesce(
+                                django.db.models.functions.comparison.Cast(
+                                    django.db.models.fields.json.KeyTextTransform(
+                                        "length",
+                                        django.db.models.fields.json.KeyTextTransform("b", "style"),
+                                    ),
+                                    models.FloatField(),
+                                ),
+                                models.Value(0.0),
+                            ),
+                        ),
+                        "+",
+                        models.Value(1.0),
+                    ),
+                ),
+                output_field=models.FloatField(),
+            ),
         ),
         migrations.AddField(
-            model_name='importedvote',
-            name='style_lists',
-            field=models.GeneratedField(db_persist=True, expression=django.db.models.expressions.CombinedExpression(django.db.models.expressions.CombinedExpression(django.db.models.functions.comparison.Coalesce(django.db.models.functions.comparison.Cast(django.db.models.fields.json.KeyTextTransform('lists', django.db.models.fields.json.KeyTextTransform('a', 'style')), models.FloatField()), models.Value(0.0)), '-', django.db.models.functions.comparison.Coalesce(django.db.models.functions.comparison.Cast(django.db.models.fields.json.KeyTextTransform('lists', django.db.models.fields.json.KeyTextTransform('b', 'style')), models.FloatField()), models.Value(0.0))), '/', django.db.models.expressions.CombinedExpression(django.db.models.expressions.CombinedExpression(django.db.models.functions.comparison.Coalesce(django.db.models.functions.comparison.Cast(django.db.models.fields.json.KeyTextTransform('lists', django.db.models.fields.json.KeyTextTransform('a', 'style')), models.FloatField()), models.Value(0.0)), '+', django.db.models.functions.comparison.Coalesce(django.db.models.functions.comparison.Cast(django.db.models.fields.json.KeyTextTransform('lists', django.db.models.fields.json.KeyTextTransform('b', 'style')), models.FloatField()), models.Value(0.0))), '+', models.Value(1.0))), output_field=models.FloatField()),
+            model_name="importedvote",
+            name="style_lists",
+            field=models.GeneratedField(
+                db_persist=True,
+                expression=django.db.models.expressions.CombinedExpression(
+                    django.db.models.expressions.CombinedExpression(
+                        django.db.models.functions.comparison.Coalesce(
+                            django.db.models.functions.comparison.Cast(
+                                django.db.models.fields.json.KeyTextTransform(
+                                    "lists",
+                                    django.db.models.fields.json.KeyTextTransform("a", "style"),
+                                ),
+                                models.FloatField(),
+                            ),
+                            models.Value(0.0),
+                        ),
+                        "-",
+                        django.db.models.functions.comparison.Coalesce(
+                            django.db.models.functions.comparison.Cast(
+                                django.db.models.fields.json.KeyTextTransform(
+                                    "lists",
+                                    django.db.models.fields.json.KeyTextTransform("b", "style"),
+                                ),
+                                models.FloatField(),
+                            ),
+                            models.Value(0.0),
+                        ),
+                    ),
+                    "/",
+                    django.db.models.expressions.CombinedExpression(
+                        django.db.models.expressions.CombinedExpression(
+                            django.db.models.functions.comparison.Coalesce(
+                                django.db.models.functions.comparison.Cast(
+                                    django.db.models.fields.json.KeyTextTransform(
+                                        "lists",
+                                        django.db.models.fields.json.KeyTextTransform("a", "style"),
+                                    ),
+                                    models.FloatField(),
+                                ),
+                                models.Value(0.0),
+                            ),
+                            "+",
+                            django.db.models.functions.comparison.Coalesce(
+                                django.db.models.functions.comparison.Cast(
+                                    django.db.models.fields.json.KeyTextTransform(
+                                        "lists",
+                                        django.db.models.fields.json.KeyTextTransform("b", "style"),
+                                    ),
+                                    models.FloatField(),
+                                ),
+                                models.Value(0.0),
+                            ),
+                        ),
+                        "+",
+                        models.Value(1.0),
+                    ),
+                ),
+                output_field=models.FloatField(),
+            ),
         ),
     ]

@@ -33,7 +33,15 @@ class Migration(migrations.Migration):
                 migrations.CreateModel(
                     name="FlaggedVoter",
                     fields=[
-                        ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                        (
+                            "id",
+                            models.BigAutoField(
+                                auto_created=True,
+                                primary_key=True,
+                                serialize=False,
+                                verbose_name="ID",
+                            ),
+                        ),
                         ("visitor_hash", models.CharField(max_length=32, unique=True)),
                         ("e_value", models.FloatField()),
                         ("votes_tested", models.PositiveIntegerField()),
@@ -41,7 +49,13 @@ class Migration(migrations.Migration):
                         ("params", models.JSONField(blank=True, default=dict)),
                         ("flagged_at", models.DateTimeField(auto_now_add=True)),
                         ("updated_at", models.DateTimeField(auto_now=True)),
-                        ("cleared", models.BooleanField(default=False, help_text="Reviewed by staff: count this voter's votes again.")),
+                        (
+                            "cleared",
+                            models.BooleanField(
+                                default=False,
+                                help_text="Reviewed by staff: count this voter's votes again.",
+                            ),
+                        ),
                     ],
                     options={"db_table": "battles_flaggedvoter"},
                 ),

@@ -4,19 +4,23 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('leaderboard', '0006_importedvote_choice_labels'),
+        ("leaderboard", "0006_importedvote_choice_labels"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='HotPrompt',
+            name="HotPrompt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('prompt_hash', models.CharField(max_length=64, unique=True)),
-                ('keep', models.PositiveIntegerField()),
-                ('cutoff', models.DateTimeField()),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("prompt_hash", models.CharField(max_length=64, unique=True)),
+                ("keep", models.PositiveIntegerField()),
+                ("cutoff", models.DateTimeField()),
             ],
         ),
     ]

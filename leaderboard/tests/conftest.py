@@ -35,7 +35,10 @@ def make_vote(db):
             },
         }
         return Vote.objects.create(
-            battle=battle, choice=choice, model_a=model_a, model_b=model_b,
+            battle=battle,
+            choice=choice,
+            model_a=model_a,
+            model_b=model_b,
             **(defaults | fields),
         )
 
@@ -89,7 +92,11 @@ def consensus(three_models, make_vote):
     alpha, bravo, charlie = three_models
     for voter in range(5):
         for i in range(8):
-            pair = [(alpha, bravo, "a"), (bravo, alpha, "b"), (bravo, charlie, "a"),
-                    (alpha, charlie, "a")][i % 4]
+            pair = [
+                (alpha, bravo, "a"),
+                (bravo, alpha, "b"),
+                (bravo, charlie, "a"),
+                (alpha, charlie, "a"),
+            ][i % 4]
             make_vote(*pair, visitor_hash=f"honest-{voter}")
     return three_models

@@ -42,8 +42,9 @@ def _tallied(tallies: VoteTallies) -> dict:
             for votes in [tallies.category(key)]
         },
         "consensus": [listed(column) for column in dataclasses.astuple(tallies.consensus())],
-        "voters": [listed(column)
-                   for column in dataclasses.astuple(tallies.votes_by_voter(min_votes=5))],
+        "voters": [
+            listed(column) for column in dataclasses.astuple(tallies.votes_by_voter(min_votes=5))
+        ],
     }
 
 

@@ -10,8 +10,16 @@ from llm_providers.models import LLMModel
 
 
 def dump_line(**fields) -> str:
-    line = {"model_a": "gpt-4", "model_b": "claude-2", "winner": "model_a", "turn": 1,
-            "anony": True, "language": "English", "tstamp": 1700000000.5, "judge": "arena_user_1"}
+    line = {
+        "model_a": "gpt-4",
+        "model_b": "claude-2",
+        "winner": "model_a",
+        "turn": 1,
+        "anony": True,
+        "language": "English",
+        "tstamp": 1700000000.5,
+        "judge": "arena_user_1",
+    }
     return json.dumps(line | fields)
 
 
@@ -53,16 +61,29 @@ def test_an_exported_dump_imported_elsewhere_gives_the_same_ratings(rated, tmp_p
 
 def test_importing_keeps_categories_and_style(three_models, make_vote, tmp_path):
     alpha, bravo, _ = three_models
-    make_vote(alpha, bravo, "a", turns=3, prompt_chars=800, has_code=True, language="fr",
-              style={"a": {"length": 900, "headers": 2, "lists": 3, "bold": 1},
-                     "b": {"length": 100, "headers": 0, "lists": 0, "bold": 0}})
+    make_vote(
+        alpha,
+        bravo,
+        "a",
+        turns=3,
+        prompt_chars=800,
+        has_code=True,
+        language="fr",
+        style={
+            "a": {"length": 900, "headers": 2, "lists": 3, "bold": 1},
+            "b": {"length": 100, "headers": 0, "lists": 0, "bold": 0},
+        },
+    )
     out = tmp_path / "out.jsonl"
     call_command("export_battles", "--output", str(out))
     Vote.objects.all().delete()
     call_command("import_battles", str(out))
     imported = ImportedVote.objects.get()
     assert (imported.turns, imported.prompt_chars, imported.has_code, imported.language) == (
-        3, 800, True, "fr"
+        3,
+        800,
+        True,
+        "fr",
     )
     assert imported.style["a"] == {"length": 900, "headers": 2, "lists": 3, "bold": 1}
 
@@ -79,13 +100,16 @@ def test_unknown_models_become_retired_catalog_entries(db, tmp_path, capsys):
 
 
 def test_a_file_with_bad_lines_imports_nothing_and_names_the_lines(db, tmp_path, capsys):
-    path = write(tmp_path, [
-        dump_line(),
-        "{not json",
-        dump_line(winner="model_c"),
-        dump_line(model_b="gpt-4"),
-        dump_line(tstamp="yesterday"),
-    ])
+    path = write(
+        tmp_path,
+        [
+            dump_line(),
+            "{not json",
+            dump_line(winner="model_c"),
+            dump_line(model_b="gpt-4"),
+            dump_line(tstamp="yesterday"),
+        ],
+    )
     with pytest.raises(CommandError, match="4 bad line\\(s\\); nothing was imported"):
         call_command("import_battles", str(path))
     err = capsys.readouterr().err

@@ -40,8 +40,7 @@ BAD_LINES = [
     json.dumps({"model_a": "alpha-7b", "model_b": "bravo-13b", "winner": "a", "tstamp": 1.7e9}),
     json.dumps({"model_a": "alpha-7b", "model_b": "bravo-13b", "winner": "tie", "tstamp": "x"}),
     json.dumps(
-        {"model_a": "alpha-7b", "model_b": "bravo-13b", "winner": "tie", "tstamp": 1.7e9,
-         "turn": 0}
+        {"model_a": "alpha-7b", "model_b": "bravo-13b", "winner": "tie", "tstamp": 1.7e9, "turn": 0}
     ),
     json.dumps({"model_a": "", "model_b": "bravo-13b", "winner": "tie", "tstamp": 1.7e9}),
 ]
@@ -115,9 +114,7 @@ def test_by_default_a_file_with_any_bad_line_imports_nothing_and_names_every_bad
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(mix=mixes)
-def test_with_skip_bad_exactly_the_good_lines_are_imported_and_the_bad_ones_listed(
-    tmp_path, mix
-):
+def test_with_skip_bad_exactly_the_good_lines_are_imported_and_the_bad_ones_listed(tmp_path, mix):
     bad, good = write(tmp_path / "dump.jsonl", mix)
     with transaction.atomic():
         error, stderr = run(tmp_path / "dump.jsonl", "--skip-bad")

@@ -77,8 +77,9 @@ def test_the_recompute_records_its_hot_prompts_and_pages_apply_the_same_plan(
     assert list(HotPrompt.objects.values_list("prompt_hash", "keep")) == [("f" * 64, 1)]
     counted = {
         plan: set(
-            Vote.objects.filter(exclusions.counted_filter(source=Vote, plan=plan))
-            .values_list("pk", flat=True)
+            Vote.objects.filter(exclusions.counted_filter(source=Vote, plan=plan)).values_list(
+                "pk", flat=True
+            )
         )
         for plan in (read, recorded)
     }

@@ -40,7 +40,10 @@ def test_flagged_voters_keep_their_rows_and_permissions_when_they_move_to_the_le
 
     moved = FlaggedVoter.objects.get()
     assert (moved.visitor_hash, moved.e_value, moved.votes_total, moved.cleared) == (
-        "f" * 32, 25.0, 9, True,
+        "f" * 32,
+        25.0,
+        9,
+        True,
     )
     assert FlaggedVoter._meta.db_table == "leaderboard_flaggedvoter"
     ContentType.objects.clear_cache()

@@ -135,8 +135,11 @@ def _walk_one_vote_at_a_time(votes, consensus, threshold, max_votes):
 
 def test_the_vectorised_outlier_walk_matches_the_rule_vote_by_vote():
     rng = random.Random(5)
-    consensus = {(lo, hi): (rng.randint(0, 40), rng.randint(0, 40))
-                 for lo in range(6) for hi in range(lo + 1, 6)}
+    consensus = {
+        (lo, hi): (rng.randint(0, 40), rng.randint(0, 40))
+        for lo in range(6)
+        for hi in range(lo + 1, 6)
+    }
     consensus[(0, 5)] = (0, 0)  # a pair nobody decided: skipped
     votes = []
     for voter in range(300):
@@ -150,8 +153,10 @@ def test_the_vectorised_outlier_walk_matches_the_rule_vote_by_vote():
             picks_lo = (not lo_better) if contrarian else (rng.random() < 0.6) == lo_better
             votes.append((f"v{voter:03d}", a, b, "a" if (a == lo) == picks_lo else "b"))
     tested, flags = outliers.outlier_walk(
-        tally.VoterVotes.from_rows(votes), tally.Consensus.from_dict(consensus),
-        threshold=math.log(20), max_votes=100,
+        tally.VoterVotes.from_rows(votes),
+        tally.Consensus.from_dict(consensus),
+        threshold=math.log(20),
+        max_votes=100,
     )
     expected_tested, expected = _walk_one_vote_at_a_time(votes, consensus, math.log(20), 100)
     assert tested == expected_tested

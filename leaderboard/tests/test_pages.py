@@ -14,7 +14,7 @@ from llm_providers.models import LLMModel
 def names(response) -> list[str]:
     """Model names in the board table, top to bottom."""
     body = response.content.decode()
-    table = body[body.index('<table class="board">'):]
+    table = body[body.index('<table class="board">') :]
     return re.findall(r'<a href="/leaderboard/m/[\w-]+/">([^<]+)</a>', table)
 
 
@@ -118,14 +118,13 @@ def test_the_page_has_its_charts_as_inline_svg_without_script_or_inline_style(cl
     recompute.ratings_recompute(style=False)  # a second snapshot: the history has two points
     body = client.get("/leaderboard/").content.decode()
     assert body.count("<svg") == 4
-    assert "<script>" not in body and "<script " not in body.replace(
-        '<script src="', ""
-    )
+    assert "<script>" not in body and "<script " not in body.replace('<script src="', "")
     assert not re.search(r"\sstyle=", body)
 
 
-def test_the_page_needs_a_bounded_number_of_queries(client, board, make_model, make_votes,
-                                                     django_assert_max_num_queries):
+def test_the_page_needs_a_bounded_number_of_queries(
+    client, board, make_model, make_votes, django_assert_max_num_queries
+):
     for i in range(6):
         make_votes(make_model(f"Extra{i}"), board[0], "b", 6)
     recompute.ratings_recompute()
@@ -217,7 +216,7 @@ def test_the_model_page_counts_the_votes_the_last_recompute_counted_and_newer_on
     def record() -> tuple[int, int, int]:
         """Alpha's wins, losses and ties (both-bad included) over its head-to-head table."""
         body = client.get("/leaderboard/m/alpha/").content.decode()
-        table = body[body.index("Head to head"):]
+        table = body[body.index("Head to head") :]
         rows = [
             [int(n) for n in re.findall(r">(\d+)<", cells)]  # battles, wins, losses, ties, bad
             for cells in re.findall(r'/leaderboard/m/\w+/">[^<]+</a></td>(.*?)</tr>', table, re.S)

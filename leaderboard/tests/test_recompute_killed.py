@@ -39,8 +39,11 @@ def command_env() -> dict[str, str]:
 def recompute(*args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "manage.py", "recompute_ratings", *args],
-        cwd=settings.BASE_DIR, env=command_env(), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
+        cwd=settings.BASE_DIR,
+        env=command_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 

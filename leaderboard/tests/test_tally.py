@@ -14,18 +14,27 @@ from leaderboard.tally import VoteTallies
 
 def test_the_database_fills_the_style_differences_when_a_vote_is_written(three_models, make_vote):
     alpha, bravo, _ = three_models
-    vote = make_vote(alpha, bravo, "a", style={
-        "a": {"length": 900, "headers": 2, "lists": 0, "bold": 1},
-        "b": {"length": 300, "lists": 3},  # a missing count is zero
-    })
+    vote = make_vote(
+        alpha,
+        bravo,
+        "a",
+        style={
+            "a": {"length": 900, "headers": 2, "lists": 0, "bold": 1},
+            "b": {"length": 300, "lists": 3},  # a missing count is zero
+        },
+    )
     vote.refresh_from_db()
     assert vote.style_length == pytest.approx(600 / 1201)
     assert vote.style_headers == pytest.approx(2 / 3)
     assert vote.style_lists == pytest.approx(-3 / 4)
     assert vote.style_bold == pytest.approx(1 / 2)
     imported = ImportedVote.objects.create(
-        external_id="q1", model_a=alpha, model_b=bravo, choice="b",
-        style={"a": {"length": 10}, "b": {"length": 30}}, created_at=vote.created_at,
+        external_id="q1",
+        model_a=alpha,
+        model_b=bravo,
+        choice="b",
+        style={"a": {"length": 10}, "b": {"length": 30}},
+        created_at=vote.created_at,
     )
     imported.refresh_from_db()
     assert imported.style_length == pytest.approx(-20 / 41)
@@ -38,20 +47,30 @@ def test_the_style_sums_per_choice_equal_the_sums_over_the_votes(three_models, m
     pairs = [(alpha, bravo), (bravo, alpha), (bravo, charlie), (charlie, alpha)]
     for _ in range(80):
         a, b = rng.choice(pairs)
-        make_vote(a, b, rng.choice(["a", "b", "tie", "bothbad"]), style={
-            side: {f: rng.randint(0, 900 if f == "length" else 4)
-                   for f in ("length", "headers", "lists", "bold")}
-            for side in ("a", "b")
-        })
+        make_vote(
+            a,
+            b,
+            rng.choice(["a", "b", "tie", "bothbad"]),
+            style={
+                side: {
+                    f: rng.randint(0, 900 if f == "length" else 4)
+                    for f in ("length", "headers", "lists", "bold")
+                }
+                for side in ("a", "b")
+            },
+        )
     tallies = VoteTallies(cutoff=timezone.now(), plan=filter_plan(), style=True, languages=False)
     overall = tallies.category("overall")
     for row, (a, b) in enumerate(zip(overall.model_a, overall.model_b, strict=True)):
         votes = list(Vote.objects.filter(model_a_id=a, model_b_id=b))
         for outcome, choice in enumerate(["a", "b", "tie", "bothbad"]):
-            x = np.array([[v.style_length, v.style_headers, v.style_lists, v.style_bold]
-                          for v in votes if v.choice == choice]).reshape(-1, 4)
+            x = np.array(
+                [
+                    [v.style_length, v.style_headers, v.style_lists, v.style_bold]
+                    for v in votes
+                    if v.choice == choice
+                ]
+            ).reshape(-1, 4)
             np.testing.assert_allclose(overall.style_x[row, outcome], x.sum(axis=0), atol=1e-9)
             np.testing.assert_allclose(overall.style_xx[row, outcome], x.T @ x, atol=1e-9)
-            assert overall.style_ids[row, outcome] == sum(
-                v.pk for v in votes if v.choice == choice
-            )
+            assert overall.style_ids[row, outcome] == sum(v.pk for v in votes if v.choice == choice)

@@ -14,7 +14,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--output", "-o", default="-", help="File to write (default: stdout).")
         parser.add_argument(
-            "--include-imported", action="store_true",
+            "--include-imported",
+            action="store_true",
             help="Also write votes that came in through import_battles.",
         )
 

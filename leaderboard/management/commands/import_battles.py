@@ -13,7 +13,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("file", help="The .jsonl file to import.")
         parser.add_argument(
-            "--skip-bad", action="store_true",
+            "--skip-bad",
+            action="store_true",
             help="Import the good lines even if some lines are bad (they are still listed).",
         )
 

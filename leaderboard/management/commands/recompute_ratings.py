@@ -12,11 +12,15 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "--bootstrap", type=int, default=0, metavar="N",
+            "--bootstrap",
+            type=int,
+            default=0,
+            metavar="N",
             help="Bootstrap rounds for the 95%% intervals (default 0: closed-form sandwich).",
         )
         parser.add_argument(
-            "--category", default="",
+            "--category",
+            default="",
             help="One category: overall, multi_turn, long_prompt, code or lang:<iso code>.",
         )
         parser.add_argument(
