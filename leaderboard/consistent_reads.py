@@ -18,6 +18,7 @@ from contextlib import ExitStack
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
+from core.db import released_connection
 from leaderboard.timing import stage
 
 _SNAPSHOT_ID_RE = re.compile(r"^[0-9A-F]+-[0-9A-F]+-[0-9]+$")
@@ -85,14 +86,12 @@ class ConsistentReads:
             raise ValueError(f"unexpected snapshot id {snapshot!r}")
 
         def run(name: str, job: Callable[[], object]) -> object:
-            try:
-                with transaction.atomic(), connection.cursor() as cursor:
-                    snapshot_import(cursor, snapshot)
-                    _read_settings(cursor, parallel=False)
-                    with stage(f"read {name}"):
-                        return job()
-            finally:
-                connection.close()
+            # A pool thread's connection goes back the moment its read ends.
+            with released_connection(), transaction.atomic(), connection.cursor() as cursor:
+                snapshot_import(cursor, snapshot)
+                _read_settings(cursor, parallel=False)
+                with stage(f"read {name}"):
+                    return job()
 
         # One more read at a time than there are cores: the extra one keeps a core busy while
         # another thread turns rows into Python objects; more only contend

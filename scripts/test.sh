@@ -97,5 +97,9 @@ fi
   run_pytest "service mode: PostgreSQL + Redis + Celery worker" "$@"
 ) || status=1
 
+# Migrations match the models, the code is linted and formatted as pyproject.toml says.
+env -u DATABASE_URL -u REDIS_URL "$PY" manage.py makemigrations --check --dry-run >/dev/null || {
+  echo "models changed without a migration (manage.py makemigrations)"; status=1; }
 "$PY" -m ruff check . || status=1
+"$PY" -m ruff format --check . || status=1
 exit $status
