@@ -43,8 +43,8 @@ COPY . .
 RUN DEBUG=false SECRET_KEY=collectstatic-build-only-not-a-secret ALLOWED_HOSTS=localhost \
     python manage.py collectstatic --noinput \
     && chmod 0755 docker/entrypoint.sh \
-    && mkdir -p /app/var \
-    && chown app:app /app/var
+    && mkdir -p /app/var/metrics \
+    && chown -R app:app /app/var
 
 USER app:app
 EXPOSE 8000
@@ -66,8 +66,10 @@ ENTRYPOINT ["/app/docker/entrypoint.sh"]
 # worker is killed; the page reconnects with Last-Event-ID and resumes.
 # --keep-alive 20: a browser's next request reuses its connection instead of a new handshake.
 # -w reads WEB_CONCURRENCY (gunicorn's own default for --workers), set above and in compose.
+# -k: uvicorn's worker with its own X-Forwarded-For handling off (core/serving.py), so the
+# client address follows ARENA_TRUSTED_PROXIES alone.
 CMD ["gunicorn", "config.asgi:application", \
-     "-k", "uvicorn_worker.UvicornWorker", \
+     "-k", "core.serving.UvicornWorker", \
      "-b", "0.0.0.0:8000", \
      "--timeout", "60", \
      "--graceful-timeout", "30", \

@@ -17,12 +17,15 @@ lint:
 	.venv/bin/python -m ruff check .
 
 # Service mode pieces (see docker-compose.yml for the same with containers).
-# WEB_BIND: where gunicorn listens (make web WEB_BIND=127.0.0.1:9000).
+# WEB_BIND: where gunicorn listens (make web WEB_BIND=127.0.0.1:9000); WEB_CONCURRENCY: its
+# worker processes, as in the image. The worker class is the image's too: uvicorn with its own
+# X-Forwarded-For handling off (core/serving.py; ARENA_TRUSTED_PROXIES decides).
 WEB_BIND ?= 0.0.0.0:8000
+WEB_CONCURRENCY ?= 2
 
 web:
 	.venv/bin/python manage.py collectstatic --noinput --verbosity 0
-	.venv/bin/gunicorn config.asgi:application -k uvicorn_worker.UvicornWorker -b $(WEB_BIND) -w 2 --keep-alive 20
+	.venv/bin/gunicorn config.asgi:application -k core.serving.UvicornWorker -b $(WEB_BIND) -w $(WEB_CONCURRENCY) --keep-alive 20
 
 # A few task threads: a generation task only claims its reply; the replies stream in the
 # worker's event loop (up to ARENA_MAX_REPLIES_PER_PROCESS at once).

@@ -7,6 +7,7 @@ the test database.
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from core.serving import UVICORN_OPTIONS
 from llm_providers.testing import running_server
 
 ROOT = Path(__file__).resolve().parent
@@ -31,6 +33,11 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "worker" in item.keywords:
                 item.add_marker(skip)
+
+
+def pytest_unconfigure(config):
+    # The metric samples this run's processes wrote (config/test_settings.py).
+    shutil.rmtree(settings.ARENA_METRICS_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -143,7 +150,12 @@ def arena_server(transactional_db, celery_worker):
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            application, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+            application,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            **UVICORN_OPTIONS,
         )
     )
     errors = _ErrorRecords()

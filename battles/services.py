@@ -22,6 +22,8 @@ from battles.errors import (
 from battles.models import Battle, Conversation, Reply, Turn, Vote
 from battles.moderation import PromptRefusedError, prompt_moderate
 from battles.state import BattleState
+from core import metrics
+from core.db import transaction_lock
 from core.visitors import Visitor, salted_hash
 from llm_providers.models import LLMModel
 
@@ -138,6 +140,7 @@ def battle_start(
             turn_count=1,
         )
         _create_turn(battle, 0, prompt)
+    metrics.BATTLES_STARTED.inc()
     return battle
 
 
@@ -253,9 +256,17 @@ def turn_stop(*, battle: Battle) -> None:
 def _vote_cap_check(*, visitor_hash: str, ip_hash: str) -> None:
     """Refuse a vote past the daily caps, counted from the stored votes of the last 24 hours.
 
-    Two votes racing past the cap can both pass: the cap is a brake on floods, not an exact
-    quota, and a lock per visitor would cost every vote for that.
+    Runs in the vote's transaction after locking the voter's and the address's names, so two
+    votes arriving together at the cap take turns and the second one counts the first. The
+    caps live in the database, not the cache: they hold while Redis is down.
     """
+    transaction_lock(
+        *(
+            f"vote-cap:{kind}:{value}"
+            for kind, value in (("visitor", visitor_hash), ("ip", ip_hash))
+            if value
+        )
+    )
     now = timezone.now()
     since = now - timedelta(hours=24)
     caps = [
@@ -289,9 +300,9 @@ def vote_cast(*, battle: Battle, choice: str) -> Vote:
     """
     if choice not in Vote.Choice.values:
         raise BattleError("Unknown vote. Choose A, B, tie or both bad.", status=400)
-    _vote_cap_check(visitor_hash=battle.visitor_hash, ip_hash=battle.ip_hash)
     with _locked(battle, BattleState.vote_refusal) as locked:
         row = locked.battle
+        _vote_cap_check(visitor_hash=row.visitor_hash, ip_hash=row.ip_hash)
         replies = list(
             Reply.objects.filter(turn__battle_id=row.pk)
             .select_related("turn")
@@ -316,6 +327,7 @@ def vote_cast(*, battle: Battle, choice: str) -> Vote:
             identity_leak=row.identity_leak,
         )
         Battle.objects.filter(pk=row.pk).update(status=Battle.Status.VOTED, voted_at=timezone.now())
+    metrics.VOTES.labels(choice).inc()
     return vote
 
 

@@ -21,6 +21,7 @@ from django.http import Http404
 
 from battles.generation import pane_html
 from battles.models import Reply, Turn
+from core import metrics
 from core.db import released_connection
 from core.hub import Event, format_sse, get_hub
 from core.visitors import Visitor
@@ -66,6 +67,7 @@ async def turn_events(turn: Turn, *, last_event_id: str | None) -> AsyncIterator
     # One subscription for the connection: in service mode the process's shared reader
     # fills it (one XREAD for every open stream of the process).
     subscription = hub.subscribe(stream_key, last_event_id)
+    metrics.SSE_STREAMS_OPEN.inc()
     try:
         yield "retry: 1000\n\n"
         started_sides: set[str] = set()
@@ -101,4 +103,5 @@ async def turn_events(turn: Turn, *, last_event_id: str | None) -> AsyncIterator
                 return
             yield ": keep-alive\n\n"
     finally:
+        metrics.SSE_STREAMS_OPEN.dec()
         subscription.close()

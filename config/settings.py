@@ -6,8 +6,12 @@ Setting DATABASE_URL and REDIS_URL switches to service mode (PostgreSQL, Celery 
 Redis Streams). Every variable is listed in .env.example and the README.
 """
 
+import ipaddress
+import os
 import re
 import secrets
+import socket
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -56,6 +60,8 @@ INSTALLED_APPS = [
     "template_partials",
     # For its system checks on the cache the rate limits use.
     "django_ratelimit",
+    # Failed logins recorded and throttled (core/login_throttle.py).
+    "axes",
     # The project's apps, lowest layer first: each imports only those above it in this list.
     "core",
     "llm_providers",
@@ -67,6 +73,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "core.staticfiles.StaticFilesMiddleware",
+    # /metrics for Prometheus, answered before the Host header is checked (see the module).
+    "arena.metrics.metrics_middleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -79,6 +87,8 @@ MIDDLEWARE = [
     # A database, Redis or broker outage becomes a plain "temporarily unavailable" page (not a
     # server error); it sits last, so it sees the view's exception first.
     "core.middleware.service_unavailable_middleware",
+    # Turns a login refused for too many failures into its 429 page (core/login_throttle.py).
+    "axes.middleware.AxesMiddleware",
     # Innermost: everything above runs in one thread per request under ASGI (see the class).
     "core.middleware.sync_boundary_middleware",
 ]
@@ -179,6 +189,9 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": ARENA_REDIS_PREFIX,
+            # An unreachable Redis must fail a rate-limit count fast, not hang the request
+            # (votes then go on without it: core/ratelimit.py).
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
         }
     }
 else:
@@ -260,7 +273,39 @@ if not re.fullmatch(r"\d+(kB|MB|GB)", ARENA_RECOMPUTE_WORK_MEM):
     )
 ARENA_PROVISIONAL_VOTES = env_int("ARENA_PROVISIONAL_VOTES", 30, minimum=0)
 ARENA_HASH_SALT = env_str("ARENA_HASH_SALT", SECRET_KEY)
-ARENA_TRUSTED_PROXIES = env_list("ARENA_TRUSTED_PROXIES")
+# The proxies whose X-Forwarded-For is believed (addresses or networks such as 172.16.0.0/12):
+# the one rule for the client address (core.visitors.client_ip). The web servers' own proxy
+# handling is off (core.serving), so nothing else rewrites the address first.
+
+
+def _env_networks(name: str) -> list[str]:
+    """Comma-separated IP addresses or networks; anything else stops start-up."""
+    entries = env_list(name)
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name} must be IP addresses or networks (10.0.0.2, 172.16.0.0/12), "
+                f"comma-separated; got {entry!r}"
+            ) from None
+    return entries
+
+
+ARENA_TRUSTED_PROXIES = _env_networks("ARENA_TRUSTED_PROXIES")
+
+# --- Metrics (arena/metrics.py) ---------------------------------------------------------------
+# /metrics answers a request with this bearer token or from these addresses; neither: 404.
+ARENA_METRICS_TOKEN = env_str("ARENA_METRICS_TOKEN", "")
+ARENA_METRICS_ALLOWED_IPS = _env_networks("ARENA_METRICS_ALLOWED_IPS")
+# Every process writes its samples under here, in a directory per host (process ids are only
+# unique on one host); a scrape merges them all. Share it between the web and worker
+# containers (compose mounts one volume) so a scrape of web sees the workers' replies.
+ARENA_METRICS_DIR = Path(env_str("ARENA_METRICS_DIR", str(DATA_DIR / "metrics")))
+PROMETHEUS_MULTIPROC_DIR = ARENA_METRICS_DIR / socket.gethostname()
+PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
+# prometheus-client reads it from the environment when it is first imported, after settings.
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(PROMETHEUS_MULTIPROC_DIR)
 
 # --- Auth, i18n, static -----------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -270,6 +315,26 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
+# axes' backend first: it refuses a login attempt during a cool-down before any password check.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# No password guessing on /accounts/login/ and /admin/login/ (core/login_throttle.py):
+# failures per user name from one address, a longer limit per address, then a cool-down.
+ARENA_LOGIN_FAILURES = env_int("ARENA_LOGIN_FAILURES", 5, minimum=1)
+ARENA_LOGIN_FAILURES_PER_ADDRESS = env_int("ARENA_LOGIN_FAILURES_PER_ADDRESS", 30, minimum=1)
+ARENA_LOGIN_COOLDOWN_SECONDS = env_int("ARENA_LOGIN_COOLDOWN_SECONDS", 900, minimum=1)
+AXES_HANDLER = "core.login_throttle.LoginAttempts"
+AXES_FAILURE_LIMIT = ARENA_LOGIN_FAILURES
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
+AXES_COOLOFF_TIME = timedelta(seconds=ARENA_LOGIN_COOLDOWN_SECONDS)
+AXES_CLIENT_IP_CALLABLE = "core.visitors.client_ip"
+AXES_LOCKOUT_CALLABLE = "core.login_throttle.lockout_response"
+# A cool-down runs from the failure that reached the limit; attempts during it do not extend it.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# Forget the user name's failures from that address on success (only those: see the handler).
+AXES_RESET_ON_SUCCESS = True
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
 
@@ -303,7 +368,7 @@ SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = not DEBUG
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 # Secure cookies by default in production; SECURE_COOKIES=false allows plain HTTP on a LAN.
 SECURE_COOKIES = env_bool("SECURE_COOKIES", not DEBUG)
 SESSION_COOKIE_SECURE = SECURE_COOKIES

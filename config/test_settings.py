@@ -1,6 +1,7 @@
 """Settings for the test suite: the real settings, with short timeouts so fault tests are quick."""
 
 import os
+from pathlib import Path
 
 for name, value in {
     "ARENA_HEARTBEAT_SECONDS": "0.2",
@@ -22,6 +23,10 @@ for name, value in {
     "ARENA_REDIS_PREFIX": f"test{os.getpid()}",
     "ARENA_QUEUE_LLM": f"test{os.getpid()}-llm",
     "ARENA_QUEUE_DEFAULT": f"test{os.getpid()}-default",
+    # Each run's metrics apart; the processes a run starts (worker, servers) share them.
+    "ARENA_METRICS_DIR": str(
+        Path(__file__).resolve().parent.parent / "var" / f"test-metrics-{os.getpid()}"
+    ),
 }.items():
     os.environ.setdefault(name, value)
 

@@ -10,11 +10,12 @@ they wait seconds or minutes for their next piece of work. Every such piece of w
 import asyncio
 import contextlib
 import functools
+import hashlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
-from django.db import close_old_connections, connections
+from django.db import close_old_connections, connection, connections
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -53,3 +54,25 @@ class DatabaseThreads:
 def _released(work: Callable[..., T], *args, **kwargs) -> T:
     with released_connection():
         return work(*args, **kwargs)
+
+
+def _lock_key(name: str) -> int:
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), signed=True)
+
+
+def transaction_lock(*names: str) -> None:
+    """Hold named locks until the current transaction ends: another transaction that locks
+    any of the same names waits for this one to commit or roll back.
+
+    For a rule over many rows no single row can guard (a count of recent votes, say).
+    PostgreSQL: transaction-level advisory locks, taken in one order so that two transactions
+    locking the same names cannot deadlock. SQLite: nothing to take, since the arena's
+    transactions are IMMEDIATE and hold the database's write lock from their start.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("transaction_lock() only works inside transaction.atomic().")
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        for key in sorted({_lock_key(name) for name in names}):
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])

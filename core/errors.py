@@ -25,6 +25,8 @@ class ServiceUnavailableError(Exception):
 
 
 # Connection failures of the services behind the arena, as the libraries raise them.
+# The cache (Django's Redis backend, in service mode):
+CACHE_ERRORS = (RedisConnectionError, RedisTimeoutError)
 BROKER_ERRORS = (BrokerOperationalError, RedisConnectionError, RedisTimeoutError, OSError)
 UNAVAILABLE_ERRORS = (
     ServiceUnavailableError,

@@ -4,9 +4,15 @@ Counting is django-ratelimit's (`get_usage`, fixed windows in the default cache:
 service mode, the process's memory in the embedded default). Each limited request is counted
 twice, once under the visitor's key and once under the client IP, so two visitors behind one
 address share the IP budget and a visitor who changes address keeps their own budget.
+
+When the cache cannot be reached a vote still goes through, uncounted here: it needs only the
+database, and its daily caps per visitor and per address are counted there
+(battles.services). Starts and follow-ups need the broker as well, so for them the outage
+stands and the visitor gets the 503 page.
 """
 
 import functools
+import logging
 import math
 
 from django.conf import settings
@@ -14,7 +20,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django_ratelimit.core import get_usage
 
+from core.errors import CACHE_ERRORS
 from core.visitors import client_ip
+
+log = logging.getLogger(__name__)
 
 # group name -> the setting that holds its rate ("10/m") or None for no limit.
 RATE_SETTINGS = {
@@ -22,6 +31,8 @@ RATE_SETTINGS = {
     "follow_up": "ARENA_RATE_FOLLOW_UP",
     "vote": "ARENA_RATE_VOTE",
 }
+# Groups that go on, uncounted, while the cache is unreachable (see the module's docstring).
+WITHOUT_CACHE = {"vote"}
 
 
 def _visitor_key(group: str, request: HttpRequest) -> str:
@@ -39,7 +50,13 @@ def rate_exceeded(request: HttpRequest, *, group: str) -> int | None:
         return None
     waits = []
     for key in (_visitor_key, _ip_key):
-        usage = get_usage(request, group=f"arena.{group}", key=key, rate=rate, increment=True)
+        try:
+            usage = get_usage(request, group=f"arena.{group}", key=key, rate=rate, increment=True)
+        except CACHE_ERRORS as exc:
+            if group not in WITHOUT_CACHE:
+                raise
+            log.warning("%s rate limit not counted, the cache is unreachable: %s", group, exc)
+            return None
         if usage is not None and usage["should_limit"]:
             # time_left is -1 when the cache could not count: ask for a short pause then.
             waits.append(max(1, usage["time_left"]))

@@ -1,7 +1,9 @@
 """Who is asking: a logged-in user, or an anonymous visitor known by a signed cookie."""
 
+import functools
 import hashlib
 import hmac
+import ipaddress
 import uuid
 from dataclasses import dataclass
 
@@ -47,14 +49,37 @@ def visitor_from_request(request: HttpRequest) -> Visitor:
     return Visitor(key=key, anonymous_id=anonymous_id, new_cookie=new_cookie)
 
 
+@functools.lru_cache(maxsize=8)
+def ip_networks(
+    entries: tuple[str, ...],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Setting entries as networks: each an address (10.0.0.2) or a network
+    (172.16.0.0/12). Settings refuse a malformed entry at start-up."""
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+
+
+def address_in(address: str, networks) -> bool:
+    """Whether the address (a string, maybe not an address at all) is in one of the networks."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
 def client_ip(request: HttpRequest) -> str:
-    """The peer address; X-Forwarded-For is honoured only when the peer is a trusted proxy."""
+    """The client's address, by the arena's one rule: the peer, unless the peer is one of
+    ARENA_TRUSTED_PROXIES; then the rightmost X-Forwarded-For entry that is not one of them.
+
+    The web servers pass the peer through untouched (core.serving), so this is the only place
+    a forwarded address is believed: rate limits, vote caps and login throttling all use it.
+    """
     remote = request.META.get("REMOTE_ADDR", "")
-    trusted = settings.ARENA_TRUSTED_PROXIES
+    networks = ip_networks(tuple(settings.ARENA_TRUSTED_PROXIES))
     forwarded = request.META.get("HTTP_X_FORWARDED_FOR")
-    if forwarded and remote in trusted:
+    if forwarded and networks and address_in(remote, networks):
         # Walk from the right: the first address that is not one of our proxies is the client.
         for candidate in reversed([p.strip() for p in forwarded.split(",") if p.strip()]):
-            if candidate not in trusted:
+            if not address_in(candidate, networks):
                 return candidate
     return remote

@@ -23,6 +23,7 @@ from django.utils import timezone
 from threadpoolctl import threadpool_limits
 
 from battles.features import STYLE_FEATURES
+from core import metrics
 from leaderboard.categories import (
     LANGUAGE_PREFIX,
     OVERALL,
@@ -276,18 +277,19 @@ def ratings_recompute(
     style = (_style_default() if style is None else style) and category == OVERALL
     token = _lock_claim()
     try:
-        cutoff = timezone.now()
-        plan, tallies = _tallies(
-            cutoff=cutoff, style=style, languages=category.startswith(LANGUAGE_PREFIX)
-        )
-        return _recompute_category(
-            category=category,
-            votes=tallies.category(category),
-            bootstrap=bootstrap,
-            style=style,
-            cutoff=cutoff,
-            plan=plan,
-        )
+        with metrics.RATING_REFRESH_SECONDS.time():
+            cutoff = timezone.now()
+            plan, tallies = _tallies(
+                cutoff=cutoff, style=style, languages=category.startswith(LANGUAGE_PREFIX)
+            )
+            return _recompute_category(
+                category=category,
+                votes=tallies.category(category),
+                bootstrap=bootstrap,
+                style=style,
+                cutoff=cutoff,
+                plan=plan,
+            )
     finally:
         _lock_release(token)
 
@@ -300,24 +302,25 @@ def ratings_recompute_all(*, bootstrap: int = 0, style: bool | None = None) -> l
     token = _lock_claim()
     style = _style_default() if style is None else style
     try:
-        cutoff = timezone.now()
-        plan, tallies = _tallies(cutoff=cutoff, style=style, languages=True)
-        minimum = settings.ARENA_LANGUAGE_CATEGORY_MIN_VOTES
-        categories = [c.key for c in fixed_categories()] + [
-            language_category(code) for code in tallies.languages(min_votes=minimum)
-        ]
-        # One transaction: a reader sees every category of this cut-off or none of them.
-        with transaction.atomic():
-            return [
-                _recompute_category(
-                    category=category,
-                    votes=tallies.category(category),
-                    bootstrap=bootstrap,
-                    style=style and category == OVERALL,
-                    cutoff=cutoff,
-                    plan=plan,
-                )
-                for category in categories
+        with metrics.RATING_REFRESH_SECONDS.time():
+            cutoff = timezone.now()
+            plan, tallies = _tallies(cutoff=cutoff, style=style, languages=True)
+            minimum = settings.ARENA_LANGUAGE_CATEGORY_MIN_VOTES
+            categories = [c.key for c in fixed_categories()] + [
+                language_category(code) for code in tallies.languages(min_votes=minimum)
             ]
+            # One transaction: a reader sees every category of this cut-off or none of them.
+            with transaction.atomic():
+                return [
+                    _recompute_category(
+                        category=category,
+                        votes=tallies.category(category),
+                        bootstrap=bootstrap,
+                        style=style and category == OVERALL,
+                        cutoff=cutoff,
+                        plan=plan,
+                    )
+                    for category in categories
+                ]
     finally:
         _lock_release(token)

@@ -231,6 +231,9 @@ class ArenaProcess:
                     str(self.workers),
                     "--lifespan",
                     "off",
+                    # As every server the arena starts (core/serving.py): the client address
+                    # is core.visitors.client_ip's to decide.
+                    "--no-proxy-headers",
                     "--log-level",
                     "warning",
                 ],

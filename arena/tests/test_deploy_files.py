@@ -420,7 +420,8 @@ def test_dockerfile_collects_static_with_throwaway_secrets_and_runs_as_non_root(
 def test_dockerfile_serves_asgi_with_gunicorn_uvicorn_workers_and_a_healthcheck():
     command = image_command()
     assert command[:2] == ["gunicorn", "config.asgi:application"]
-    assert option(command, "-k") == "uvicorn_worker.UvicornWorker"
+    # uvicorn's worker without its own X-Forwarded-For handling (test_client_address.py).
+    assert option(command, "-k") == "core.serving.UvicornWorker"
     assert option(command, "-b") == "0.0.0.0:8000"
     assert one(runtime_stage(), "EXPOSE") == "8000"
     assert "/healthz" in " ".join(healthcheck_command())
@@ -506,3 +507,72 @@ def test_production_settings_pass_the_deploy_check(tmp_path, collected_static):
     result = deploy_check(env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+# --- monitoring profile ---------------------------------------------------------------------
+
+
+def test_the_monitoring_profile_adds_prometheus_and_grafana_only_when_asked(compose):
+    services = compose_file()["services"]
+    for name in ("prometheus", "grafana"):
+        assert services[name]["profiles"] == ["monitoring"], name
+    assert "ports" not in services["prometheus"], "Prometheus stays on the compose network"
+    grafana_port = services["grafana"]["ports"][0]
+    assert grafana_port.startswith("${GRAFANA_PUBLISH:-127.0.0.1:"), "Grafana: this host only"
+
+    plain = compose("config", "--services", SECRET_KEY="x")
+    assert plain.returncode == 0, plain.stderr
+    assert not {"prometheus", "grafana"} & set(plain.stdout.split())
+    rendered = compose(
+        "--profile", "monitoring", "config", "--format", "json", SECRET_KEY="x",
+        ARENA_METRICS_TOKEN="t",
+    )  # fmt: skip
+    assert rendered.returncode == 0, rendered.stderr
+    config = json.loads(rendered.stdout)
+    assert {"prometheus", "grafana", "web", "worker"} <= set(config["services"])
+    # web and the workers share the metrics volume, so a scrape of web counts every reply.
+    for name in ("web", "worker"):
+        mounts = {(v["source"], v["target"]) for v in config["services"][name]["volumes"]}
+        assert ("metrics", "/app/var/metrics") in mounts, name
+
+
+def test_prometheus_scrapes_web_with_the_token_secret_and_grafana_is_provisioned():
+    services = compose_file()["services"]
+    secret = compose_file()["secrets"]["metrics_token"]
+    assert secret == {"environment": "ARENA_METRICS_TOKEN"}
+    assert services["prometheus"]["secrets"] == ["metrics_token"]
+    prometheus = yaml.safe_load((ROOT / "docker/prometheus/prometheus.yml").read_text())
+    (job,) = prometheus["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    assert job["static_configs"][0]["targets"] == ["web:8000"]
+    assert job["authorization"] == {
+        "type": "Bearer",
+        "credentials_file": "/run/secrets/metrics_token",
+    }
+    # target -> source of each bind mount
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in services["grafana"]["volumes"]}
+    assert mounts["/etc/grafana/provisioning"] == "./docker/grafana/provisioning"
+    provisioning = ROOT / "docker/grafana/provisioning"
+    datasource = yaml.safe_load((provisioning / "datasources/prometheus.yml").read_text())
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+    dashboards = yaml.safe_load((provisioning / "dashboards/llmbattler.yml").read_text())
+    path = dashboards["providers"][0]["options"]["path"]
+    assert mounts[path] == "./docker/grafana/dashboards"
+
+
+def test_the_dashboard_only_charts_metrics_the_arena_exposes():
+    dashboard = json.loads((ROOT / "docker/grafana/dashboards/llmbattler.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert len(exprs) >= 12
+    exposed = set(
+        re.findall(r'"(arena_[a-z_]+)"', (ROOT / "core/metrics.py").read_text())
+        + re.findall(r'"(arena_[a-z_]+)"', (ROOT / "arena/metrics.py").read_text())
+    )
+    charted = {
+        re.sub(r"_(total|bucket|count|sum)$", "", name)
+        for expr in exprs
+        for name in re.findall(r"\barena_[a-z_]+", expr)
+    }
+    assert charted and charted <= exposed, charted - exposed
+    # Every metric the arena exposes has a panel.
+    assert exposed <= charted, exposed - charted

@@ -10,6 +10,7 @@ import time
 import httpx2
 import pytest
 from django.conf import settings
+from django.http import HttpRequest
 
 from arena.tests.servers import (
     ArenaProcess,
@@ -20,9 +21,11 @@ from arena.tests.servers import (
     collect_static,
     manage,
 )
-from battles.models import Battle
+from battles.models import Battle, Vote
 from battles.tests.conftest import wait_turn_finished
+from battles.tests.factories import make_battle
 from conftest import SERVICE_MODE
+from core.visitors import COOKIE, visitor_from_request
 
 UNAVAILABLE = "temporarily unavailable"
 FAST = "ttft=0&tps=400&tokens=12"
@@ -30,16 +33,24 @@ FAST = "ttft=0&tps=400&tokens=12"
 
 def production_env(static_root, data_dir, **extra: str) -> dict[str, str]:
     return arena_env(
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DEBUG="false",
-        SECRET_KEY="faults-test-secret-key-" + "k" * 40,
-        ALLOWED_HOSTS="127.0.0.1",
-        SECURE_SSL_REDIRECT="false",
-        SECURE_COOKIES="false",
-        STATIC_ROOT=str(static_root),
-        ARENA_DATA_DIR=str(data_dir),
-        **extra,
+        **{
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "DEBUG": "false",
+            "SECRET_KEY": "faults-test-secret-key-" + "k" * 40,
+            "ALLOWED_HOSTS": "127.0.0.1",
+            "SECURE_SSL_REDIRECT": "false",
+            "SECURE_COOKIES": "false",
+            "STATIC_ROOT": str(static_root),
+            "ARENA_DATA_DIR": str(data_dir),
+        }
+        | extra
     )
+
+
+def service_database_url() -> str:
+    """The test database, for an arena process of its own."""
+    db = settings.DATABASES["default"]
+    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
 @pytest.fixture(scope="module")
@@ -84,14 +95,8 @@ def test_with_redis_down_pages_still_render_a_new_battle_is_refused_and_work_res
     make_model("Alpha", knobs=FAST)
     make_model("Bravo", knobs=FAST)
     redis = RedisServer()
-    db = settings.DATABASES["default"]
     env = production_env(
-        static_root,
-        tmp_path,
-        DATABASE_URL=(
-            f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-        ),
-        REDIS_URL=redis.url,
+        static_root, tmp_path, DATABASE_URL=service_database_url(), REDIS_URL=redis.url
     )
     worker = CeleryWorker(env, tmp_path)
     arena = ArenaProcess(env, log_dir=tmp_path)
@@ -197,3 +202,64 @@ def test_while_postgresql_restarts_requests_fail_cleanly_and_later_ones_succeed_
         cluster.destroy()
     # Failures are logged as warnings; none reached Django as an unhandled server error.
     assert "Internal Server Error" not in arena.log(), arena.log()
+
+
+@pytest.mark.skipif(
+    not SERVICE_MODE, reason="PostgreSQL is the service-mode database: runs in that pass"
+)
+def test_with_redis_down_votes_still_count_under_their_daily_cap_and_starts_get_the_503_page(
+    transactional_db, make_model, static_root, tmp_path, browser
+):
+    alpha, bravo = make_model("Alpha", knobs=FAST), make_model("Bravo", knobs=FAST)
+    redis = RedisServer()
+    env = production_env(
+        static_root,
+        tmp_path,
+        # The test's own key, so the visitor cookie the arena signs names a visitor here too.
+        SECRET_KEY=settings.SECRET_KEY,
+        DATABASE_URL=service_database_url(),
+        REDIS_URL=redis.url,
+        ARENA_RATE_VOTE="30/m",
+        ARENA_DAILY_VOTE_CAP_VISITOR="2",
+    )
+    arena = ArenaProcess(env, log_dir=tmp_path)
+    try:
+        redis.start()
+        arena.start()
+        http = browser(arena.url)
+        request = HttpRequest()
+        request.COOKIES = {COOKIE: http.cookies[COOKIE]}
+        owner = visitor_from_request(request).key
+        battles = [
+            make_battle(
+                owner_key=owner, model_a=alpha, model_b=bravo, prompt=f"Q{i}", finished=True
+            )
+            for i in range(3)
+        ]
+
+        redis.stop()
+
+        for battle in battles[:2]:
+            asked = time.monotonic()
+            response = http.post(f"/b/{battle.uuid}/vote/", data={"choice": "a"})
+            assert response.status_code == 302, response.text[:500]
+            assert time.monotonic() - asked < 10, "the vote must not wait for Redis"
+        # The daily cap is counted in the database, so it still holds.
+        capped = http.post(f"/b/{battles[2].uuid}/vote/", data={"choice": "b"})
+        assert capped.status_code == 429, capped.text[:500]
+        assert "Daily vote limit reached" in capped.text
+        assert int(capped.headers["Retry-After"]) > 0
+        assert set(Vote.objects.values_list("battle_id", flat=True)) == {
+            battles[0].pk,
+            battles[1].pk,
+        }
+        assert Battle.objects.get(pk=battles[2].pk).status == Battle.Status.OPEN
+        # A start needs the broker: the plain 503 page, nothing written.
+        count = Battle.objects.count()
+        assert_unavailable(http.post("/battle/", data={"prompt": "Are you there?"}))
+        assert Battle.objects.count() == count
+    finally:
+        arena.stop()
+        redis.stop()
+    assert "Internal Server Error" not in arena.log(), arena.log()
+    assert "vote rate limit not counted, the cache is unreachable" in arena.log()

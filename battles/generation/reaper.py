@@ -9,6 +9,7 @@ from django.utils import timezone
 from battles.generation.records import pane_html, turn_over
 from battles.generation.runner import GENERATE_TASK
 from battles.models import Battle, Reply
+from core import metrics
 from core.dispatch import enqueue_now
 from core.hub import get_hub
 
@@ -20,7 +21,7 @@ def replies_reap() -> dict[str, int]:
     stuck = list(
         Reply.objects.filter(
             status=Reply.Status.STREAMING, heartbeat_at__lt=now - stall
-        ).select_related("turn")
+        ).select_related("turn", "model")
     )
     hub = get_hub()
     failed = 0
@@ -35,6 +36,7 @@ def replies_reap() -> dict[str, int]:
         )
         if updated:
             failed += 1
+            metrics.REPLIES.labels(reply.model.slug, "stalled", "stalled").inc()
             Battle.objects.filter(pk=reply.turn.battle_id).update(had_failed_side=True)
             reply.refresh_from_db()
             stream = reply.turn.stream_key()

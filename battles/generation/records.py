@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from battles import identity
 from battles.models import Battle, Reply, Turn
+from core import metrics
 from llm_providers.client import ProviderError, StreamResult
 from llm_providers.services import model_record_failure, model_record_success
 
@@ -43,7 +44,10 @@ def reply_claim(reply_id: int) -> Reply | None:
         return None
     # No join to the battle: nothing here needs more than its id (turn.battle_id); with a
     # large battle table PostgreSQL planned that join badly (benchmarks/load/README.md).
-    return Reply.objects.select_related("turn", "model").get(pk=reply_id)
+    reply = Reply.objects.select_related("turn", "model").get(pk=reply_id)
+    if reply.attempt <= 1:  # a retry's wait would start at the first attempt's creation
+        metrics.TASK_LATENCY.observe(max(0.0, (now - reply.created_at).total_seconds()))
+    return reply
 
 
 def reply_messages(reply: Reply) -> list[dict]:
@@ -170,9 +174,26 @@ def reply_settle(reply: Reply, ending: Ending) -> str:
             log.info("battle %s: reply %s names %s", reply.turn.battle_id, reply.side, found)
             battle.update(identity_leak=True)
             Reply.objects.filter(pk=reply.pk).update(identity_leak=True)
+            metrics.IDENTITY_LEAKS.labels(model.slug).inc()
+    _count_ending(reply, ending)
     for name, value in ending.fields.items():
         setattr(reply, name, value)
     return pane_html(reply)
+
+
+def _count_ending(reply: Reply, ending: Ending) -> None:
+    slug = reply.model.slug
+    code = ending.error.code if ending.error is not None else ""
+    metrics.REPLIES.labels(slug, ending.status, code).inc()
+    if ending.status != Reply.Status.DONE:
+        return
+    ttft_ms, latency_ms = ending.fields["ttft_ms"], ending.fields["latency_ms"]
+    if ttft_ms is not None:
+        metrics.TIME_TO_FIRST_TOKEN.labels(slug).observe(ttft_ms / 1000)
+    tokens = ending.fields["completion_tokens"]
+    # Local models send no counts while streaming: no rate is guessed for them.
+    if tokens and ttft_ms is not None and latency_ms is not None and latency_ms > ttft_ms:
+        metrics.TOKENS_PER_SECOND.labels(slug).observe(tokens / ((latency_ms - ttft_ms) / 1000))
 
 
 def reply_record_end(reply: Reply, ending: Ending) -> bool:

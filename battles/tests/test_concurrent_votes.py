@@ -118,3 +118,64 @@ def test_200_concurrent_votes_on_50_battles_store_exactly_one_vote_each_and_refu
     assert not Battle.objects.filter(pk__in=stored).exclude(status="voted").exists()
     for battle in busy:  # the other writers were not hurt either
         assert [r.status for r in wait_turn_finished(battle)] == ["done", "done"]
+
+
+CAP = 3
+
+
+@pytest.fixture
+def capped_vote_server(request, transactional_db, celery_worker, settings, tmp_path):
+    """The arena's URL with a daily cap of CAP votes per visitor (no per-minute limit)."""
+    if not SERVICE_MODE:
+        settings.ARENA_RATE_VOTE = None
+        settings.ARENA_DAILY_VOTE_CAP_VISITOR = CAP
+        yield request.getfixturevalue("arena_server")
+        return
+    db = settings.DATABASES["default"]
+    server = ArenaProcess(
+        arena_env(
+            DATABASE_URL=(
+                f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+            ),
+            REDIS_URL=settings.REDIS_URL,
+            ARENA_RATE_VOTE="off",
+            ARENA_DAILY_VOTE_CAP_VISITOR=str(CAP),
+        ),
+        workers=4,
+        log_dir=tmp_path,
+    )
+    server.start()
+    yield server.url
+    server.stop()
+    assert "Traceback" not in server.log(), server.log()
+
+
+def test_votes_arriving_together_at_the_daily_cap_store_exactly_the_cap(
+    capped_vote_server, make_model
+):
+    alpha = make_model("Alpha", knobs="ttft=0&tps=40&tokens=80")
+    bravo = make_model("Bravo", knobs="ttft=0&tps=40&tokens=80")
+    csrf = httpx2.get(f"{capped_vote_server}/", timeout=30).cookies["csrftoken"]
+    cookie, key = new_visitor(capped_vote_server)
+    battles = [
+        make_battle(owner_key=key, model_a=alpha, model_b=bravo, prompt=f"Q{i}", finished=True)
+        for i in range(4 * CAP)
+    ]
+    headers = {"Cookie": f"{COOKIE}={cookie}; csrftoken={csrf}", "X-CSRFToken": csrf}
+    limits = httpx2.Limits(max_connections=len(battles), max_keepalive_connections=len(battles))
+    with (
+        httpx2.Client(base_url=capped_vote_server, timeout=120, limits=limits) as client,
+        ThreadPoolExecutor(len(battles)) as pool,
+    ):
+        statuses = Counter(
+            pool.map(
+                lambda battle: (
+                    client.post(
+                        f"/b/{battle.uuid}/vote/", data={"choice": "a"}, headers=headers
+                    ).status_code
+                ),
+                battles,
+            )
+        )
+    assert statuses == {302: CAP, 429: len(battles) - CAP}, statuses
+    assert Vote.objects.filter(battle__in=battles).count() == CAP

@@ -14,7 +14,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from battles.generation import replies_drain
-from core import scheduler
+from core import scheduler, serving
 from llm_providers import local
 from llm_providers.services import CatalogFileError, catalog_load_yaml, catalog_parse_yaml
 
@@ -104,5 +104,10 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         with contextlib.suppress(KeyboardInterrupt):
             uvicorn.run(
-                "config.asgi:application", host=host, port=port, log_level="info", lifespan="off"
+                "config.asgi:application",
+                host=host,
+                port=port,
+                log_level="info",
+                lifespan="off",
+                **serving.UVICORN_OPTIONS,
             )
