@@ -32,7 +32,9 @@ def metrics_on(settings):
     settings.ARENA_METRICS_TOKEN = TOKEN
 
 
-def test_after_a_battle_and_a_vote_the_counters_moved(metrics_on, live, visitor, two_models):
+def test_after_a_battle_and_a_vote_the_counters_moved(
+    metrics_on, transactional_db, celery_worker, visitor, two_models
+):
     alpha, bravo = two_models
     before = scrape()
     battle = start_battle(visitor)
@@ -56,7 +58,9 @@ def test_after_a_battle_and_a_vote_the_counters_moved(metrics_on, live, visitor,
     assert Battle.objects.get(pk=battle.pk).status == Battle.Status.VOTED
 
 
-def test_a_failed_reply_is_counted_with_its_error_code(metrics_on, live, visitor, make_model):
+def test_a_failed_reply_is_counted_with_its_error_code(
+    metrics_on, transactional_db, celery_worker, visitor, make_model
+):
     make_model("Alpha", knobs="ttft=0&tps=400&tokens=8&fault=401")
     make_model("Bravo", knobs="ttft=0&tps=400&tokens=8&fault=401")
     before = scrape()
