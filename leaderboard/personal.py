@@ -199,12 +199,8 @@ def _disagreements(
             continue
         total = wins_i + wins_j
         mine = max(wins_i, wins_j) / total
-        found.append(
-            (
-                (mine - crowd) * total,
-                Disagreement(models[preferred], models[other], int(total), max(wins_i, wins_j), crowd),
-            )
-        )
+        wins = max(wins_i, wins_j)
+        disagreement = Disagreement(models[preferred], models[other], int(total), wins, crowd)
+        found.append(((mine - crowd) * total, disagreement))
     found.sort(key=lambda item: -item[0])
     return [d for _, d in found[:DISAGREEMENTS_SHOWN]]
-

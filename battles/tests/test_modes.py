@@ -94,7 +94,7 @@ def test_a_chat_refuses_a_vote(db, make_model):
     alpha = make_model("Alpha", knobs=FAST)
     battle = services.chat_start(visitor=ALICE, prompt="Hi", model=alpha)
     Reply.objects.filter(turn__battle=battle).update(status=Reply.Status.DONE, text="Hello.")
-    with pytest.raises(BattleError, match="A chat has no vote."):
+    with pytest.raises(BattleError, match=re.escape("A chat has no vote.")):
         services.vote_cast(battle=battle, choice="a")
     assert not Vote.objects.exists() and not NamedVote.objects.exists()
 
@@ -167,14 +167,11 @@ def test_starting_a_comparison_counts_against_the_start_rate_limit(visitor, two_
     assert Battle.objects.count() == 1
 
 
-def test_a_flagged_prompt_is_refused_on_both_pages_and_nothing_is_written(
-    visitor, two_models, moderation_server
-):
+@pytest.mark.usefixtures("moderation_server")
+def test_a_flagged_prompt_is_refused_on_both_pages_and_nothing_is_written(visitor, two_models):
     flagged = f"Please {FLAG_WORD} now"
     chat = visitor.post("/chat/", {"model": "Alpha", "prompt": flagged})
-    compare = visitor.post(
-        "/compare/", {"model_a": "Alpha", "model_b": "Bravo", "prompt": flagged}
-    )
+    compare = visitor.post("/compare/", {"model_a": "Alpha", "model_b": "Bravo", "prompt": flagged})
     for response in (chat, compare):
         assert response.status_code == 422
         assert "our content check flagged it" in response.content.decode()
@@ -205,7 +202,8 @@ def test_someone_elses_side_by_side_session_is_not_found(visitor, other_visitor,
 
 
 def test_side_by_side_models_each_see_only_their_own_history(live, visitor, make_model):
-    make_model("Echo1", knobs="ttft=0&tps=1000&echo=1")
+    # A system prompt on one side makes the two answers differ.
+    make_model("Echo1", knobs="ttft=0&tps=1000&echo=1", system_prompt="You are Echo one.")
     make_model("Echo2", knobs="ttft=0&tps=1000&echo=1")
     make_model("Bystander", knobs=FAST)
     battle = session_battle(

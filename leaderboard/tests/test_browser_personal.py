@@ -5,7 +5,7 @@ import pytest
 from playwright.sync_api import expect
 
 from battles.tests.browser import battle_on_page, start_battle, wait_turn_done
-from battles.tests.conftest import _orm_beside_playwright, browser, new_page, page  # noqa: F401
+from battles.tests.conftest import _orm_beside_playwright, browser, new_page  # noqa: F401
 from leaderboard.recompute import ratings_recompute
 
 pytestmark = pytest.mark.browser
@@ -13,13 +13,17 @@ pytestmark = pytest.mark.browser
 FAST = "ttft=0.05&tps=400&tokens=20"
 
 
-def score(page, name: str) -> float:
-    cell = page.locator(f'tr[data-model="{name}"] .personal-score')
+def score(on, name: str) -> float:
+    cell = on.locator(f'tr[data-model="{name}"] .personal-score')
     return float(cell.inner_text())
 
 
 def test_the_personal_board_moves_with_ones_votes_stays_private_and_shares_until_revoked(
-    arena_server, new_page, make_model, make_votes, settings  # noqa: F811
+    arena_server,
+    new_page,
+    make_model,
+    make_votes,
+    settings,  # noqa: F811
 ):
     settings.ARENA_RATE_START = settings.ARENA_RATE_VOTE = None
     settings.ARENA_MIN_VOTES_TO_SHOW = 1

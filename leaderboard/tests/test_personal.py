@@ -6,7 +6,7 @@ import json
 import pytest
 
 from battles import services
-from battles.models import Battle, Conversation, NamedVote, Reply, Vote
+from battles.models import Battle, Conversation, NamedVote, Reply
 from battles.tests.factories import make_battle
 from core.visitors import Visitor
 from leaderboard import dumps, sharing
@@ -109,7 +109,7 @@ def test_only_the_owners_blind_counted_votes_are_used(public):
 def test_side_by_side_votes_never_reach_the_public_ratings_and_export_as_not_anonymous(
     public, settings
 ):
-    alpha, bravo, charlie = public
+    alpha, _, charlie = public
     before = ratings_recompute()
     for _ in range(20):
         named_vote("v:carol", charlie, alpha, "a")

@@ -24,9 +24,7 @@ class Command(BaseCommand):
             help="Also write side-by-side votes (models chosen by name), marked anony: false.",
         )
 
-    def handle(
-        self, *args, output: str, include_imported: bool, include_named: bool, **options
-    ):
+    def handle(self, *args, output: str, include_imported: bool, include_named: bool, **options):
         def progress(count: int) -> None:
             self.stderr.write(f"… {count:,} votes written")
 
