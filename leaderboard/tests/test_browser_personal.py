@@ -5,7 +5,6 @@ import pytest
 from playwright.sync_api import expect
 
 from battles.tests.browser import battle_on_page, start_battle, wait_turn_done
-from battles.tests.conftest import _orm_beside_playwright, browser, new_page  # noqa: F401
 from leaderboard.recompute import ratings_recompute
 
 pytestmark = pytest.mark.browser
@@ -23,7 +22,7 @@ def test_the_personal_board_moves_with_ones_votes_stays_private_and_shares_until
     new_page,
     make_model,
     make_votes,
-    settings,  # noqa: F811
+    settings,
 ):
     settings.ARENA_RATE_START = settings.ARENA_RATE_VOTE = None
     settings.ARENA_MIN_VOTES_TO_SHOW = 1
