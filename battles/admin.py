@@ -11,7 +11,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 
 from battles import selectors
-from battles.models import Battle, ModerationEvent, Reply, Vote
+from battles.models import Battle, ModerationEvent, NamedVote, Reply, Vote
 
 STATS_DAYS = 7
 
@@ -30,6 +30,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class BattleAdmin(ReadOnlyAdmin):
     list_display = [
         "uuid",
+        "mode",
         "model_a",
         "model_b",
         "status",
@@ -38,7 +39,7 @@ class BattleAdmin(ReadOnlyAdmin):
         "had_failed_side",
         "created_at",
     ]
-    list_filter = ["status", "identity_leak", "had_failed_side", "user_agent_family"]
+    list_filter = ["mode", "status", "identity_leak", "had_failed_side", "user_agent_family"]
     list_select_related = ["model_a", "model_b"]
     search_fields = ["=uuid", "=visitor_hash", "=ip_hash"]
     date_hierarchy = "created_at"
@@ -125,6 +126,20 @@ class VoteAdmin(ReadOnlyAdmin):
             "moderation": selectors.moderation_counts(days=STATS_DAYS),
         }
         return TemplateResponse(request, "admin/battles/arena_stats.html", context)
+
+
+@admin.register(NamedVote)
+class NamedVoteAdmin(ReadOnlyAdmin):
+    """Side-by-side votes: kept for the record and the export, never rated."""
+
+    list_display = ["battle", "model_a", "model_b", "choice", "language", "created_at"]
+    list_filter = ["choice", "language"]
+    list_select_related = ["battle", "model_a", "model_b"]
+    search_fields = ["=visitor_hash", "=ip_hash"]
+    date_hierarchy = "created_at"
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(ModerationEvent)

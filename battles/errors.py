@@ -37,3 +37,9 @@ class VoteCapError(BattleError):
 
 class PromptNotAllowedError(BattleError):
     status = PromptRefusedError.status
+
+
+class ModelUnavailableError(BattleError):
+    """A model the visitor chose by name was retired or paused since the page showed it."""
+
+    status = 409

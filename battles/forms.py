@@ -2,6 +2,7 @@ from django import forms
 from django.conf import settings
 
 from battles.models import Vote
+from llm_providers.models import LLMModel
 
 
 class PromptForm(forms.Form):
@@ -25,6 +26,40 @@ class PromptForm(forms.Form):
                 f"The prompt is {len(prompt):,} characters long; the limit is {limit:,}."
             )
         return prompt
+
+
+def _model_by_name(label: str) -> forms.ModelChoiceField:
+    """An active model chosen by its public name: typed or picked in a filterable list
+    (`<input list>` and its `<datalist>`), so a long catalog stays searchable without script."""
+    return forms.ModelChoiceField(
+        queryset=LLMModel.objects.active(),
+        to_field_name="name",
+        label=label,
+        error_messages={
+            "required": f"Choose {label.lower()}.",
+            "invalid_choice": "No active model has that name: pick one from the list.",
+        },
+    )
+
+
+class CompareForm(PromptForm):
+    """Side by side: two models chosen by name and the first prompt."""
+
+    model_a = _model_by_name("Model A")
+    model_b = _model_by_name("Model B")
+
+    def clean(self):
+        cleaned = super().clean()
+        a, b = cleaned.get("model_a"), cleaned.get("model_b")
+        if a is not None and a == b:
+            self.add_error("model_b", "Choose two different models to compare.")
+        return cleaned
+
+
+class ChatForm(PromptForm):
+    """A chat: one model chosen by name and the first prompt."""
+
+    model = _model_by_name("A model")
 
 
 class VoteForm(forms.Form):

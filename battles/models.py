@@ -25,6 +25,16 @@ def style_difference_field(feature: str) -> models.GeneratedField:
     )
 
 
+class Mode(models.TextChoices):
+    """What kind of session a battle belongs to. Only blind battles move the public ratings."""
+
+    BLIND = "blind", "Blind battle"
+    # Two models the visitor chose by name: a vote is kept apart (NamedVote), never rated.
+    NAMED = "named", "Side by side"
+    # One chosen model, no vote.
+    CHAT = "chat", "Chat"
+
+
 class Conversation(models.Model):
     """A sidebar session: one or more battles under one title, owned by one visitor."""
 
@@ -34,6 +44,8 @@ class Conversation(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
     title = models.CharField(max_length=120)
+    # The mode of its battles (a session holds one kind), for the sidebar's mark.
+    mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.BLIND)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
     # Deleting a session hides it from its owner; its votes stay for the leaderboard.
@@ -41,6 +53,11 @@ class Conversation(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["owner_key", "-updated_at"], name="conv_owner_recent")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(mode__in=["blind", "named", "chat"]), name="conversation_mode_valid"
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.title
@@ -54,8 +71,12 @@ class Battle(models.Model):
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="battles")
     owner_key = models.CharField(max_length=64, db_index=True)
+    mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.BLIND)
     model_a = models.ForeignKey(LLMModel, on_delete=models.PROTECT, related_name="+")
-    model_b = models.ForeignKey(LLMModel, on_delete=models.PROTECT, related_name="+")
+    # Empty only in a chat (one model).
+    model_b = models.ForeignKey(
+        LLMModel, on_delete=models.PROTECT, related_name="+", null=True, blank=True
+    )
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
     # The probability with which this ordered pair was drawn (for inverse-propensity analysis).
     pair_probability = models.FloatField()
@@ -72,11 +93,17 @@ class Battle(models.Model):
 
     class Meta:
         constraints = [
+            # Two distinct models, or a chat with one.
             models.CheckConstraint(
-                condition=~Q(model_a=F("model_b")), name="battle_distinct_models"
+                condition=(Q(mode="chat") & Q(model_b__isnull=True))
+                | (~Q(mode="chat") & Q(model_b__isnull=False) & ~Q(model_a=F("model_b"))),
+                name="battle_models_fit_mode",
             ),
             models.CheckConstraint(
                 condition=Q(status__in=["open", "voted"]), name="battle_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(mode__in=["blind", "named", "chat"]), name="battle_mode_valid"
             ),
         ]
 
@@ -232,6 +259,23 @@ class Vote(AbstractVote):
 
     def __str__(self) -> str:
         return f"Vote {self.choice} on battle {self.battle_id}"
+
+
+class NamedVote(AbstractVote):
+    """A vote on a side-by-side battle, where the visitor chose both models by name.
+
+    Kept in its own table so the ratings cannot count it (FastChat's `anony=false`): the
+    recompute reads only `Vote` and the imported votes, whatever filter a later change forgets.
+    It has the same columns, so the battle export writes it (marked `anony: false`).
+    """
+
+    battle = models.OneToOneField(Battle, on_delete=models.CASCADE, related_name="named_vote")
+    visitor_hash = models.CharField(max_length=32, db_index=True)
+    ip_hash = models.CharField(max_length=32, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"Named vote {self.choice} on battle {self.battle_id}"
 
 
 class ModerationEvent(models.Model):

@@ -11,6 +11,7 @@ from django.utils import timezone
 from battles.models import (
     Battle,
     Conversation,
+    Mode,
     ModerationEvent,
     Reply,
     Turn,
@@ -80,7 +81,8 @@ class BattleView:
 def _battle_view(battle: Battle) -> BattleView:
     turns = list(battle.turns.all())
     state = BattleState.of(battle, turns[-1].replies.all())
-    models = {"a": battle.model_a, "b": battle.model_b} if state.names_revealed else {}
+    sides = {"a": battle.model_a, "b": battle.model_b}
+    models = {s: m for s, m in sides.items() if m is not None} if state.names_revealed else {}
     return BattleView(
         battle=battle,
         state=state,
@@ -98,7 +100,9 @@ def _battle_view(battle: Battle) -> BattleView:
             )
             for turn in turns
         ],
-        vote=battle.vote if state.voted else None,
+        vote=(battle.named_vote if battle.mode == Mode.NAMED else battle.vote)
+        if state.voted
+        else None,
         revealed=list(models.items()),
     )
 
@@ -106,7 +110,7 @@ def _battle_view(battle: Battle) -> BattleView:
 def _with_everything_shown(battles: QuerySet[Battle]) -> QuerySet[Battle]:
     """One query each for the battles (with their models and vote), turns and replies, however
     many battles and turns there are."""
-    return battles.select_related("model_a", "model_b", "vote").prefetch_related(
+    return battles.select_related("model_a", "model_b", "vote", "named_vote").prefetch_related(
         Prefetch(
             "turns",
             queryset=Turn.objects.order_by("index").prefetch_related(
@@ -136,6 +140,11 @@ def models_on_offer() -> dict:
     return {"active_models": active, "bundled_models_only": bundled}
 
 
+def models_to_choose() -> list[LLMModel]:
+    """The active models a visitor may pick by name (side by side, chat), by name."""
+    return list(LLMModel.objects.active().only("name", "organization").order_by("name"))
+
+
 def conversation_get_for_visitor(*, visitor: Visitor, uuid) -> Conversation:
     conversation = Conversation.objects.filter(
         uuid=uuid, owner_key=visitor.key, hidden_at__isnull=True
@@ -158,7 +167,7 @@ def sidebar_groups(
     rows = list(
         Conversation.objects.filter(owner_key=visitor.key, hidden_at__isnull=True)
         .order_by("-updated_at", "-pk")
-        .only("uuid", "title", "updated_at")[offset : offset + SIDEBAR_PAGE + 1]
+        .only("uuid", "title", "mode", "updated_at")[offset : offset + SIDEBAR_PAGE + 1]
     )
     next_offset = offset + SIDEBAR_PAGE if len(rows) > SIDEBAR_PAGE else None
     today = timezone.localdate()

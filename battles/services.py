@@ -15,11 +15,12 @@ from django.utils import timezone
 from battles import features, generation, sampling
 from battles.errors import (
     BattleError,
+    ModelUnavailableError,
     NotEnoughModelsError,
     PromptNotAllowedError,
     VoteCapError,
 )
-from battles.models import Battle, Conversation, Reply, Turn, Vote
+from battles.models import Battle, Conversation, Mode, NamedVote, Reply, Turn, Vote
 from battles.moderation import PromptRefusedError, prompt_moderate
 from battles.state import BattleState
 from core import metrics
@@ -89,15 +90,55 @@ def _draw(rng: random.Random | None = None) -> sampling.Draw:
 
 def _create_turn(battle: Battle, index: int, prompt: str) -> Turn:
     turn = Turn.objects.create(battle=battle, index=index, prompt=prompt)
+    sides = [("a", battle.model_a_id), ("b", battle.model_b_id)]
     replies = Reply.objects.bulk_create(
-        [
-            Reply(turn=turn, side="a", model_id=battle.model_a_id),
-            Reply(turn=turn, side="b", model_id=battle.model_b_id),
-        ]
+        [Reply(turn=turn, side=side, model_id=model_id) for side, model_id in sides if model_id]
     )
     # Both sides in one call: one broker check for the turn, not one per reply.
     generation.replies_enqueue([reply.pk for reply in replies])
     return turn
+
+
+def _battle_open(
+    *,
+    visitor: Visitor,
+    prompt: str,
+    ip: str,
+    user_agent_family: str,
+    conversation: Conversation | None,
+    user,
+    mode: str,
+    pick: Callable[[], dict],
+) -> Battle:
+    """Moderate the prompt, pick the models (`pick` returns the battle's model fields), then
+    write the battle, its first turn and its pending replies at once; they start on commit."""
+    ip_hash = salted_hash(f"ip:{ip}") if ip else ""
+    _moderate(
+        prompt=prompt,
+        action="start" if conversation is None else "continue",
+        visitor_hash=visitor.hashed,
+        ip_hash=ip_hash,
+    )
+    models = pick()
+    with transaction.atomic():
+        if conversation is None:
+            conversation = Conversation.objects.create(
+                owner_key=visitor.key, user=user, title=_title(prompt), mode=mode
+            )
+        else:
+            Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+        battle = Battle.objects.create(
+            conversation=conversation,
+            owner_key=visitor.key,
+            mode=mode,
+            visitor_hash=visitor.hashed,
+            ip_hash=ip_hash,
+            user_agent_family=user_agent_family[:40],
+            turn_count=1,
+            **models,
+        )
+        _create_turn(battle, 0, prompt)
+    return battle
 
 
 def battle_start(
@@ -112,36 +153,99 @@ def battle_start(
     """A new blind battle: in a new session, or inside `conversation` ("continue in this
     session") with a fresh context. Two models are drawn, sides randomised, and the battle, its
     first turn and two pending replies written at once; the replies start on commit."""
-    ip_hash = salted_hash(f"ip:{ip}") if ip else ""
-    _moderate(
+
+    if conversation is not None and conversation.mode != Mode.BLIND:
+        raise BattleError("A new blind pair starts in a blind session only.")
+
+    def drawn() -> dict:
+        draw = _draw()
+        return {
+            "model_a_id": draw.model_a,
+            "model_b_id": draw.model_b,
+            "pair_probability": draw.probability,
+            "sampling": {"weights": {str(k): v for k, v in draw.weights.items()}},
+        }
+
+    battle = _battle_open(
+        visitor=visitor,
         prompt=prompt,
-        action="start" if conversation is None else "continue",
-        visitor_hash=visitor.hashed,
-        ip_hash=ip_hash,
+        ip=ip,
+        user_agent_family=user_agent_family,
+        conversation=conversation,
+        user=user,
+        mode=Mode.BLIND,
+        pick=drawn,
     )
-    draw = _draw()
-    with transaction.atomic():
-        if conversation is None:
-            conversation = Conversation.objects.create(
-                owner_key=visitor.key, user=user, title=_title(prompt)
-            )
-        else:
-            Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
-        battle = Battle.objects.create(
-            conversation=conversation,
-            owner_key=visitor.key,
-            model_a_id=draw.model_a,
-            model_b_id=draw.model_b,
-            pair_probability=draw.probability,
-            sampling={"weights": {str(k): v for k, v in draw.weights.items()}},
-            visitor_hash=visitor.hashed,
-            ip_hash=ip_hash,
-            user_agent_family=user_agent_family[:40],
-            turn_count=1,
-        )
-        _create_turn(battle, 0, prompt)
     metrics.BATTLES_STARTED.inc()
     return battle
+
+
+def _chosen(*models: LLMModel) -> Callable[[], dict]:
+    """The visitor's own choice, still active at the moment of the start."""
+
+    def pick() -> dict:
+        ids = [model.pk for model in models]
+        active = set(LLMModel.objects.active().filter(pk__in=ids).values_list("pk", flat=True))
+        gone = [model.name for model in models if model.pk not in active]
+        if gone:
+            raise ModelUnavailableError(
+                f"{', '.join(gone)} is no longer available. Choose another model."
+            )
+        return {
+            "model_a_id": ids[0],
+            "model_b_id": ids[1] if len(ids) > 1 else None,
+            "pair_probability": 1.0,
+        }
+
+    return pick
+
+
+def named_start(
+    *,
+    visitor: Visitor,
+    prompt: str,
+    model_a: LLMModel,
+    model_b: LLMModel,
+    ip: str = "",
+    user_agent_family: str = "",
+    user=None,
+) -> Battle:
+    """Two models the visitor chose, side by side with their names shown, in a new session.
+    Its vote is stored as a NamedVote, which the ratings never read."""
+    if model_a.pk == model_b.pk:
+        raise BattleError("Choose two different models to compare.", status=400)
+    return _battle_open(
+        visitor=visitor,
+        prompt=prompt,
+        ip=ip,
+        user_agent_family=user_agent_family,
+        conversation=None,
+        user=user,
+        mode=Mode.NAMED,
+        pick=_chosen(model_a, model_b),
+    )
+
+
+def chat_start(
+    *,
+    visitor: Visitor,
+    prompt: str,
+    model: LLMModel,
+    ip: str = "",
+    user_agent_family: str = "",
+    user=None,
+) -> Battle:
+    """A chat with one chosen model in a new session: side A alone, no vote."""
+    return _battle_open(
+        visitor=visitor,
+        prompt=prompt,
+        ip=ip,
+        user_agent_family=user_agent_family,
+        conversation=None,
+        user=user,
+        mode=Mode.CHAT,
+        pick=_chosen(model),
+    )
 
 
 # --- actions on a battle: each checks its rule (battles.state) on the locked row -------------
@@ -291,18 +395,22 @@ def _vote_cap_check(*, visitor_hash: str, ip_hash: str) -> None:
             )
 
 
-def vote_cast(*, battle: Battle, choice: str) -> Vote:
+def vote_cast(*, battle: Battle, choice: str) -> Vote | NamedVote:
     """The visitor's one vote on their battle (the caller found it through the visitor's
     selector): it closes the battle and reveals the names.
 
     The vote and the status change commit together under the battle's lock, so a second vote
-    finds the battle voted; the database's one vote per battle stands behind that.
+    finds the battle voted; the database's one vote per battle stands behind that. A
+    side-by-side battle's vote goes to NamedVote, outside the ratings (and outside the daily
+    cap, which protects them).
     """
     if choice not in Vote.Choice.values:
         raise BattleError("Unknown vote. Choose A, B, tie or both bad.", status=400)
+    table = NamedVote if battle.mode == Mode.NAMED else Vote
     with _locked(battle, BattleState.vote_refusal) as locked:
         row = locked.battle
-        _vote_cap_check(visitor_hash=row.visitor_hash, ip_hash=row.ip_hash)
+        if table is Vote:  # named votes never count toward the ratings, nor the caps
+            _vote_cap_check(visitor_hash=row.visitor_hash, ip_hash=row.ip_hash)
         replies = list(
             Reply.objects.filter(turn__battle_id=row.pk)
             .select_related("turn")
@@ -311,21 +419,23 @@ def vote_cast(*, battle: Battle, choice: str) -> Vote:
         prompts = list({reply.turn_id: reply.turn.prompt for reply in replies}.values())
         text_a = "\n".join(r.text for r in replies if r.side == "a")
         text_b = "\n".join(r.text for r in replies if r.side == "b")
-        vote = Vote.objects.create(
-            battle=row,
-            choice=choice,
-            model_a_id=row.model_a_id,
-            model_b_id=row.model_b_id,
-            visitor_hash=row.visitor_hash,
-            ip_hash=row.ip_hash,
-            turns=len(prompts),
-            prompt_chars=len(prompts[0]),
-            has_code=features.has_code("\n".join(prompts), text_a, text_b),
-            language=features.prompt_language(prompts[0]),
-            prompt_hash=features.prompt_fingerprint(prompts),
-            style={"a": features.style_features(text_a), "b": features.style_features(text_b)},
-            identity_leak=row.identity_leak,
-        )
+        fields = {
+            "battle": row,
+            "choice": choice,
+            "model_a_id": row.model_a_id,
+            "model_b_id": row.model_b_id,
+            "visitor_hash": row.visitor_hash,
+            "ip_hash": row.ip_hash,
+            "turns": len(prompts),
+            "prompt_chars": len(prompts[0]),
+            "has_code": features.has_code("\n".join(prompts), text_a, text_b),
+            "language": features.prompt_language(prompts[0]),
+            "style": {"a": features.style_features(text_a), "b": features.style_features(text_b)},
+            "identity_leak": row.identity_leak,
+        }
+        if table is Vote:
+            fields["prompt_hash"] = features.prompt_fingerprint(prompts)
+        vote = table.objects.create(**fields)
         Battle.objects.filter(pk=row.pk).update(status=Battle.Status.VOTED, voted_at=timezone.now())
     metrics.VOTES.labels(choice).inc()
     return vote

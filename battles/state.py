@@ -6,7 +6,9 @@ models' names, only once they have voted).
 query. The pages read it (`selectors.BattleView`); the services enforce it on the locked row
 (`services._locked`), where a refused action raises the one `BattleError` its rule names.
 Every rule of what a visitor may do or see is written here, so a new kind of battle changes
-them in one place.
+them in one place: the three modes (`Mode`) differ only here. A blind battle hides the names
+until the vote; a side-by-side ("named") battle shows them from the start and its vote is
+kept apart from the ratings; a chat has one side and no vote.
 """
 
 from collections.abc import Iterable
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from battles.errors import AlreadyVotedError, BattleError
-from battles.models import Battle, Reply
+from battles.models import Battle, Mode, Reply
 
 RUNNING = (Reply.Status.PENDING, Reply.Status.STREAMING)
 SIDES = ("a", "b")
@@ -28,10 +30,12 @@ class BattleState:
     statuses: dict[str, str]
     turns_taken: int
     max_turns: int
+    mode: str = Mode.BLIND
 
     @classmethod
     def of(cls, battle: Battle, replies: Iterable[Reply]) -> "BattleState":
         return cls(
+            mode=battle.mode,
             voted=battle.status == Battle.Status.VOTED,
             statuses={reply.side: reply.status for reply in replies},
             turns_taken=battle.turn_count,
@@ -58,13 +62,24 @@ class BattleState:
         return max(0, self.max_turns - self.turns_taken)
 
     @property
+    def blind(self) -> bool:
+        return self.mode == Mode.BLIND
+
+    @property
+    def chat(self) -> bool:
+        return self.mode == Mode.CHAT
+
+    @property
     def names_revealed(self) -> bool:
-        """The models' names show only after the vote: before it, the battle is blind."""
-        return self.voted
+        """In a blind battle the models' names show only after the vote; the visitor chose
+        them in the other modes."""
+        return self.voted or not self.blind
 
     # --- the rules: why an action is refused now, or None ---------------------------------------
 
     def vote_refusal(self) -> BattleError | None:
+        if self.chat:
+            return BattleError("A chat has no vote.")
         if self.voted:
             return AlreadyVotedError("This battle already has your vote.")
         if not self.finished:
@@ -77,11 +92,18 @@ class BattleState:
         if self.voted:
             return BattleError("This battle is closed. Start a new round to keep chatting.")
         if not self.turns_left:
+            if self.chat:
+                return BattleError(
+                    f"This chat has reached its limit of {self.max_turns} turns. "
+                    "Start a new chat to keep going."
+                )
             return BattleError(
                 f"This battle has reached its limit of {self.max_turns} turns. "
                 "Vote, then start a new round."
             )
         if not self.finished:
+            if self.chat:
+                return BattleError("Wait until the answer is finished (or retry it).")
             return BattleError("Wait until both answers are finished (or retry the failed side).")
         return None
 

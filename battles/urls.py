@@ -21,6 +21,8 @@ app_name = "battles"
 
 urlpatterns = [
     path("battle/", views.start, name="start"),
+    path("compare/", views.compare, name="compare"),
+    path("chat/", views.chat, name="chat"),
     path("c/<uuid:uuid>/", views.conversation_detail, name="conversation"),
     path("c/<uuid:uuid>/continue/", views.conversation_continue, name="continue"),
     path("c/<uuid:uuid>/rename/", views.conversation_rename, name="rename"),

@@ -16,12 +16,12 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import urlencode
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from battles import selectors, services, stream
 from battles.errors import BattleError, NotEnoughModelsError
-from battles.forms import PromptForm, RenameForm, SidebarPageForm, VoteForm
+from battles.forms import ChatForm, CompareForm, PromptForm, RenameForm, SidebarPageForm, VoteForm
 from battles.models import Battle, Conversation
 from core.ratelimit import rate_limit
 from core.visitors import client_ip
@@ -122,6 +122,59 @@ def conversation_continue(request: HttpRequest, uuid) -> HttpResponse:
     """A new blind pair inside the same sidebar session, with a fresh context."""
     conversation = selectors.conversation_get_for_visitor(visitor=request.visitor, uuid=uuid)
     return _start(request, conversation=conversation)
+
+
+def _chosen_start(request: HttpRequest, form, template: str, start) -> HttpResponse:
+    """Side by side or chat: the page with the form's errors (400), the refusal (its status),
+    or the new session."""
+    context = {"form": form, "models": selectors.models_to_choose()}
+    if not form.is_valid():
+        return render(request, template, context, status=400)
+    try:
+        battle = start(
+            visitor=request.visitor,
+            ip=client_ip(request),
+            user_agent_family=_ua_family(request),
+            user=_user(request),
+            **form.cleaned_data,
+        )
+    except BattleError as exc:
+        # A chosen model went away, or the moderation check refused the prompt.
+        return render(request, template, {**context, "error": exc.message}, status=exc.status)
+    return redirect(_session_url(battle.conversation))
+
+
+@rate_limit("start")
+def _compare_start(request: HttpRequest) -> HttpResponse:
+    return _chosen_start(
+        request, CompareForm(request.POST), "battles/compare.html", services.named_start
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def compare(request: HttpRequest) -> HttpResponse:
+    """Side by side: two models the visitor picks by name answer with their names shown.
+    `?model_a=…&model_b=…` fills the choice in."""
+    if request.method == "POST":
+        return _compare_start(request)
+    initial = {k: request.GET[k] for k in ("model_a", "model_b") if k in request.GET}
+    context = {"form": CompareForm(initial=initial), "models": selectors.models_to_choose()}
+    return render(request, "battles/compare.html", context)
+
+
+@rate_limit("start")
+def _chat_start(request: HttpRequest) -> HttpResponse:
+    return _chosen_start(request, ChatForm(request.POST), "battles/chat.html", services.chat_start)
+
+
+@require_http_methods(["GET", "POST"])
+def chat(request: HttpRequest) -> HttpResponse:
+    """A chat with one model the visitor picks by name (`?model=…` fills it in)."""
+    if request.method == "POST":
+        return _chat_start(request)
+    initial = {"model": request.GET["model"]} if "model" in request.GET else {}
+    context = {"form": ChatForm(initial=initial), "models": selectors.models_to_choose()}
+    return render(request, "battles/chat.html", context)
 
 
 @require_GET

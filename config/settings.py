@@ -272,6 +272,8 @@ if not re.fullmatch(r"\d+(kB|MB|GB)", ARENA_RECOMPUTE_WORK_MEM):
         f"got {ARENA_RECOMPUTE_WORK_MEM!r}"
     )
 ARENA_PROVISIONAL_VOTES = env_int("ARENA_PROVISIONAL_VOTES", 30, minimum=0)
+# The personal leaderboard's prior: the public ratings count as this many votes per model.
+ARENA_PERSONAL_PRIOR_VOTES = env_float("ARENA_PERSONAL_PRIOR_VOTES", 20.0, minimum=0.0)
 ARENA_HASH_SALT = env_str("ARENA_HASH_SALT", SECRET_KEY)
 # The proxies whose X-Forwarded-For is believed (addresses or networks such as 172.16.0.0/12):
 # the one rule for the client address (core.visitors.client_ip). The web servers' own proxy

@@ -1,6 +1,7 @@
 """Battle dumps in FastChat's `clean_battle` JSON-lines format: export and import.
 
-`battles_export` writes the counted arena votes (and, if asked, the imported ones) the way
+`battles_export` writes the counted arena votes (and, if asked, the imported ones and the
+side-by-side votes, the last marked `anony: false` as FastChat marks its named battles) the way
 Chatbot Arena publishes its battles; `battles_import` loads such a file into ImportedVote, all
 or nothing.
 """
@@ -19,7 +20,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils.text import slugify
 
-from battles.models import Vote
+from battles.models import NamedVote, Vote
 from leaderboard.exclusions import counted_filter, filter_plan
 from leaderboard.models import ImportedVote
 from llm_providers.models import LLMModel
@@ -68,11 +69,16 @@ def battles_export(
     *,
     write: Callable[[str], object],
     include_imported: bool = False,
+    include_named: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Write counted votes as FastChat `clean_battle` JSON lines; returns how many."""
+    """Write counted votes as FastChat `clean_battle` JSON lines; returns how many.
+
+    With `include_named`, the side-by-side votes follow, `anony: false`: the visitor chose
+    those models by name, so FastChat's rating (and our import) leave them out.
+    """
     written = 0
-    for (
+    for anony, (
         question_id,
         model_a,
         model_b,
@@ -84,7 +90,7 @@ def battles_export(
         language,
         style,
         created_at,
-    ) in _votes_counted(include_imported=include_imported):
+    ) in _votes_counted(include_imported=include_imported, include_named=include_named):
         line = {
             "question_id": question_id.hex if isinstance(question_id, uuid.UUID) else question_id,
             "model_a": model_a,
@@ -92,7 +98,7 @@ def battles_export(
             "winner": WINNERS[choice],
             "judge": judge,
             "turn": turns,
-            "anony": True,
+            "anony": anony,
             "language": language or "unknown",
             "tstamp": created_at.timestamp(),
             "is_code": has_code,
@@ -105,8 +111,9 @@ def battles_export(
     return written
 
 
-def _votes_counted(*, include_imported: bool) -> Iterator[tuple]:
-    """Counted arena votes for the FastChat dump, oldest first, streamed from the database."""
+def _votes_counted(*, include_imported: bool, include_named: bool) -> Iterator[tuple]:
+    """(anonymous?, row) of the counted arena votes for the FastChat dump, oldest first,
+    streamed from the database; then, if asked, the imported and the named votes."""
     columns = ("choice", "turns", "prompt_chars", "has_code", "language", "style", "created_at")
     plan = filter_plan()
     votes = (
@@ -116,14 +123,23 @@ def _votes_counted(*, include_imported: bool) -> Iterator[tuple]:
             "battle__uuid", F("model_a__name"), F("model_b__name"), "visitor_hash", *columns
         )
     )
-    yield from votes.iterator(chunk_size=2000)
+    yield from ((True, row) for row in votes.iterator(chunk_size=2000))
     if include_imported:
         imported = (
             ImportedVote.objects.filter(counted_filter(source=ImportedVote, plan=plan))
             .order_by("created_at", "pk")
             .values_list("external_id", F("model_a__name"), F("model_b__name"), "judge", *columns)
         )
-        yield from imported.iterator(chunk_size=2000)
+        yield from ((True, row) for row in imported.iterator(chunk_size=2000))
+    if include_named:
+        named = (
+            NamedVote.objects.filter(flagged_invalid=False)
+            .order_by("created_at", "pk")
+            .values_list(
+                "battle__uuid", F("model_a__name"), F("model_b__name"), "visitor_hash", *columns
+            )
+        )
+        yield from ((False, row) for row in named.iterator(chunk_size=2000))
 
 
 class DumpLineError(ValueError):

@@ -136,3 +136,18 @@ class HotPrompt(models.Model):
 
     def __str__(self) -> str:
         return self.prompt_hash
+
+
+class PersonalShare(models.Model):
+    """An owner's opt-in link to their personal leaderboard, read-only for whoever has it.
+
+    The link carries `nonce` signed with the secret key; revoking deletes the row, so the old
+    link finds nothing, and sharing again makes a new nonce (a new link).
+    """
+
+    owner_key = models.CharField(max_length=64, unique=True)
+    nonce = models.CharField(max_length=32, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"Shared personal leaderboard ({self.created_at:%Y-%m-%d})"

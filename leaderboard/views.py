@@ -1,12 +1,13 @@
 import csv
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
 
-from leaderboard import plots, selectors
+from leaderboard import personal, plots, selectors, sharing
 from leaderboard.categories import OVERALL, category_label
 from leaderboard.forms import BoardForm
 
@@ -225,3 +226,50 @@ def model_detail(request: HttpRequest, slug: str) -> HttpResponse:
             "overall": category == OVERALL,
         },
     )
+
+
+@never_cache
+@require_GET
+def personal_board(request: HttpRequest) -> HttpResponse:
+    """The visitor's own leaderboard from their blind votes (theirs alone: it is computed
+    for whoever asks, from that visitor's votes), with their share link if they made one."""
+    owner_key = request.visitor.key
+    token = sharing.share_token(owner_key=owner_key)
+    share_url = (
+        request.build_absolute_uri(reverse("leaderboard:shared", args=[token])) if token else None
+    )
+    context = {
+        "title": "Your leaderboard",
+        "board": personal.personal_board(owner_key=owner_key),
+        "share_url": share_url,
+        "owner": True,
+    }
+    return render(request, "leaderboard/personal.html", context)
+
+
+@require_POST
+def personal_share(request: HttpRequest) -> HttpResponse:
+    sharing.share_create(owner_key=request.visitor.key)
+    return redirect("leaderboard:personal")
+
+
+@require_POST
+def personal_unshare(request: HttpRequest) -> HttpResponse:
+    sharing.share_revoke(owner_key=request.visitor.key)
+    return redirect("leaderboard:personal")
+
+
+@never_cache
+@require_GET
+def personal_shared(request: HttpRequest, token: str) -> HttpResponse:
+    """Someone's personal leaderboard through the link they shared, read-only; a revoked or
+    altered link is not found."""
+    owner_key = sharing.share_owner(token=token)
+    if owner_key is None:
+        raise Http404("This link was revoked or never existed.")
+    context = {
+        "title": "A shared leaderboard",
+        "board": personal.personal_board(owner_key=owner_key),
+        "owner": False,
+    }
+    return render(request, "leaderboard/personal.html", context)

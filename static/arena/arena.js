@@ -17,6 +17,14 @@
       if (storage) storage.setItem("arena-theme", next);
       return;
     }
+    var swap = event.target.closest("[data-swap-models]");
+    if (swap) {
+      var fields = swap.form.querySelectorAll("[data-model-field]");
+      var first = fields[0].value;
+      fields[0].value = fields[1].value;
+      fields[1].value = first;
+      return;
+    }
     if (event.target.closest("[data-toggle-sidebar]")) {
       document.body.classList.toggle("sidebar-open");
       return;

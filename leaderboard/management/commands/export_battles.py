@@ -18,8 +18,13 @@ class Command(BaseCommand):
             action="store_true",
             help="Also write votes that came in through import_battles.",
         )
+        parser.add_argument(
+            "--include-named",
+            action="store_true",
+            help="Also write side-by-side votes (models chosen by name), marked anony: false.",
+        )
 
-    def handle(self, *args, output: str, include_imported: bool, **options):
+    def handle(self, *args, output: str, include_imported: bool, include_named: bool, **options):
         def progress(count: int) -> None:
             self.stderr.write(f"… {count:,} votes written")
 
@@ -29,7 +34,10 @@ class Command(BaseCommand):
             raise CommandError(f"Cannot write {output}: {exc.strerror}.") from None
         try:
             count = dumps.battles_export(
-                write=out.write, include_imported=include_imported, progress=progress
+                write=out.write,
+                include_imported=include_imported,
+                include_named=include_named,
+                progress=progress,
             )
         finally:
             if out is not sys.stdout:
