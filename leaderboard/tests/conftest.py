@@ -100,3 +100,7 @@ def consensus(three_models, make_vote):
             ][i % 4]
             make_vote(*pair, visitor_hash=f"honest-{voter}")
     return three_models
+
+
+# The real-browser fixtures (headless Chromium, a fresh context per page) of the battle tests.
+from battles.tests.conftest import _orm_beside_playwright, browser, new_page, page  # noqa: E402, F401
