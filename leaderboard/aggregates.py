@@ -193,22 +193,22 @@ def tables_differences(expected: _Table, got: _Table, *, width: int) -> list[tup
     """Keys whose rows differ: counts and id sums exactly, the style sums (floats the database
     adds in no fixed order) to 1e-9 of their size."""
     expected, got = expected.nonzero(), got.nonzero()
-    keys = sorted(set(expected.keys) | set(got.keys), key=repr)
-    different = []
-    for key in keys:
-        a = expected.values[expected.index[key], :width] if key in expected.index else None
-        b = got.values[got.index[key], :width] if key in got.index else None
-        if a is None or b is None:
-            different.append(key)
-            continue
-        exact = np.ones(width, dtype=bool)
-        if width == FIXED_WIDTH:
-            exact[_STYLE_COLUMNS] = False
-        if not np.array_equal(a[exact], b[exact]) or not np.allclose(
-            a[~exact], b[~exact], rtol=1e-9, atol=1e-9
-        ):
-            different.append(key)
-    return different
+    keys = list(expected.index.keys() | got.index.keys())
+    a, b = np.zeros((len(keys), width)), np.zeros((len(keys), width))
+    present = np.zeros((len(keys), 2), dtype=bool)
+    for column, (table, values) in enumerate(((expected, a), (got, b))):
+        rows = [i for i, key in enumerate(keys) if key in table.index]
+        values[rows] = table.values[[table.index[keys[i]] for i in rows], :width]
+        present[rows, column] = True
+    exact = np.ones(width, dtype=bool)
+    if width == FIXED_WIDTH:
+        exact[_STYLE_COLUMNS] = False
+    same = (
+        present.all(axis=1)
+        & (a[:, exact] == b[:, exact]).all(axis=1)
+        & np.isclose(a[:, ~exact], b[:, ~exact], rtol=1e-9, atol=1e-9).all(axis=1)
+    )
+    return sorted((keys[i] for i in np.flatnonzero(~same)), key=repr)
 
 
 @dataclass
