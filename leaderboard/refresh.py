@@ -106,7 +106,9 @@ def ratings_refresh(
     ARENA_REFRESH_SECONDS) of the last refresh unless forced. The marks are read before the
     recompute's cut-off, so a vote that commits meanwhile is seen by the next tick (which
     then writes nothing if the recompute had it)."""
-    mark, _ = RefreshMark.objects.get_or_create(name=MARK_NAME)
+    # Not created until a refresh has something to record: a tick with nothing to do writes
+    # nothing.
+    mark = RefreshMark.objects.filter(name=MARK_NAME).first() or RefreshMark(name=MARK_NAME)
     now = timezone.now()
     interval = settings.ARENA_REFRESH_SECONDS if interval is None else interval
     spacing = dt.timedelta(seconds=interval / 2)
@@ -128,6 +130,7 @@ def ratings_refresh(
         return RefreshReport(ran=False, reason="busy")
     seen["full_at"] = now.isoformat() if full else mark.seen["full_at"]
     # Conditional: a slower refresh that started earlier never puts back an older mark.
+    RefreshMark.objects.bulk_create([RefreshMark(name=MARK_NAME)], ignore_conflicts=True)
     RefreshMark.objects.filter(name=MARK_NAME).filter(
         Q(refreshed_at__isnull=True) | Q(refreshed_at__lt=now)
     ).update(seen=seen, refreshed_at=now)

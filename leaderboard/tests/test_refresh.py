@@ -7,7 +7,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from battles.models import Vote
-from conftest import wait_for
+from conftest import SERVICE_MODE, wait_for
 from core import scheduler
 from leaderboard import recompute, refresh
 from leaderboard.models import RecomputeLock, RefreshMark, Snapshot
@@ -112,6 +112,7 @@ def test_the_hourly_task_recomputes_even_without_new_votes_and_records_what_it_s
     assert Snapshot.objects.count() == 4
 
 
+@pytest.mark.skipif(SERVICE_MODE, reason="the embedded default's scheduler (Beat in service mode)")
 def test_the_embedded_scheduler_runs_the_refresh_on_its_interval(transactional_db, rated, settings):
     settings.CELERY_BEAT_SCHEDULE = {
         "ratings-refresh": {
