@@ -9,7 +9,13 @@ battles and votes (benchmarks/synthetic.py), then runs `manage.py recompute_rati
 operator would, in a fresh process, and reports its wall time, each stage's time (from the
 command's INFO log) and the process's peak memory. For scale it also times the bare SQL
 aggregation a recompute cannot do without (one GROUP BY of every vote into counts).
-The first run writes every snapshot; the second finds nothing changed (same fingerprint).
+The first run writes every snapshot; the second finds nothing changed (same fingerprint) and
+folds every vote into the stored tallies (leaderboard/aggregates.py; once after an upgrade);
+the third is the full recompute as the hourly job runs it.
+
+Then the live board's refresh (`recompute_ratings --if-new-votes`, what the refresh tick
+runs): once with no new vote (the check alone), once after 1,000 new votes (`--new-votes`),
+with Django's start-up (`manage.py shell -c pass`) timed apart.
 """
 
 from __future__ import annotations
@@ -17,9 +23,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -58,6 +64,8 @@ def env() -> dict:
         DJANGO_SETTINGS_MODULE="config.settings",
         DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
         LOG_LEVEL="INFO",
+        # The synthetic votes are all committed: fold them at the second run, not 5 min on.
+        ARENA_REFRESH_SETTLE_SECONDS="0",
         PYTHONUNBUFFERED="1",
     )
     out.pop("REDIS_URL", None)
@@ -65,23 +73,26 @@ def env() -> dict:
 
 
 def manage(*args: str) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS MB of the process, output) of one manage.py command."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    wall = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if result.returncode:
-        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
-    # ru_maxrss of children is the largest child so far: only meaningful when it grew.
-    return wall, max(peak, before) / 1024, result.stdout + result.stderr
+    """(wall seconds, peak RSS MB of this process alone, output) of one manage.py command."""
+    with tempfile.TemporaryFile("w+") as out:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        # wait4 gives this child's own peak memory (RUSAGE_CHILDREN is the largest so far).
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        output = out.read()
+    if process.returncode:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{output}")
+    return wall, usage.ru_maxrss / 1024, output
 
 
 def stages(output: str) -> dict[str, float]:
@@ -99,12 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--votes", type=int, default=2_000_000)
     parser.add_argument("--models", type=int, default=200)
-    parser.add_argument("--runs", type=int, default=2, help="recompute runs (default 2)")
+    parser.add_argument("--runs", type=int, default=3, help="recompute runs (default 3)")
     parser.add_argument(
         "--reuse", action="store_true", help="use the database a --keep-db run left (no insert)"
     )
     parser.add_argument("--keep-db", action="store_true", help="do not drop the database")
     parser.add_argument("--args", default="", help="extra recompute_ratings arguments")
+    parser.add_argument(
+        "--new-votes", type=int, default=1000, help="votes added before the refresh (1000)"
+    )
     args = parser.parse_args(argv)
 
     log(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} cores")
@@ -142,6 +156,13 @@ def main(argv: list[str] | None = None) -> int:
             wall, peak, output = manage("recompute_ratings", *args.args.split())
             runs.append((wall, peak, stages(output), output))
             log(f"run {i + 1}: {wall:.1f} s, peak {peak:.0f} MB")
+        startup, _, _ = manage("shell", "-c", "pass")
+        idle, idle_peak, idle_output = manage("recompute_ratings", "--if-new-votes")
+        log(f"refresh, no new vote: {idle:.2f} s ({idle_output.strip().splitlines()[-1]})")
+        model_ids = [row[0] for row in sql("SELECT id FROM llm_providers_llmmodel", fetch=True)]
+        synthetic.votes_insert(sql, count=args.new_votes, model_ids=model_ids, seed=0.7)
+        fresh, fresh_peak, fresh_output = manage("recompute_ratings", "--if-new-votes")
+        log(f"refresh after {args.new_votes:,} new votes: {fresh:.2f} s, peak {fresh_peak:.0f} MB")
     finally:
         if not args.keep_db and not args.reuse:
             synthetic.db_recreate(DB_NAME, drop_only=True)
@@ -155,10 +176,27 @@ def main(argv: list[str] | None = None) -> int:
         f"  bare SQL GROUP BY of every vote into counts: {floor:.2f} s ({len(floor_rows):,} rows)"
     )
     for i, (wall, peak, stage_times, _output) in enumerate(runs, start=1):
-        label = "first run (writes every snapshot)" if i == 1 else "again (nothing changed)"
+        label = {
+            1: "first run (writes every snapshot)",
+            2: "again (nothing changed; folds every vote into the stored tallies, once)",
+        }.get(i, "again (nothing changed)")
         print(f"  run {i}, {label}: {wall:.2f} s wall, peak RSS {peak:.0f} MB")
         for stage, seconds in sorted(stage_times.items(), key=lambda kv: -kv[1]):
             print(f"      {stage:<28} {seconds:6.2f} s")
+    print()
+    print("the live board's refresh (recompute_ratings --if-new-votes), start-up included")
+    print(f"  Django start-up alone (manage.py shell -c pass): {startup:.2f} s")
+    print("  | votes | new votes | refresh | full rebuild (last run) | peak RSS |")
+    print("  |---|---|---|---|---|")
+    rebuild = runs[-1][0] if runs else float("nan")
+    print(f"  | {votes:,} | 0 | {idle:.2f} s | {rebuild:.2f} s | {idle_peak:.0f} MB |")
+    print(
+        f"  | {votes:,} | {args.new_votes:,} | {fresh:.2f} s | {rebuild:.2f} s "
+        f"| {fresh_peak:.0f} MB |"
+    )
+    print(f"  stages of the refresh after {args.new_votes:,} new votes:")
+    for stage, seconds in sorted(stages(fresh_output).items(), key=lambda kv: -kv[1]):
+        print(f"      {stage:<28} {seconds:6.2f} s")
     print()
     # The command's own summary of the overall board (models, votes, exclusions).
     overall = [

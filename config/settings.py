@@ -230,11 +230,26 @@ CELERY_TASK_ROUTES = {
 CELERY_TASK_DEFAULT_QUEUE = ARENA_QUEUE_DEFAULT
 
 ARENA_RECOMPUTE_INTERVAL_SECONDS = env_int("ARENA_RECOMPUTE_INTERVAL_SECONDS", 3600, minimum=10)
+# The live board: look for new votes this often and recompute if any arrived (at most one
+# refresh per interval); open leaderboard pages ask for a newer board every poll interval.
+ARENA_REFRESH_SECONDS = env_float("ARENA_REFRESH_SECONDS", 30.0, minimum=0.5)
+ARENA_BOARD_POLL_SECONDS = env_float("ARENA_BOARD_POLL_SECONDS", 15.0, minimum=0.5)
+# Longer than any vote's transaction stays open: ids this old have committed (or never will).
+ARENA_REFRESH_SETTLE_SECONDS = env_float("ARENA_REFRESH_SETTLE_SECONDS", 300.0, minimum=0)
 ARENA_REAPER_INTERVAL_SECONDS = env_int("ARENA_REAPER_INTERVAL_SECONDS", 30, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "ratings-recompute": {
         "task": "leaderboard.tasks.ratings_recompute_task",
         "schedule": float(ARENA_RECOMPUTE_INTERVAL_SECONDS),
+    },
+    "ratings-refresh": {
+        "task": "leaderboard.tasks.ratings_refresh_task",
+        "schedule": ARENA_REFRESH_SECONDS,
+        # The tick says how far apart ticks are: ticks closer than half that (queued behind a
+        # busy worker) do nothing (leaderboard.refresh).
+        "args": (ARENA_REFRESH_SECONDS,),
+        # A tick still queued when the next one is due is of no use: drop it.
+        "options": {"expires": ARENA_REFRESH_SECONDS},
     },
     "replies-reap": {
         "task": "battles.tasks.replies_reap_task",

@@ -97,6 +97,14 @@ class ImportedVote(AbstractVote):
                 condition=~Q(model_a=models.F("model_b")), name="importedvote_distinct_models"
             ),
         ]
+        indexes = [
+            # As battles.Vote's: the few votes a refresh reads among millions (aggregates.py).
+            models.Index(
+                fields=["id"],
+                condition=Q(identity_leak=True) | Q(flagged_invalid=True),
+                name="importedvote_left_out",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.external_id
@@ -151,3 +159,77 @@ class PersonalShare(models.Model):
 
     def __str__(self) -> str:
         return f"Shared personal leaderboard ({self.created_at:%Y-%m-%d})"
+
+
+class RefreshMark(models.Model):
+    """What the last refresh of the board saw of the vote tables (leaderboard.refresh): a
+    refresh that finds the same marks has nothing new to count and does nothing.
+
+    `seen` holds, per vote table, `floor` (every id up to it had committed when it was set),
+    `max` and `recent` (the highest id and the number of rows above the floor), and the
+    candidate for the next floor with the time it was seen."""
+
+    name = models.CharField(max_length=40, primary_key=True)
+    seen = models.JSONField(default=dict, blank=True)
+    refreshed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PairTally(models.Model):
+    """The folded votes of one vote table for one (model_a, model_b), whatever their reason:
+    the fit's input kept up to date (leaderboard.aggregates). `sums` is the tally's row layout
+    (tally._tally_rows): counts per category and choice, then per choice the style sums and
+    the sum of the vote ids."""
+
+    source = models.CharField(max_length=8)  # "vote" or "imported"
+    model_a_id = models.BigIntegerField()
+    model_b_id = models.BigIntegerField()
+    sums = models.JSONField(default=list)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "model_a_id", "model_b_id"], name="pairtally_unique_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} {self.model_a_id}-{self.model_b_id}"
+
+
+class LanguageTally(models.Model):
+    """The folded votes of one vote table for one (language, model_a, model_b): a count per
+    choice (leaderboard.aggregates)."""
+
+    source = models.CharField(max_length=8)
+    language = models.CharField(max_length=16)
+    model_a_id = models.BigIntegerField()
+    model_b_id = models.BigIntegerField()
+    sums = models.JSONField(default=list)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "language", "model_a_id", "model_b_id"],
+                name="languagetally_unique_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} {self.language} {self.model_a_id}-{self.model_b_id}"
+
+
+class TallyFold(models.Model):
+    """How far the votes are folded into PairTally / LanguageTally: per vote table the highest
+    id folded (every lower id had committed when it was folded), and the parameters the rows
+    depend on (a change refolds every vote)."""
+
+    name = models.CharField(max_length=40, primary_key=True)
+    folded = models.JSONField(default=dict, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.name

@@ -8,9 +8,11 @@ its snapshot, unless the fingerprint of its counts and parameters says nothing c
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
+import logging
 import math
 import time
 import uuid
@@ -24,6 +26,7 @@ from threadpoolctl import threadpool_limits
 
 from battles.features import STYLE_FEATURES
 from core import metrics
+from leaderboard.aggregates import StoredTallies, tallies_compare, tallies_fold, tallies_ready
 from leaderboard.categories import (
     LANGUAGE_PREFIX,
     OVERALL,
@@ -33,7 +36,12 @@ from leaderboard.categories import (
 )
 from leaderboard.consistent_reads import ConsistentReads
 from leaderboard.engine import PairCounts, RatingOptions, StyleSums, fit
-from leaderboard.exclusions import FilterPlan, excluded_statuses, hot_prompts_record
+from leaderboard.exclusions import (
+    FilterPlan,
+    excluded_statuses,
+    filter_plan_recorded,
+    hot_prompts_record,
+)
 from leaderboard.models import RecomputeLock, Snapshot, SnapshotRow
 from leaderboard.outliers import voters_flag
 from leaderboard.selectors import snapshot_current
@@ -42,6 +50,7 @@ from leaderboard.timing import stage
 from llm_providers.models import LLMModel
 
 LOCK_NAME = "ratings"
+log = logging.getLogger(__name__)
 
 
 class RecomputeBusyError(Exception):
@@ -153,6 +162,8 @@ def _recompute_category(
         "style_control": style,
         "excluded_statuses": excluded_statuses(),
         "filters": plan.params(),
+        # Ranks count only the models with this many votes (the others are listed unranked).
+        "min_votes_to_rank": settings.ARENA_MIN_VOTES_TO_SHOW,
     }
     fingerprint = _fingerprint(votes, {"params": params, "excluded": excluded})
     latest = snapshot_current(category=category, matrices=False)
@@ -180,6 +191,9 @@ def _recompute_category(
     if result is not None:
         params["iterations"] = result.iterations
         params["grad_norm"] = result.grad_norm
+        ranked = result.battles >= settings.ARENA_MIN_VOTES_TO_SHOW
+        rank = _rank_among(result, ranked)
+        style_rank = _rank_among(style_result, ranked) if style_result is not None else None
 
     snapshot = Snapshot(
         category=category,
@@ -206,14 +220,14 @@ def _recompute_category(
                 rating=float(result.ratings[i]),
                 lower=_finite(result.lower[i]),
                 upper=_finite(result.upper[i]),
-                rank_ub=int(result.rank_ub[i]),
+                rank_ub=int(rank[i]),
                 votes=int(result.battles[i]),
                 wins=float(result.wins[i]),
                 losses=float(result.losses[i]),
                 ties=float(result.ties[i] + result.both_bad[i]),
                 win_rate=float(result.win_rate[i]) if result.wins[i] + result.losses[i] else None,
                 style_rating=float(style_result.ratings[i]) if style_result else None,
-                style_rank_ub=int(style_result.rank_ub[i]) if style_result else None,
+                style_rank_ub=int(style_rank[i]) if style_result else None,
             )
             for pk, i in index.items()
         ]
@@ -229,6 +243,14 @@ def _recompute_category(
     return snapshot
 
 
+def _rank_among(result, ranked: np.ndarray) -> np.ndarray:
+    """Rank (UB) against the `ranked` models only: 1 + how many of them have their whole
+    interval above this one's. A model with too few votes to be ranked has a wide interval
+    that would otherwise push the ranked ones down while it is not ranked itself."""
+    lower = np.sort(np.asarray(result.lower, dtype=float)[ranked])
+    return 1 + len(lower) - np.searchsorted(lower, np.asarray(result.upper, dtype=float), "right")
+
+
 def _blas_one_thread():
     """The fits' matrices are small (models x models): BLAS threads waiting on each other and
     on the database cost more than they save (benchmarks/README.md)."""
@@ -240,11 +262,12 @@ def _style_default() -> bool:
 
 
 def _tallies(
-    *, cutoff: dt.datetime, style: bool, languages: bool
+    *, cutoff: dt.datetime, style: bool, languages: bool, compare: bool = False
 ) -> tuple[FilterPlan, VoteTallies]:
     """Everything the database has to say at this cut-off: the filter plan, every category's
     counts, and (flags first, so every category leaves out the same voters) the outlier test.
-    The plan's hot prompts and the flags are stored for the pages (filter_plan_recorded)."""
+    The plan's hot prompts and the flags are stored for the pages (filter_plan_recorded).
+    With `compare`, the stored tallies are checked against these counts (and repaired)."""
     outliers = settings.ARENA_OUTLIER_DETECTION
     with ConsistentReads() as reads:
         with stage("reads"):
@@ -259,6 +282,38 @@ def _tallies(
         hot_prompts_record(plan=plan)
         if plan.voter_flags:
             voters_flag(cutoff=cutoff, tallies=tallies)
+            with stage("flagged voters' votes"):
+                tallies.flags_apply()
+        if compare and style and languages:
+            # In the reads' snapshot: the stored rows and the tail see the same votes.
+            with stage("compare stored tallies"):
+                report = tallies_compare(totals=tallies.totals(), cutoff=cutoff)
+            if report.checked:
+                log.info(
+                    "stored tallies %s",
+                    f"repaired ({report.differences} rows differed)"
+                    if report.repaired
+                    else "match the votes",
+                )
+    return plan, tallies
+
+
+def _tallies_stored(*, cutoff: dt.datetime, style: bool) -> tuple[FilterPlan, VoteTallies]:
+    """The counts from the stored tallies (aggregates.py) and the filters the last full
+    recompute decided: its hot prompts and flagged voters (neither the prompt histogram nor
+    the outlier test is read again)."""
+    plan = dataclasses.replace(filter_plan_recorded(), cutoff=cutoff)
+    with ConsistentReads() as reads:
+        with stage("reads"):
+            tallies = VoteTallies(
+                cutoff=cutoff,
+                plan=plan,
+                style=style,
+                languages=True,
+                reads=reads,
+                stored=StoredTallies.current(),
+            )
+        if plan.voter_flags:
             with stage("flagged voters' votes"):
                 tallies.flags_apply()
     return plan, tallies
@@ -294,17 +349,35 @@ def ratings_recompute(
         _lock_release(token)
 
 
-def ratings_recompute_all(*, bootstrap: int = 0, style: bool | None = None) -> list[Snapshot]:
+def ratings_recompute_all(
+    *,
+    bootstrap: int = 0,
+    style: bool | None = None,
+    settled: dict[str, int] | None = None,
+    stored: bool = False,
+) -> list[Snapshot]:
     """Every category (the fixed ones and each language with enough votes) at one cut-off.
 
-    Style control runs for the overall board only.
+    Style control runs for the overall board only. With `settled` (per vote table, an id
+    below which every vote has committed: leaderboard.refresh) the votes up to it are folded
+    into the stored tallies first; then with `stored` the counts come from those tallies and
+    the filters the last full recompute decided, and without, from every vote, which the
+    stored tallies are checked against (aggregates.py).
     """
     token = _lock_claim()
     style = _style_default() if style is None else style
     try:
         with metrics.RATING_REFRESH_SECONDS.time():
             cutoff = timezone.now()
-            plan, tallies = _tallies(cutoff=cutoff, style=style, languages=True)
+            if settled is not None:
+                with stage("fold"):
+                    tallies_fold(settled=settled)
+            if stored and tallies_ready():
+                plan, tallies = _tallies_stored(cutoff=cutoff, style=style)
+            else:
+                plan, tallies = _tallies(
+                    cutoff=cutoff, style=style, languages=True, compare=settled is not None
+                )
             minimum = settings.ARENA_LANGUAGE_CATEGORY_MIN_VOTES
             categories = [c.key for c in fixed_categories()] + [
                 language_category(code) for code in tallies.languages(min_votes=minimum)

@@ -59,9 +59,23 @@ class BoardFilters:
     descending: bool = False
 
 
+def snapshot_latest_id(*, category: str = OVERALL) -> int | None:
+    """The id of a category's latest snapshot (what an open board asks about when it polls)."""
+    return Snapshot.objects.filter(category=category).values_list("pk", flat=True).first()
+
+
+def votes_exist() -> bool:
+    """Whether any vote has been cast or imported (an empty board says which it waits for)."""
+    return Vote.objects.exists() or ImportedVote.objects.exists()
+
+
 def board_rows(*, snapshot: Snapshot, filters: BoardFilters) -> list[SnapshotRow]:
-    """The rows a visitor sees, with the display fields the templates and exports need."""
-    rows = snapshot.rows.select_related("model").filter(votes__gte=settings.ARENA_MIN_VOTES_TO_SHOW)
+    """The rows a visitor sees, with the display fields the templates and exports need.
+
+    Models with fewer than ARENA_MIN_VOTES_TO_SHOW votes come last (in the same order among
+    themselves), marked `below_min`: listed so that every vote shows, their rating is not yet
+    meaningful."""
+    rows = snapshot.rows.select_related("model")
     if not filters.show_retired:
         rows = rows.exclude(model__status=LLMModel.Status.RETIRED)
     if filters.q:
@@ -78,10 +92,11 @@ def board_rows(*, snapshot: Snapshot, filters: BoardFilters) -> list[SnapshotRow
     rows = list(rows.order_by(*order, "model__name"))
     for row in rows:
         _decorate(row)
-    return rows
+    return sorted(rows, key=lambda row: row.below_min)  # stable: the order above stays
 
 
 def _decorate(row: SnapshotRow) -> None:
+    row.below_min = row.votes < settings.ARENA_MIN_VOTES_TO_SHOW
     row.provisional = row.votes < settings.ARENA_PROVISIONAL_VOTES
     row.ci_plus = row.upper - row.rating if row.upper is not None else None
     row.ci_minus = row.rating - row.lower if row.lower is not None else None

@@ -20,6 +20,7 @@ import datetime as dt
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from django.db import connection
@@ -76,23 +77,42 @@ def _reason_case(source):
     return Case(*whens, default=Value(0), output_field=IntegerField())
 
 
-def _source_votes(source, *, cutoff: dt.datetime, columns: dict, scope: Q):
-    """SQL of one vote table's votes up to the cut-off: `columns` plus `rs`, the reason."""
-    queryset = source.objects.filter(scope, created_at__lte=cutoff).order_by()
-    named = {**columns, "rs": _reason_case(source)}
+def _source_votes(
+    source, *, cutoff: dt.datetime | None, columns: dict, scope: Q, reasons: bool = True
+):
+    """SQL of one vote table's votes up to the cut-off (every vote without one): `columns`
+    plus `rs`, the reason (0 for every vote when not `reasons`)."""
+    queryset = source.objects.filter(scope).order_by()
+    if cutoff is not None:
+        queryset = queryset.filter(created_at__lte=cutoff)
+    reason = _reason_case(source) if reasons else Value(0, output_field=IntegerField())
+    named = {**columns, "rs": reason}
     return compiled(queryset.annotate(**named).values_list(*named))
+
+
+def row_reasons_any(source) -> Q | None:
+    """The votes of `source` with a row-level reason to be left out, or None if none can."""
+    reasons = list(_row_exclusions(source).values())
+    if not reasons:
+        return None
+    found = reasons[0]
+    for reason in reasons[1:]:
+        found |= reason
+    return found
 
 
 def _tally_rows(
     *,
-    cutoff: dt.datetime,
+    cutoff: dt.datetime | None,
     by_language: bool,
     style: bool,
     sources=VOTE_SOURCES,
     scope: Q | None = None,
+    reasons: bool = True,
 ) -> tuple[list[tuple], np.ndarray]:
     """One GROUP BY per vote table: keys (..., model_a, model_b, reason) and their sums (both
-    tables' rows may share a key; _Table adds them up)."""
+    tables' rows may share a key; _Table adds them up). Without `reasons` every vote is under
+    "" (counted), as the stored tallies keep them (aggregates.py)."""
     columns = {"ma": F("model_a_id"), "mb": F("model_b_id"), "ch": F("choice")}
     if by_language:
         columns["lg"] = F("language")
@@ -133,7 +153,9 @@ def _tally_rows(
     keyed: list[tuple] = []  # the rows' keys, the reason by name
     reason_at = 3 if by_language else 2
     for source in sources:
-        sql, params = _source_votes(source, cutoff=cutoff, columns=columns, scope=scope)
+        sql, params = _source_votes(
+            source, cutoff=cutoff, columns=columns, scope=scope, reasons=reasons
+        )
         # Only the ORM's compiled SQL and constants go into these statements (S608).
         read = fetch(
             f"SELECT {keys}, {', '.join(aggregates)} FROM ({sql}) votes GROUP BY {keys}",  # noqa: S608
@@ -170,6 +192,15 @@ def _tally_rows(
     # A key may come from both vote tables: add, never overwrite.
     np.add.at(out, (at[:, None], columns), sums)
     return list(index), out
+
+
+class StoredCounts(Protocol):
+    """Where VoteTallies takes its two count tables from instead of reading every vote
+    (aggregates.StoredTallies)."""
+
+    def fixed(self, *, cutoff: dt.datetime, style: bool) -> _Table: ...
+
+    def by_language(self, *, cutoff: dt.datetime) -> _Table: ...
 
 
 @dataclass
@@ -210,6 +241,33 @@ class _Table:
             starts = np.flatnonzero(np.r_[True, np.diff(at[order]) != 0])
             self.values[at[order][starts]] = np.add.reduceat(values[order], starts, axis=0)
         self._columns: tuple[np.ndarray, ...] | None = None
+
+    @classmethod
+    def combined(cls, parts: list[tuple[_Table, float]], width: int) -> _Table:
+        """The sum of the tables, each times its sign (rows of one key added up)."""
+        keys = [key for table, _ in parts for key in table.keys]
+        values = [sign * table.values[:, :width] for table, sign in parts if len(table.keys)]
+        return cls(keys, np.vstack(values) if values else np.zeros((0, width)))
+
+    def reassigned(self) -> _Table:
+        """Minus these rows under "" (counted) and plus them under their own reason: what
+        moves votes stored as counted to the reason they have now."""
+        return _Table(
+            [(*key[:-1], "") for key in self.keys] + self.keys,
+            np.vstack([-self.values, self.values]) if self.keys else self.values,
+        )
+
+    def totals(self) -> _Table:
+        """Every row under "" (the votes whatever their reason), zero rows left out."""
+        table = _Table([(*key[:-1], "") for key in self.keys], self.values)
+        return table.nonzero()
+
+    def nonzero(self) -> _Table:
+        """The rows with a vote: a row whose counts (its first four columns: overall, or the
+        language, per choice) are all zero holds none, whatever float dust its style sums
+        kept from votes added and taken away."""
+        keep = np.flatnonzero(np.any(self.values[:, :4] != 0, axis=1)) if self.keys else []
+        return _Table([self.keys[i] for i in keep], self.values[keep])
 
     def key_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(model_a ids, model_b ids, reasons) of the rows, as arrays."""
@@ -370,18 +428,25 @@ class VoteTallies:
         languages: bool = True,
         voter_min_votes: int | None = None,
         reads: ConsistentReads | None = None,
+        stored: StoredCounts | None = None,
     ):
         self.cutoff = cutoff
         self.style = style
         self.languages_read = languages
         # Longest first: the reads run at once start in this order.
         jobs: dict[str, Callable[[], object]] = {
-            "counts": lambda: self._table(by_language=False),
+            "counts": (lambda: stored.fixed(cutoff=cutoff, style=style))
+            if stored is not None
+            else (lambda: self._table(by_language=False)),
         }
         if voter_min_votes is not None:
             jobs["voters' votes"] = lambda: _voter_votes(cutoff=cutoff, min_votes=voter_min_votes)
         if languages:
-            jobs["language counts"] = lambda: self._table(by_language=True)
+            jobs["language counts"] = (
+                (lambda: stored.by_language(cutoff=cutoff))
+                if stored is not None
+                else (lambda: self._table(by_language=True))
+            )
         if plan is None:
             jobs["filter plan"] = lambda: filter_plan(cutoff=cutoff)
         read = reads.run(jobs) if reads is not None else in_turn(jobs)
@@ -419,6 +484,11 @@ class VoteTallies:
             self.by_language.move(
                 self._table(by_language=True, sources=(Vote,), scope=scope), reason
             )
+
+    def totals(self) -> tuple[_Table, _Table]:
+        """(fixed, by language) tables of every vote up to the cut-off under "", whatever its
+        reason: moving votes between reasons leaves them as they are."""
+        return self.fixed.totals(), self.by_language.totals()
 
     def consensus(self) -> Consensus:
         """Counted decisive overall votes per unordered pair."""

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
@@ -40,6 +41,7 @@ EXPORT_FIELDS = [
     "ties",
     "win_rate",
     "provisional",
+    "below_min_votes",
     "style_score",
     "style_rank",
 ]
@@ -113,9 +115,40 @@ def _plots(snapshot, rows, category: str) -> dict:
     }
 
 
+def age_text(seconds: float) -> str:
+    """'12 s ago', '3 min ago', '2 h ago', '4 days ago' (static/arena/arena.js says the same
+    as the page stays open)."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s ago"
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    if seconds < 86400:
+        return f"{seconds // 3600} h ago"
+    days = seconds // 86400
+    return f"{days} day{'s' if days > 1 else ''} ago"
+
+
+def _poll_url(request: HttpRequest, snapshot) -> str:
+    """This board's URL with the snapshot it shows: the poll gets 204 until a newer one."""
+    query = request.GET.copy()
+    query["since"] = str(snapshot.pk) if snapshot else ""
+    return f"{reverse('leaderboard:index')}?{query.urlencode()}"
+
+
 @require_GET
 def index(request: HttpRequest) -> HttpResponse:
+    if request.htmx and "since" in request.GET:
+        # An open board asking whether there is a newer one: one indexed lookup, and no
+        # content (htmx then swaps nothing) while the answer is no.
+        form = BoardForm(request.GET)
+        form.is_valid()
+        latest = selectors.snapshot_latest_id(category=form.selected_category())
+        if request.GET["since"] == (str(latest) if latest else ""):
+            return HttpResponse(status=204)
     form, category, snapshot, filters, rows = _board(request, matrices=True)
+    rated = [row for row in rows if not row.below_min]
+    age = int((timezone.now() - snapshot.created_at).total_seconds()) if snapshot else None
     context = {
         "title": "Leaderboard",
         "form": form,
@@ -127,7 +160,12 @@ def index(request: HttpRequest) -> HttpResponse:
         "filtered": bool(filters.q or filters.organization or filters.license),
         "columns": _columns(request, filters, bool(snapshot and snapshot.has_style)),
         "choices": selectors.board_choices(snapshot=snapshot) if snapshot else {},
-        "plots": _plots(snapshot, rows, category) if snapshot and rows else {},
+        "plots": _plots(snapshot, rated, category) if snapshot and rated else {},
+        "votes_exist": snapshot is not None or selectors.votes_exist(),
+        "age_seconds": age,
+        "age_text": age_text(age) if snapshot else "",
+        "poll_url": _poll_url(request, snapshot),
+        "poll_seconds": settings.ARENA_BOARD_POLL_SECONDS,
         "min_votes": settings.ARENA_MIN_VOTES_TO_SHOW,
         "provisional_votes": settings.ARENA_PROVISIONAL_VOTES,
         "json_url": f"{reverse('leaderboard:json')}?{request.GET.urlencode()}",
@@ -141,7 +179,8 @@ def index(request: HttpRequest) -> HttpResponse:
 
 def _row_data(row) -> dict:
     return {
-        "rank": row.rank_ub,
+        # Below the minimum votes a rank says nothing yet: the row is listed, unranked.
+        "rank": None if row.below_min else row.rank_ub,
         "model": row.model.name,
         "slug": row.model.slug,
         "organization": row.model.organization,
@@ -157,8 +196,9 @@ def _row_data(row) -> dict:
         "ties": row.ties,
         "win_rate": round(row.win_rate, 4) if row.win_rate is not None else None,
         "provisional": row.provisional,
+        "below_min_votes": row.below_min,
         "style_score": round(row.style_rating, 2) if row.style_rating is not None else None,
-        "style_rank": row.style_rank_ub,
+        "style_rank": None if row.below_min else row.style_rank_ub,
     }
 
 
@@ -173,6 +213,7 @@ def board_json(request: HttpRequest) -> JsonResponse:
             "method": snapshot.method,
             "votes": snapshot.vote_count,
             "excluded": snapshot.excluded,
+            "min_votes_to_rank": settings.ARENA_MIN_VOTES_TO_SHOW,
         }
     return JsonResponse(
         {

@@ -6,7 +6,7 @@ import pytest
 from battles.models import Battle, Conversation, Vote
 
 # The real-browser fixtures (one Chromium, a fresh context per page), for the browser tests here.
-from battles.tests.conftest import _orm_beside_playwright, browser, new_page  # noqa: F401
+from battles.tests.conftest import _orm_beside_playwright, browser, new_page, page  # noqa: F401
 
 _style_lengths = itertools.count(100)
 

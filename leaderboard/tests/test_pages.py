@@ -30,6 +30,12 @@ def test_the_empty_board_says_ratings_come_after_votes(client, db):
     assert b"No ratings yet" in response.content
 
 
+def test_votes_not_yet_counted_are_announced_not_called_no_ratings(client, rated):
+    body = client.get("/leaderboard/").content.decode()
+    assert "No ratings yet" not in body
+    assert "The first votes are in" in body
+
+
 def test_it_lists_models_by_rank_with_score_interval_votes_and_win_rate(client, board):
     response = client.get("/leaderboard/")
     assert names(response) == ["Alpha", "Bravo", "Charlie"]
@@ -40,18 +46,78 @@ def test_it_lists_models_by_rank_with_score_interval_votes_and_win_rate(client, 
     assert "Alpha Labs" in body
 
 
-def test_models_below_the_minimum_votes_are_hidden_and_few_votes_are_provisional(
+def test_models_below_the_minimum_votes_are_listed_last_greyed_and_unranked(
     client, board, make_model, make_votes, settings
 ):
     newcomer = make_model("Delta")
     make_votes(newcomer, board[0], "a", 4)
     recompute.ratings_recompute()
-    assert "Delta" not in names(client.get("/leaderboard/"))
+    response = client.get("/leaderboard/")
+    assert names(response) == ["Alpha", "Bravo", "Charlie", "Delta"]
+    body = response.content.decode()
+    row = re.search(r'<tr class="below-min">(.*?)</tr>', body, re.S).group(1)
+    assert "Delta" in row and "too few votes" in row
+    assert re.search(r'<td class="num">–</td>', row)  # no rank
+    assert re.search(r'<td class="num">4</td>', row)  # its votes
+    assert "score is not yet meaningful" in body
+    # Sorted by score the newcomer's high score still comes after the ranked models.
+    assert names(client.get("/leaderboard/?sort=score&dir=desc"))[-1] == "Delta"
+
     settings.ARENA_MIN_VOTES_TO_SHOW = 3
     response = client.get("/leaderboard/")
-    assert "Delta" in names(response)
+    assert 'class="below-min"' not in response.content.decode()
     row = re.search(r"Delta</a>(.*?)</td>", response.content.decode(), re.S).group(1)
     assert "provisional" in row
+
+
+def test_json_and_csv_mark_the_models_below_the_minimum_votes(
+    client, board, make_model, make_votes
+):
+    make_votes(make_model("Delta"), board[0], "a", 4)
+    recompute.ratings_recompute()
+    data = client.get("/leaderboard.json").json()
+    assert data["snapshot"]["min_votes_to_rank"] == 5
+    by_name = {model["model"]: model for model in data["models"]}
+    assert by_name["Delta"]["below_min_votes"] is True
+    assert by_name["Delta"]["rank"] is None and by_name["Delta"]["votes"] == 4
+    assert by_name["Alpha"]["below_min_votes"] is False and by_name["Alpha"]["rank"] == 1
+    rows = list(csv.DictReader(io.StringIO(client.get("/leaderboard.csv").content.decode())))
+    assert [(r["model"], r["below_min_votes"], r["rank"]) for r in rows][-1] == (
+        "Delta",
+        "True",
+        "",
+    )
+
+
+def test_the_board_says_how_long_ago_it_was_computed(client, board):
+    body = client.get("/leaderboard/").content.decode()
+    age = re.search(r'<span class="board-age" data-age="(\d+)">(\d+) s ago</span>', body)
+    assert age and int(age.group(1)) < 60
+
+
+def test_a_poll_gets_no_content_until_a_newer_board_exists(client, board, make_vote):
+    htmx = {"HX-Request": "true"}
+    body = client.get("/leaderboard/?sort=score").content.decode()
+    poll = re.search(r'class="board-poll" hx-get="([^"]+)" hx-trigger="every 15.0s"', body)
+    url = poll.group(1).replace("&amp;", "&")
+    assert "sort=score" in url and "since=" in url
+    assert client.get(url, headers=htmx).status_code == 204
+
+    make_vote(board[0], board[1], "b")
+    recompute.ratings_recompute()
+    fresh = client.get(url, headers=htmx)
+    assert fresh.status_code == 200
+    assert fresh.content.decode().lstrip().startswith('<section id="board"')
+    assert "from 61 votes" in fresh.content.decode()
+
+
+def test_a_poll_before_the_first_board_gets_it_once_computed(client, rated):
+    htmx = {"HX-Request": "true"}
+    body = client.get("/leaderboard/").content.decode()
+    url = re.search(r'class="board-poll" hx-get="([^"]+)"', body).group(1)
+    assert client.get(url, headers=htmx).status_code == 204
+    recompute.ratings_recompute()
+    assert "from 60 votes" in client.get(url, headers=htmx).content.decode()
 
 
 def test_columns_sort_both_ways(client, board):

@@ -87,6 +87,23 @@
     }
     note.textContent = message;
   }
+  // "Updated 12 s ago" keeps counting while the page stays open (the board itself is only
+  // swapped when a newer one exists). The server gives the age when it rendered the element.
+  function ageText(seconds) {
+    seconds = Math.max(0, Math.floor(seconds));
+    if (seconds < 60) return seconds + " s ago";
+    if (seconds < 3600) return Math.floor(seconds / 60) + " min ago";
+    if (seconds < 86400) return Math.floor(seconds / 3600) + " h ago";
+    var days = Math.floor(seconds / 86400);
+    return days + (days > 1 ? " days ago" : " day ago");
+  }
+  setInterval(function () {
+    document.querySelectorAll("[data-age]").forEach(function (el) {
+      if (!el.ageFrom) el.ageFrom = Date.now() - Number(el.dataset.age) * 1000;
+      el.textContent = ageText((Date.now() - el.ageFrom) / 1000);
+    });
+  }, 1000);
+
   document.addEventListener("htmx:responseError", function (event) {
     requestFailed(event, "Something went wrong on our side (HTTP " + event.detail.xhr.status +
       "). Please try again in a moment.");
