@@ -51,6 +51,13 @@ class SnapshotRow(models.Model):
     online_elo = models.FloatField(null=True)
     style_rating = models.FloatField(null=True)
     style_rank_ub = models.PositiveIntegerField(null=True)
+    # Rank fragility (engine/fragility.py): the fewest counted votes whose removal puts this
+    # model below `swap_with`, the next model down the board by score. Null: the last model,
+    # or no removal of votes swaps them.
+    swap_with = models.ForeignKey(
+        LLMModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    swap_votes = models.PositiveIntegerField(null=True)
 
     class Meta:
         ordering = ["rank_ub", "-rating"]

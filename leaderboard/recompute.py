@@ -14,6 +14,7 @@ import json
 import math
 import time
 import uuid
+from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
@@ -31,7 +32,14 @@ from leaderboard.categories import (
     language_category,
 )
 from leaderboard.consistent_reads import ConsistentReads
-from leaderboard.engine import PairCounts, RatingOptions, StyleSums, fit
+from leaderboard.engine import (
+    PairCounts,
+    RatingOptions,
+    RatingResult,
+    StyleSums,
+    fit,
+    fragility,
+)
 from leaderboard.exclusions import FilterPlan, excluded_statuses, hot_prompts_record
 from leaderboard.models import RecomputeLock, Snapshot, SnapshotRow
 from leaderboard.outliers import voters_flag
@@ -179,6 +187,9 @@ def _recompute_category(
     if result is not None:
         params["iterations"] = result.iterations
         params["grad_norm"] = result.grad_norm
+        with _blas_one_thread(), stage("fragility"):
+            fragile = _fragility(counts, result, model_ids, options)
+        params["top_spot_votes"] = fragile.top_votes
 
     snapshot = Snapshot(
         category=category,
@@ -213,6 +224,8 @@ def _recompute_category(
                 win_rate=float(result.win_rate[i]) if result.wins[i] + result.losses[i] else None,
                 style_rating=float(style_result.ratings[i]) if style_result else None,
                 style_rank_ub=int(style_result.rank_ub[i]) if style_result else None,
+                swap_with_id=fragile.swap_with.get(i),
+                swap_votes=fragile.swap_votes.get(i),
             )
             for pk, i in index.items()
         ]
@@ -226,6 +239,38 @@ def _recompute_category(
             row.snapshot = snapshot
         SnapshotRow.objects.bulk_create(rows, batch_size=500)
     return snapshot
+
+
+@dataclass(frozen=True)
+class _BoardFragility:
+    swap_with: dict[int, int]  # model index -> id of the next model down the board
+    swap_votes: dict[int, int | None]
+    top_votes: int | None
+
+
+def _fragility(
+    counts: PairCounts, result: RatingResult, model_ids: list[int], options: RatingOptions
+) -> _BoardFragility:
+    """Rank fragility along the default board: models with enough votes to be shown, retired
+    ones left out (as the board hides them unless asked), by score."""
+    retired = set(
+        LLMModel.objects.filter(pk__in=model_ids, status=LLMModel.Status.RETIRED).values_list(
+            "pk", flat=True
+        )
+    )
+    shown = [
+        i
+        for i, pk in enumerate(model_ids)
+        if result.battles[i] >= settings.ARENA_MIN_VOTES_TO_SHOW and pk not in retired
+    ]
+    ranked = sorted(shown, key=lambda i: -result.ratings[i])
+    found = fragility(counts, len(model_ids), ranked, both_bad_as_tie=options.both_bad_as_tie)
+    pairs = list(zip(ranked, ranked[1:], found.swap_votes, strict=False))
+    return _BoardFragility(
+        swap_with={upper: model_ids[lower] for upper, lower, _ in pairs},
+        swap_votes={upper: votes for upper, _, votes in pairs},
+        top_votes=found.top_votes,
+    )
 
 
 def _blas_one_thread():

@@ -61,7 +61,9 @@ class BoardFilters:
 
 def board_rows(*, snapshot: Snapshot, filters: BoardFilters) -> list[SnapshotRow]:
     """The rows a visitor sees, with the display fields the templates and exports need."""
-    rows = snapshot.rows.select_related("model").filter(votes__gte=settings.ARENA_MIN_VOTES_TO_SHOW)
+    rows = snapshot.rows.select_related("model", "swap_with").filter(
+        votes__gte=settings.ARENA_MIN_VOTES_TO_SHOW
+    )
     if not filters.show_retired:
         rows = rows.exclude(model__status=LLMModel.Status.RETIRED)
     if filters.q:

@@ -17,6 +17,7 @@ COLUMNS = [
     ("ci", "95% CI", True),
     ("votes", "Votes", True),
     ("win_rate", "Win rate", True),
+    ("fragility", "Order holds unless", True),
     ("org", "Organisation", False),
     ("license", "License", False),
 ]
@@ -41,6 +42,8 @@ EXPORT_FIELDS = [
     "provisional",
     "style_score",
     "style_rank",
+    "swap_votes",
+    "swap_with",
 ]
 PLOTTED_MODELS = 20
 HISTORY_MODELS = 6
@@ -158,6 +161,9 @@ def _row_data(row) -> dict:
         "provisional": row.provisional,
         "style_score": round(row.style_rating, 2) if row.style_rating is not None else None,
         "style_rank": row.style_rank_ub,
+        # Rank fragility: fewest votes whose removal puts this model below `swap_with`.
+        "swap_votes": row.swap_votes,
+        "swap_with": row.swap_with.slug if row.swap_with else None,
     }
 
 
@@ -172,6 +178,7 @@ def board_json(request: HttpRequest) -> JsonResponse:
             "method": snapshot.method,
             "votes": snapshot.vote_count,
             "excluded": snapshot.excluded,
+            "top_spot_votes": snapshot.params.get("top_spot_votes"),
         }
     return JsonResponse(
         {
