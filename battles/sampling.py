@@ -44,6 +44,15 @@ def pair_probabilities(weights: Mapping[int, float]) -> dict[tuple[int, int], fl
     return {pair: value / total for pair, value in raw.items()} if total > 0 else {}
 
 
+def model_shares(weights: Mapping[int, float]) -> dict[int, float]:
+    """Each model's chance of being in the next battle (the shares sum to 2: two per battle)."""
+    shares = dict.fromkeys(weights, 0.0)
+    for (i, j), probability in pair_probabilities(weights).items():
+        shares[i] += probability
+        shares[j] += probability
+    return shares
+
+
 def draw_pair(
     candidates: list[Candidate], *, boost: float, boost_below: int, rng: random.Random | None = None
 ) -> Draw | None:

@@ -64,13 +64,28 @@ def _votes_per_model(model_ids: list[int], *, cap: int) -> dict[int, int]:
         return {int(pk): n for pk, n in cursor.fetchall()}
 
 
-def _draw(rng: random.Random | None = None) -> sampling.Draw:
+def sampling_candidates() -> list[sampling.Candidate]:
+    """The models a battle may draw now, with their weights and (capped) vote counts."""
     models = list(LLMModel.objects.sampleable().values("id", "weight"))
     votes = _votes_per_model([m["id"] for m in models], cap=settings.ARENA_NEW_MODEL_VOTES)
-    candidates = [
+    return [
         sampling.Candidate(id=m["id"], weight=m["weight"], votes=votes.get(m["id"], 0))
         for m in models
     ]
+
+
+def sampling_target_shares() -> dict[int, float]:
+    """The policy's target: each model's chance of being in the next battle (sums to 2)."""
+    weights = sampling.effective_weights(
+        sampling_candidates(),
+        boost=settings.ARENA_NEW_MODEL_BOOST,
+        boost_below=settings.ARENA_NEW_MODEL_VOTES,
+    )
+    return sampling.model_shares(weights)
+
+
+def _draw(rng: random.Random | None = None) -> sampling.Draw:
+    candidates = sampling_candidates()
     draw = sampling.draw_pair(
         candidates,
         boost=settings.ARENA_NEW_MODEL_BOOST,

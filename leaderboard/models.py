@@ -15,6 +15,8 @@ class Snapshot(models.Model):
     data_cutoff = models.DateTimeField(null=True, blank=True)
     vote_count = models.PositiveIntegerField(default=0)
     excluded = models.JSONField(default=dict)
+    # {model id: {reason: votes}}: the votes each model took part in that were left out.
+    excluded_by_model = models.JSONField(default=dict)
     duration_ms = models.PositiveIntegerField(default=0)
     models_order = models.JSONField(default=list)  # model ids in matrix order
     win_rate_matrix = models.JSONField(default=list)

@@ -198,6 +198,7 @@ def _recompute_category(
         data_cutoff=cutoff,
         vote_count=counted,
         excluded=excluded,
+        excluded_by_model={str(pk): v for pk, v in sorted(votes.excluded_by_model.items())},
         models_order=model_ids,
         # Four decimals (0.01 points of win rate) are more than the heatmap shows, and half
         # the text to encode and store of full floats (a 200-model matrix is 40,000 of them).

@@ -9,6 +9,7 @@ from django.views.decorators.http import require_GET
 from leaderboard import plots, selectors
 from leaderboard.categories import OVERALL, category_label
 from leaderboard.forms import BoardForm
+from leaderboard.transparency import transparency_report
 
 COLUMNS = [
     ("rank", "Rank (UB)", True),
@@ -231,4 +232,71 @@ def model_detail(request: HttpRequest, slug: str) -> HttpResponse:
             "recent_month": votes.recent[30],
             "overall": category == OVERALL,
         },
+    )
+
+
+@require_GET
+def transparency(request: HttpRequest) -> HttpResponse:
+    report = transparency_report()
+    return render(
+        request,
+        "leaderboard/transparency.html",
+        {
+            "title": "Transparency report",
+            "report": report,
+            "json_url": reverse("leaderboard:transparency_json"),
+        },
+    )
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None
+
+
+@require_GET
+def transparency_json(request: HttpRequest) -> JsonResponse:
+    report = transparency_report()
+    snapshot = report.snapshot
+    return JsonResponse(
+        {
+            "snapshot": {
+                "computed_at": snapshot.created_at.isoformat(),
+                "data_cutoff": _iso(snapshot.data_cutoff),
+                "category": snapshot.category,
+                "method": snapshot.method,
+                "params": snapshot.params,
+                "votes_counted": snapshot.vote_count,
+                "votes_excluded": snapshot.excluded,
+            }
+            if snapshot
+            else None,
+            "sampling": {"policy": "weighted", "battles": report.battles},
+            "models": [
+                {
+                    "model": row.model.name,
+                    "slug": row.model.slug,
+                    "status": row.model.status,
+                    "weight": row.model.weight,
+                    "added_at": _iso(row.model.created_at),
+                    "deactivated_at": _iso(row.deactivated_at),
+                    "retired_at": _iso(row.retired_at),
+                    "battles": row.battles,
+                    "battle_share": row.battle_share,
+                    "target_share": row.target_share,
+                    "votes_counted": row.counted,
+                    "votes_excluded": row.excluded,
+                }
+                for row in report.models
+            ],
+            "changes": [
+                {
+                    "at": change.at.isoformat(),
+                    "model": change.model.slug,
+                    "field": change.field,
+                    "old": change.old,
+                    "new": change.new,
+                }
+                for change in report.changes
+            ],
+        }
     )
