@@ -77,7 +77,7 @@ def test_battle_shares_and_the_policys_target(counted):
 
 
 def test_staff_changes_are_recorded_with_a_time_and_shown(counted, admin_client, client):
-    _, (alpha, bravo, charlie, old) = counted
+    _, (_, bravo, charlie, _) = counted
     bravo.weight = 2.5
     bravo.save()
     response = admin_client.post(
