@@ -24,6 +24,7 @@ from django.utils import timezone
 from threadpoolctl import threadpool_limits
 
 from battles.features import STYLE_FEATURES
+from battles.services import sampling_standings_replace
 from leaderboard.categories import (
     LANGUAGE_PREFIX,
     OVERALL,
@@ -239,7 +240,20 @@ def _recompute_category(
         for row in rows:
             row.snapshot = snapshot
         SnapshotRow.objects.bulk_create(rows, batch_size=500)
+        if category == OVERALL and result is not None:
+            # What the active sampling policy reads (battles owns that table).
+            sampling_standings_replace(standings=_standings(result, model_ids))
     return snapshot
+
+
+def _standings(result: RatingResult, model_ids: list[int]) -> dict[int, tuple[float, float]]:
+    """(rating, standard error) per model id, the error from the 95% interval's half-width."""
+    out = {}
+    for i, pk in enumerate(model_ids):
+        half = (result.upper[i] - result.lower[i]) / 2
+        if math.isfinite(half) and result.battles[i] > 0:
+            out[pk] = (float(result.ratings[i]), float(half / 1.959964))
+    return out
 
 
 @dataclass(frozen=True)

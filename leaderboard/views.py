@@ -270,7 +270,13 @@ def transparency_json(request: HttpRequest) -> JsonResponse:
             }
             if snapshot
             else None,
-            "sampling": {"policy": "weighted", "battles": report.battles},
+            "sampling": {
+                "policy": settings.ARENA_SAMPLING,
+                "exploration": settings.ARENA_SAMPLING_EXPLORATION
+                if settings.ARENA_SAMPLING == "active"
+                else None,
+                "battles": report.battles,
+            },
             "models": [
                 {
                     "model": row.model.name,

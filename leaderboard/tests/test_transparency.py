@@ -3,6 +3,7 @@
 import pytest
 from django.db.models import Q
 
+from battles import services
 from battles.models import Battle, Vote
 from leaderboard import recompute
 from leaderboard.transparency import REASON_LABELS, transparency_report
@@ -126,3 +127,17 @@ def test_without_a_snapshot_the_report_says_so(client, db):
     response = client.get("/leaderboard/transparency/")
     assert b"No ratings yet" in response.content
     assert client.get("/leaderboard/transparency.json").json()["snapshot"] is None
+
+
+def test_the_recompute_stores_the_overall_ratings_the_active_policy_reads(counted, settings):
+    snapshot, (alpha, bravo, charlie, old) = counted
+    standings = services.sampling_standings([alpha.pk, bravo.pk, charlie.pk, old.pk])
+    for row in snapshot.rows.all():
+        assert standings[row.model_id].rating == pytest.approx(row.rating)
+        assert standings[row.model_id].se == pytest.approx((row.upper - row.lower) / 3.919928)
+    settings.ARENA_SAMPLING = "active"
+    shares = {row.model.pk: row.target_share for row in transparency_report().models}
+    assert sum(v for v in shares.values() if v) == pytest.approx(2.0)
+    # The active policy's target differs from the weighted 2/3 each.
+    assert shares[alpha.pk] != pytest.approx(2 / 3)
+    assert transparency_report() and shares[old.pk] is None
