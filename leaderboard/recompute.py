@@ -188,8 +188,13 @@ def _recompute_category(
     if result is not None:
         params["iterations"] = result.iterations
         params["grad_norm"] = result.grad_norm
+    fragile = _BoardFragility({}, {}, None)
+    # Rank fragility for the overall board only: a few refits per adjacent pair (about a second
+    # at 50 models, several at 200: `make bench-fragility`), too much to repeat per category.
+    if result is not None and category == OVERALL:
         with _blas_one_thread(), stage("fragility"):
             fragile = _fragility(counts, result, model_ids, options)
+        params["fragility"] = True
         params["top_spot_votes"] = fragile.top_votes
 
     snapshot = Snapshot(

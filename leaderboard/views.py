@@ -60,8 +60,12 @@ def _board(request: HttpRequest, *, matrices: bool):
     return form, category, snapshot, filters, rows
 
 
-def _columns(request: HttpRequest, filters: selectors.BoardFilters, style: bool) -> list[dict]:
-    columns = [*COLUMNS, ("style", "Style-controlled rank", True)] if style else COLUMNS
+def _columns(
+    request: HttpRequest, filters: selectors.BoardFilters, style: bool, fragility: bool
+) -> list[dict]:
+    columns = [c for c in COLUMNS if fragility or c[0] != "fragility"]
+    if style:
+        columns.append(("style", "Style-controlled rank", True))
     result = []
     for key, label, numeric in columns:
         query = request.GET.copy()
@@ -128,7 +132,12 @@ def index(request: HttpRequest) -> HttpResponse:
         "snapshot": snapshot,
         "rows": rows,
         "filtered": bool(filters.q or filters.organization or filters.license),
-        "columns": _columns(request, filters, bool(snapshot and snapshot.has_style)),
+        "columns": _columns(
+            request,
+            filters,
+            bool(snapshot and snapshot.has_style),
+            bool(snapshot and snapshot.params.get("fragility")),
+        ),
         "choices": selectors.board_choices(snapshot=snapshot) if snapshot else {},
         "plots": _plots(snapshot, rows, category) if snapshot and rows else {},
         "min_votes": settings.ARENA_MIN_VOTES_TO_SHOW,

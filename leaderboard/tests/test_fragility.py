@@ -117,3 +117,14 @@ def test_the_recompute_stores_it_and_the_board_and_exports_show_it(client, rated
     assert by_slug["charlie"]["swap_votes"] is None
     csv_text = client.get("/leaderboard.csv").content.decode()
     assert csv_text.splitlines()[0].endswith("swap_votes,swap_with")
+
+
+def test_other_categories_leave_it_out_and_hide_the_column(client, rated, make_vote):
+    alpha, bravo, _ = rated
+    make_vote(alpha, bravo, "a", has_code=True)
+    snapshots = {s.category: s for s in recompute.ratings_recompute_all()}
+    assert snapshots["overall"].params["fragility"] is True
+    assert "fragility" not in snapshots["code"].params
+    assert not snapshots["code"].rows.filter(swap_votes__isnull=False).exists()
+    body = client.get("/leaderboard/?category=code").content.decode()
+    assert "Order holds unless" not in body
