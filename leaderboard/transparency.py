@@ -24,7 +24,7 @@ from llm_providers.models import LLMModel, ModelChange
 REASON_LABELS = {
     "identity_leak": "identity leak",
     "flagged_invalid": "staff-invalidated",
-    "model_status": "inactive / retired model",
+    "model_status": "inactive / retired",
     "prompt_dedup": "hot prompt",
     "voter_flagged": "outlier voter",
 }
