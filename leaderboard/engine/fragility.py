@@ -9,11 +9,12 @@ removal makes delta negative:
    vote v moves the fit by about H^-1 grad l_v, so delta by (p_r - y_v) * (u_a - u_b) with
    u = H^-1 (e_upper - e_lower), the same for every vote of one (pair, outcome) cell. The
    votes are sorted by that influence, most negative first (the counts make it cheap: one
-   number per cell, not per vote).
+   number per cell, not per vote); summing them until they outweigh delta gives an estimate.
 2. Check by refitting: the smallest prefix of that order whose removal really swaps the pair
    when the model is fitted again (Newton from the current fit, the engine's objective and
-   ridge), found by doubling then bisection. The linear step only orders the votes; the
-   number reported is always one a refit confirmed.
+   ridge), searched from the estimate outwards (galloping, then bisection). The linear step
+   only orders the votes and picks where to start; the number reported is always one a
+   refit confirmed.
 
 None when even removing every vote that pushes the pair towards a swap does not swap it.
 """
