@@ -1,5 +1,5 @@
 # The two commands: `make run` (quick start) and `make test` (the whole suite).
-.PHONY: run test install install-test lint worker beat web bench-ratings bench-recompute bench-load bench-client bench-local test-llm-server
+.PHONY: run test install install-test lint worker beat web bench-ratings bench-recompute bench-load bench-client bench-local bench-identity bench-fragility bench-sampling test-llm-server
 
 run: install
 	.venv/bin/python manage.py runarena
@@ -51,6 +51,15 @@ bench-load: install-test
 
 bench-client: install-test
 	.venv/bin/python -m benchmarks.client
+
+bench-fragility: install-test
+	.venv/bin/python -m benchmarks.fragility
+
+bench-sampling: install-test
+	.venv/bin/python -m benchmarks.sampling
+
+bench-identity: install-test
+	.venv/bin/python -m benchmarks.identity
 
 bench-local: install
 	.venv/bin/python -m benchmarks.local_models

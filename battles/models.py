@@ -317,3 +317,21 @@ class ModerationEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.outcome} ({self.action})"
+
+
+class SamplingStanding(models.Model):
+    """A model's last overall rating and standard error, for the active sampling policy.
+
+    Written by the leaderboard's recompute (the layer above) through
+    `services.sampling_standings_replace`, so pair sampling reads its own table.
+    """
+
+    model = models.OneToOneField(
+        LLMModel, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    rating = models.FloatField()
+    se = models.FloatField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.model_id}: {self.rating:.0f} ± {self.se:.0f}"

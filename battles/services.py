@@ -20,7 +20,16 @@ from battles.errors import (
     PromptNotAllowedError,
     VoteCapError,
 )
-from battles.models import Battle, Conversation, Mode, NamedVote, Reply, Turn, Vote
+from battles.models import (
+    Battle,
+    Conversation,
+    Mode,
+    NamedVote,
+    Reply,
+    SamplingStanding,
+    Turn,
+    Vote,
+)
 from battles.moderation import PromptRefusedError, prompt_moderate
 from battles.state import BattleState
 from core import metrics
@@ -67,18 +76,67 @@ def _votes_per_model(model_ids: list[int], *, cap: int) -> dict[int, int]:
         return {int(pk): n for pk, n in cursor.fetchall()}
 
 
-def _draw(rng: random.Random | None = None) -> sampling.Draw:
+def sampling_candidates() -> list[sampling.Candidate]:
+    """The models a battle may draw now, with their weights and (capped) vote counts."""
     models = list(LLMModel.objects.sampleable().values("id", "weight"))
     votes = _votes_per_model([m["id"] for m in models], cap=settings.ARENA_NEW_MODEL_VOTES)
-    candidates = [
+    return [
         sampling.Candidate(id=m["id"], weight=m["weight"], votes=votes.get(m["id"], 0))
         for m in models
     ]
+
+
+def sampling_target_shares() -> dict[int, float]:
+    """The policy's target: each model's chance of being in the next battle (sums to 2)."""
+    candidates = sampling_candidates()
+    weights = sampling.effective_weights(
+        candidates,
+        boost=settings.ARENA_NEW_MODEL_BOOST,
+        boost_below=settings.ARENA_NEW_MODEL_VOTES,
+    )
+    standings = {}
+    if settings.ARENA_SAMPLING == "active":
+        standings = sampling_standings([c.id for c in candidates])
+    if standings:
+        pairs = sampling.active_pair_probabilities(
+            weights, standings, exploration=settings.ARENA_SAMPLING_EXPLORATION
+        )
+    else:
+        pairs = sampling.pair_probabilities(weights)
+    return sampling.model_shares(weights, pairs)
+
+
+def sampling_standings(model_ids: list[int]) -> dict[int, sampling.Standing]:
+    """The last ratings the active policy reads (empty before the first recompute)."""
+    rows = SamplingStanding.objects.filter(model_id__in=model_ids)
+    return {pk: sampling.Standing(r, se) for pk, r, se in rows.values_list("model", "rating", "se")}
+
+
+def sampling_standings_replace(*, standings: dict[int, tuple[float, float]]) -> None:
+    """Store the overall ratings (rating, standard error) the active policy samples from."""
+    with transaction.atomic():
+        SamplingStanding.objects.exclude(model_id__in=list(standings)).delete()
+        SamplingStanding.objects.bulk_create(
+            [SamplingStanding(model_id=pk, rating=r, se=se) for pk, (r, se) in standings.items()],
+            update_conflicts=True,
+            unique_fields=["model"],
+            update_fields=["rating", "se", "updated_at"],
+        )
+
+
+def _draw(rng: random.Random | None = None) -> sampling.Draw:
+    candidates = sampling_candidates()
+    standings = None
+    if settings.ARENA_SAMPLING == "active":
+        # No ratings yet: the weighted policy (a battle start never waits for a recompute).
+        standings = sampling_standings([c.id for c in candidates]) or None
     draw = sampling.draw_pair(
         candidates,
         boost=settings.ARENA_NEW_MODEL_BOOST,
         boost_below=settings.ARENA_NEW_MODEL_VOTES,
         rng=rng,
+        standings=standings,
+        exploration=settings.ARENA_SAMPLING_EXPLORATION,
     )
     if draw is None:
         raise NotEnoughModelsError(

@@ -15,6 +15,8 @@ class Snapshot(models.Model):
     data_cutoff = models.DateTimeField(null=True, blank=True)
     vote_count = models.PositiveIntegerField(default=0)
     excluded = models.JSONField(default=dict)
+    # {model id: {reason: votes}}: the votes each model took part in that were left out.
+    excluded_by_model = models.JSONField(default=dict)
     duration_ms = models.PositiveIntegerField(default=0)
     models_order = models.JSONField(default=list)  # model ids in matrix order
     win_rate_matrix = models.JSONField(default=list)
@@ -51,6 +53,13 @@ class SnapshotRow(models.Model):
     online_elo = models.FloatField(null=True)
     style_rating = models.FloatField(null=True)
     style_rank_ub = models.PositiveIntegerField(null=True)
+    # Rank fragility (engine/fragility.py): the fewest counted votes whose removal puts this
+    # model below `swap_with`, the next model down the board by score. Null: the last model,
+    # or no removal of votes swaps them.
+    swap_with = models.ForeignKey(
+        LLMModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    swap_votes = models.PositiveIntegerField(null=True)
 
     class Meta:
         ordering = ["rank_ub", "-rating"]

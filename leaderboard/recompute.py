@@ -16,6 +16,7 @@ import logging
 import math
 import time
 import uuid
+from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
@@ -25,6 +26,7 @@ from django.utils import timezone
 from threadpoolctl import threadpool_limits
 
 from battles.features import STYLE_FEATURES
+from battles.services import sampling_standings_replace
 from core import metrics
 from leaderboard.aggregates import StoredTallies, tallies_compare, tallies_fold, tallies_ready
 from leaderboard.categories import (
@@ -35,7 +37,14 @@ from leaderboard.categories import (
     language_category,
 )
 from leaderboard.consistent_reads import ConsistentReads
-from leaderboard.engine import PairCounts, RatingOptions, StyleSums, fit
+from leaderboard.engine import (
+    PairCounts,
+    RatingOptions,
+    RatingResult,
+    StyleSums,
+    fit,
+    fragility,
+)
 from leaderboard.exclusions import (
     FilterPlan,
     excluded_statuses,
@@ -194,6 +203,14 @@ def _recompute_category(
         ranked = result.battles >= settings.ARENA_MIN_VOTES_TO_SHOW
         rank = _rank_among(result, ranked)
         style_rank = _rank_among(style_result, ranked) if style_result is not None else None
+    fragile = _BoardFragility({}, {}, None)
+    # Rank fragility for the overall board only: a few refits per adjacent pair (about a second
+    # at 50 models, several at 200: `make bench-fragility`), too much to repeat per category.
+    if result is not None and category == OVERALL:
+        with _blas_one_thread(), stage("fragility"):
+            fragile = _fragility(counts, result, model_ids, options)
+        params["fragility"] = True
+        params["top_spot_votes"] = fragile.top_votes
 
     snapshot = Snapshot(
         category=category,
@@ -202,6 +219,7 @@ def _recompute_category(
         data_cutoff=cutoff,
         vote_count=counted,
         excluded=excluded,
+        excluded_by_model={str(pk): v for pk, v in sorted(votes.excluded_by_model.items())},
         models_order=model_ids,
         # Four decimals (0.01 points of win rate) are more than the heatmap shows, and half
         # the text to encode and store of full floats (a 200-model matrix is 40,000 of them).
@@ -228,6 +246,8 @@ def _recompute_category(
                 win_rate=float(result.win_rate[i]) if result.wins[i] + result.losses[i] else None,
                 style_rating=float(style_result.ratings[i]) if style_result else None,
                 style_rank_ub=int(style_rank[i]) if style_result else None,
+                swap_with_id=fragile.swap_with.get(i),
+                swap_votes=fragile.swap_votes.get(i),
             )
             for pk, i in index.items()
         ]
@@ -240,6 +260,9 @@ def _recompute_category(
         for row in rows:
             row.snapshot = snapshot
         SnapshotRow.objects.bulk_create(rows, batch_size=500)
+        if category == OVERALL and result is not None:
+            # What the active sampling policy reads (battles owns that table).
+            sampling_standings_replace(standings=_standings(result, model_ids))
     return snapshot
 
 
@@ -249,6 +272,48 @@ def _rank_among(result, ranked: np.ndarray) -> np.ndarray:
     that would otherwise push the ranked ones down while it is not ranked itself."""
     lower = np.sort(np.asarray(result.lower, dtype=float)[ranked])
     return 1 + len(lower) - np.searchsorted(lower, np.asarray(result.upper, dtype=float), "right")
+
+
+def _standings(result: RatingResult, model_ids: list[int]) -> dict[int, tuple[float, float]]:
+    """(rating, standard error) per model id, the error from the 95% interval's half-width."""
+    out = {}
+    for i, pk in enumerate(model_ids):
+        half = (result.upper[i] - result.lower[i]) / 2
+        if math.isfinite(half) and result.battles[i] > 0:
+            out[pk] = (float(result.ratings[i]), float(half / 1.959964))
+    return out
+
+
+@dataclass(frozen=True)
+class _BoardFragility:
+    swap_with: dict[int, int]  # model index -> id of the next model down the board
+    swap_votes: dict[int, int | None]
+    top_votes: int | None
+
+
+def _fragility(
+    counts: PairCounts, result: RatingResult, model_ids: list[int], options: RatingOptions
+) -> _BoardFragility:
+    """Rank fragility along the default board: models with enough votes to be shown, retired
+    ones left out (as the board hides them unless asked), by score."""
+    retired = set(
+        LLMModel.objects.filter(pk__in=model_ids, status=LLMModel.Status.RETIRED).values_list(
+            "pk", flat=True
+        )
+    )
+    shown = [
+        i
+        for i, pk in enumerate(model_ids)
+        if result.battles[i] >= settings.ARENA_MIN_VOTES_TO_SHOW and pk not in retired
+    ]
+    ranked = sorted(shown, key=lambda i: -result.ratings[i])
+    found = fragility(counts, len(model_ids), ranked, both_bad_as_tie=options.both_bad_as_tie)
+    pairs = list(zip(ranked, ranked[1:], found.swap_votes, strict=False))
+    return _BoardFragility(
+        swap_with={upper: model_ids[lower] for upper, lower, _ in pairs},
+        swap_votes={upper: votes for upper, _, votes in pairs},
+        top_votes=found.top_votes,
+    )
 
 
 def _blas_one_thread():

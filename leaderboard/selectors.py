@@ -75,7 +75,7 @@ def board_rows(*, snapshot: Snapshot, filters: BoardFilters) -> list[SnapshotRow
     Models with fewer than ARENA_MIN_VOTES_TO_SHOW votes come last (in the same order among
     themselves), marked `below_min`: listed so that every vote shows, their rating is not yet
     meaningful."""
-    rows = snapshot.rows.select_related("model")
+    rows = snapshot.rows.select_related("model", "swap_with")
     if not filters.show_retired:
         rows = rows.exclude(model__status=LLMModel.Status.RETIRED)
     if filters.q:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import operator
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -203,6 +203,24 @@ class StoredCounts(Protocol):
     def by_language(self, *, cutoff: dt.datetime) -> _Table: ...
 
 
+def _per_model(
+    model_a: np.ndarray, model_b: np.ndarray, reasons: np.ndarray, votes: np.ndarray
+) -> dict[int, dict[str, int]]:
+    """Left-out votes per model and reason, from the tally's (model_a, model_b, reason) rows."""
+    out: dict[int, dict[str, int]] = {}
+    left_out = (reasons != "") & (votes > 0)
+    for side in (model_a, model_b):
+        for pk, reason, n in zip(
+            side[left_out].tolist(),
+            reasons[left_out].tolist(),
+            votes[left_out].tolist(),
+            strict=True,
+        ):
+            by_reason = out.setdefault(int(pk), {})
+            by_reason[reason] = by_reason.get(reason, 0) + int(n)
+    return out
+
+
 @dataclass
 class CategoryVotes:
     """One category's rating input: counted votes per (model_a, model_b), and exclusions.
@@ -220,6 +238,9 @@ class CategoryVotes:
     style_x: np.ndarray | None = None
     style_xx: np.ndarray | None = None
     style_ids: np.ndarray | None = None
+    # Per model id, the votes it took part in that were left out, by reason (a vote counts for
+    # both its models): the transparency report's figures.
+    excluded_by_model: dict[int, dict[str, int]] = field(default_factory=dict)
 
     @property
     def counted(self) -> int:
@@ -586,6 +607,7 @@ class VoteTallies:
         keep = np.flatnonzero((reasons == "") & (counts.sum(axis=1) > 0))
         keep = keep[np.lexsort((model_b[keep], model_a[keep]))]
         result = CategoryVotes(model_a[keep], model_b[keep], counts[keep], excluded)
+        result.excluded_by_model = _per_model(model_a, model_b, reasons, counts.sum(axis=1))
         if self.style and key == OVERALL:
             k = len(STYLE_FEATURES)
             kept = table.values[keep]

@@ -13,4 +13,6 @@ urlpatterns = [
     path("leaderboard/me/share/", views.personal_share, name="share"),
     path("leaderboard/me/unshare/", views.personal_unshare, name="unshare"),
     path("leaderboard/shared/<str:token>/", views.personal_shared, name="shared"),
+    path("leaderboard/transparency/", views.transparency, name="transparency"),
+    path("leaderboard/transparency.json", views.transparency_json, name="transparency_json"),
 ]

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 from leaderboard import personal, plots, selectors, sharing
 from leaderboard.categories import OVERALL, category_label
 from leaderboard.forms import BoardForm
+from leaderboard.transparency import transparency_report
 
 COLUMNS = [
     ("rank", "Rank (UB)", True),
@@ -19,6 +20,7 @@ COLUMNS = [
     ("ci", "95% CI", True),
     ("votes", "Votes", True),
     ("win_rate", "Win rate", True),
+    ("fragility", "Order holds unless", True),
     ("org", "Organisation", False),
     ("license", "License", False),
 ]
@@ -44,6 +46,8 @@ EXPORT_FIELDS = [
     "below_min_votes",
     "style_score",
     "style_rank",
+    "swap_votes",
+    "swap_with",
 ]
 PLOTTED_MODELS = 20
 HISTORY_MODELS = 6
@@ -59,8 +63,12 @@ def _board(request: HttpRequest, *, matrices: bool):
     return form, category, snapshot, filters, rows
 
 
-def _columns(request: HttpRequest, filters: selectors.BoardFilters, style: bool) -> list[dict]:
-    columns = [*COLUMNS, ("style", "Style-controlled rank", True)] if style else COLUMNS
+def _columns(
+    request: HttpRequest, filters: selectors.BoardFilters, style: bool, fragility: bool
+) -> list[dict]:
+    columns = [c for c in COLUMNS if fragility or c[0] != "fragility"]
+    if style:
+        columns.append(("style", "Style-controlled rank", True))
     result = []
     for key, label, numeric in columns:
         query = request.GET.copy()
@@ -158,7 +166,12 @@ def index(request: HttpRequest) -> HttpResponse:
         "snapshot": snapshot,
         "rows": rows,
         "filtered": bool(filters.q or filters.organization or filters.license),
-        "columns": _columns(request, filters, bool(snapshot and snapshot.has_style)),
+        "columns": _columns(
+            request,
+            filters,
+            bool(snapshot and snapshot.has_style),
+            bool(snapshot and snapshot.params.get("fragility")),
+        ),
         "choices": selectors.board_choices(snapshot=snapshot) if snapshot else {},
         "plots": _plots(snapshot, rated, category) if snapshot and rated else {},
         "votes_exist": snapshot is not None or selectors.votes_exist(),
@@ -199,6 +212,9 @@ def _row_data(row) -> dict:
         "below_min_votes": row.below_min,
         "style_score": round(row.style_rating, 2) if row.style_rating is not None else None,
         "style_rank": None if row.below_min else row.style_rank_ub,
+        # Rank fragility: fewest votes whose removal puts this model below `swap_with`.
+        "swap_votes": None if row.below_min else row.swap_votes,
+        "swap_with": row.swap_with.slug if row.swap_with and not row.below_min else None,
     }
 
 
@@ -214,6 +230,7 @@ def board_json(request: HttpRequest) -> JsonResponse:
             "votes": snapshot.vote_count,
             "excluded": snapshot.excluded,
             "min_votes_to_rank": settings.ARENA_MIN_VOTES_TO_SHOW,
+            "top_spot_votes": snapshot.params.get("top_spot_votes"),
         }
     return JsonResponse(
         {
@@ -314,3 +331,76 @@ def personal_shared(request: HttpRequest, token: str) -> HttpResponse:
         "owner": False,
     }
     return render(request, "leaderboard/personal.html", context)
+
+
+@require_GET
+def transparency(request: HttpRequest) -> HttpResponse:
+    report = transparency_report()
+    return render(
+        request,
+        "leaderboard/transparency.html",
+        {
+            "title": "Transparency report",
+            "report": report,
+            "json_url": reverse("leaderboard:transparency_json"),
+        },
+    )
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None
+
+
+@require_GET
+def transparency_json(request: HttpRequest) -> JsonResponse:
+    report = transparency_report()
+    snapshot = report.snapshot
+    return JsonResponse(
+        {
+            "snapshot": {
+                "computed_at": snapshot.created_at.isoformat(),
+                "data_cutoff": _iso(snapshot.data_cutoff),
+                "category": snapshot.category,
+                "method": snapshot.method,
+                "params": snapshot.params,
+                "votes_counted": snapshot.vote_count,
+                "votes_excluded": snapshot.excluded,
+            }
+            if snapshot
+            else None,
+            "sampling": {
+                "policy": settings.ARENA_SAMPLING,
+                "exploration": settings.ARENA_SAMPLING_EXPLORATION
+                if settings.ARENA_SAMPLING == "active"
+                else None,
+                "battles": report.battles,
+            },
+            "models": [
+                {
+                    "model": row.model.name,
+                    "slug": row.model.slug,
+                    "status": row.model.status,
+                    "weight": row.model.weight,
+                    "added_at": _iso(row.model.created_at),
+                    "deactivated_at": _iso(row.deactivated_at),
+                    "retired_at": _iso(row.retired_at),
+                    "battles": row.battles,
+                    "battle_share": row.battle_share,
+                    "target_share": row.target_share,
+                    "votes_counted": row.counted,
+                    "votes_excluded": row.excluded,
+                }
+                for row in report.models
+            ],
+            "changes": [
+                {
+                    "at": change.at.isoformat(),
+                    "model": change.model.slug,
+                    "field": change.field,
+                    "old": change.old,
+                    "new": change.new,
+                }
+                for change in report.changes
+            ],
+        }
+    )

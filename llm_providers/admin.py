@@ -6,6 +6,7 @@ from django.utils.html import format_html
 
 from llm_providers.client import connection_test
 from llm_providers.models import LLMModel
+from llm_providers.services import models_set_status
 
 
 @admin.register(LLMModel)
@@ -82,12 +83,12 @@ class LLMModelAdmin(admin.ModelAdmin):
 
     @admin.action(description="Activate selected models")
     def activate(self, request: HttpRequest, queryset: QuerySet) -> None:
-        count = queryset.update(status=LLMModel.Status.ACTIVE)
+        count = models_set_status(queryset=queryset, status=LLMModel.Status.ACTIVE)
         self.message_user(request, f"{count} model(s) activated.", messages.SUCCESS)
 
     @admin.action(description="Deactivate selected models")
     def deactivate(self, request: HttpRequest, queryset: QuerySet) -> None:
-        count = queryset.update(status=LLMModel.Status.INACTIVE)
+        count = models_set_status(queryset=queryset, status=LLMModel.Status.INACTIVE)
         self.message_user(request, f"{count} model(s) deactivated.", messages.SUCCESS)
 
     @admin.action(description="Test connection (a tiny real call)")

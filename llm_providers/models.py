@@ -5,7 +5,7 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -170,6 +170,26 @@ class LLMModel(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    # Changes to these are public (the transparency report): when a model's chance of being
+    # sampled, or whether it is sampled at all, changed.
+    TRACKED = ("status", "weight")
+
+    def save(self, *args, **kwargs) -> None:
+        """Save, and record a change of status or weight (when, not who) as a ModelChange."""
+        saved = kwargs.get("update_fields")
+        tracked = [f for f in self.TRACKED if saved is None or f in saved]
+        with transaction.atomic():
+            before = None
+            if self.pk is not None and tracked:
+                before = LLMModel.objects.filter(pk=self.pk).values(*tracked).first()
+            super().save(*args, **kwargs)
+            if before is not None:
+                ModelChange.objects.bulk_create(
+                    ModelChange(model=self, field=field, old=str(before[field]), new=str(value))
+                    for field in tracked
+                    if (value := getattr(self, field)) != before[field]
+                )
+
     def clean(self) -> None:
         # An emptied admin field arrives as None: store the empty list or object instead.
         self.stop = self.stop or []
@@ -199,3 +219,22 @@ class LLMModel(models.Model):
             stop=tuple(self.stop or ()),
             extra_body=dict(self.extra_body or {}),
         )
+
+
+class ModelChange(models.Model):
+    """A change of a model's status or sampling weight, kept for the transparency report.
+
+    Only when it happened, never who made it: the report is public.
+    """
+
+    model = models.ForeignKey(LLMModel, on_delete=models.CASCADE, related_name="changes")
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    field = models.CharField(max_length=20)
+    old = models.CharField(max_length=40)
+    new = models.CharField(max_length=40)
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.model_id} {self.field}: {self.old} -> {self.new}"

@@ -252,3 +252,14 @@ def model_record_success(*, model_id: int) -> None:
     LLMModel.objects.filter(pk=model_id).exclude(
         consecutive_failures=0, circuit_open_until__isnull=True
     ).update(consecutive_failures=0, circuit_open_until=None)
+
+
+def models_set_status(*, queryset, status: str) -> int:
+    """Set the status of several models one by one, so each change is recorded (ModelChange)."""
+    with transaction.atomic():
+        models = list(queryset.select_for_update())
+        for model in models:
+            if model.status != status:
+                model.status = status
+                model.save(update_fields=["status", "updated_at"])
+    return len(models)

@@ -22,6 +22,7 @@ Conventions the callers rely on:
 """
 
 from leaderboard.engine.fit import fit
+from leaderboard.engine.fragility import Fragility, fragility
 from leaderboard.engine.likelihood import RIDGE
 from leaderboard.engine.stats import online_elo, rank_ub
 from leaderboard.engine.types import (
@@ -43,11 +44,13 @@ __all__ = [
     "OUTCOME_BOTH_BAD",
     "OUTCOME_TIE",
     "RIDGE",
+    "Fragility",
     "PairCounts",
     "RatingOptions",
     "RatingResult",
     "StyleSums",
     "fit",
+    "fragility",
     "online_elo",
     "rank_ub",
 ]

@@ -1,0 +1,121 @@
+"""The pair sampling policies' invariants: ARENA_SAMPLING=weighted|active."""
+
+import inspect
+import random
+from collections import Counter
+
+import pytest
+
+from battles import sampling, services
+from battles.models import SamplingStanding
+from battles.sampling import Candidate, Standing, active_pair_probabilities, pair_probabilities
+
+WEIGHTS = {1: 1.0, 2: 1.0, 3: 1.0, 4: 2.0}
+STANDINGS = {
+    1: Standing(1200, 20),
+    2: Standing(1190, 20),  # close to 1 and uncertain: the pair most worth a vote
+    3: Standing(900, 20),
+    4: Standing(700, 5),
+}
+
+
+def test_active_probabilities_cover_every_distinct_pair_once_and_sum_to_one():
+    probs = active_pair_probabilities(WEIGHTS, STANDINGS, exploration=0.25)
+    assert set(probs) == set(pair_probabilities(WEIGHTS))
+    assert all(i < j for i, j in probs)
+    assert sum(probs.values()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("exploration", [0.05, 0.25, 1.0])
+def test_every_pair_keeps_its_exploration_floor(exploration):
+    weighted = pair_probabilities(WEIGHTS)
+    probs = active_pair_probabilities(WEIGHTS, STANDINGS, exploration=exploration)
+    for pair, probability in probs.items():
+        assert probability >= exploration * weighted[pair] - 1e-12
+    if exploration == 1.0:
+        assert probs == pytest.approx(weighted)
+
+
+def test_votes_go_to_the_close_uncertain_pair_rather_than_a_settled_one():
+    probs = active_pair_probabilities(WEIGHTS, STANDINGS, exploration=0.25)
+    weighted = pair_probabilities(WEIGHTS)
+    assert probs[(1, 2)] > weighted[(1, 2)]
+    assert probs[(1, 2)] > 5 * probs[(1, 4)]
+    assert probs[(3, 4)] < weighted[(3, 4)]
+
+
+def test_a_model_without_a_rating_is_treated_as_least_certain_and_drawn_often():
+    probs = active_pair_probabilities({**WEIGHTS, 5: 1.0}, STANDINGS, exploration=0.25)
+    shares = sampling.model_shares({**WEIGHTS, 5: 1.0}, probs)
+    assert shares[5] == max(shares.values())
+
+
+def test_without_ratings_the_active_policy_is_the_weighted_one():
+    assert active_pair_probabilities(WEIGHTS, {}, exploration=0.25) == pair_probabilities(WEIGHTS)
+
+
+def test_a_drawn_pair_is_never_one_model_twice_and_sides_are_a_coin_flip():
+    candidates = [Candidate(id=i, weight=w, votes=100) for i, w in WEIGHTS.items()]
+    rng = random.Random(7)
+    probs = active_pair_probabilities(WEIGHTS, STANDINGS, exploration=0.25)
+    sides = Counter()
+    for _ in range(4000):
+        draw = sampling.draw_pair(
+            candidates, boost=2.0, boost_below=50, rng=rng, standings=STANDINGS, exploration=0.25
+        )
+        assert draw.model_a != draw.model_b
+        pair = (min(draw.model_a, draw.model_b), max(draw.model_a, draw.model_b))
+        assert draw.probability == pytest.approx(probs[pair] / 2)
+        sides[draw.model_a < draw.model_b] += 1
+    assert 1800 < sides[True] < 2200
+
+
+def test_the_draw_reads_nothing_about_the_visitor_or_the_prompt():
+    assert list(inspect.signature(services._draw).parameters) == ["rng"]
+    assert "visitor" not in inspect.getsource(services._draw)
+    assert "prompt" not in inspect.getsource(services._draw)
+
+
+@pytest.fixture
+def three(make_model):
+    return [make_model(name) for name in ("Alpha", "Bravo", "Charlie")]
+
+
+def test_active_without_any_ratings_still_starts_battles_with_the_weighted_odds(three, settings):
+    settings.ARENA_SAMPLING = "active"
+    draw = services._draw(random.Random(1))
+    assert draw.model_a != draw.model_b
+    assert draw.probability == pytest.approx(1 / 6)  # three equal models: a pair, then a side
+
+
+def test_active_samples_from_the_stored_standings_and_records_that_probability(three, settings):
+    settings.ARENA_SAMPLING = "active"
+    alpha, bravo, charlie = three
+    services.sampling_standings_replace(
+        standings={alpha.pk: (1100, 10), bravo.pk: (1095, 10), charlie.pk: (800, 10)}
+    )
+    assert SamplingStanding.objects.count() == 3
+    weights = dict.fromkeys((alpha.pk, bravo.pk, charlie.pk), 2.0)  # all new: boosted alike
+    standings = services.sampling_standings(list(weights))
+    expected = active_pair_probabilities(
+        weights, standings, exploration=settings.ARENA_SAMPLING_EXPLORATION
+    )
+    seen = Counter()
+    rng = random.Random(3)
+    for _ in range(300):
+        draw = services._draw(rng)
+        pair = (min(draw.model_a, draw.model_b), max(draw.model_a, draw.model_b))
+        assert draw.probability == pytest.approx(expected[pair] / 2)
+        seen[pair] += 1
+    close = (min(alpha.pk, bravo.pk), max(alpha.pk, bravo.pk))
+    assert seen[close] == max(seen.values())
+    assert len(seen) == 3  # exploration: every pair still drawn
+
+
+def test_the_weighted_policy_ignores_the_standings(three, settings):
+    settings.ARENA_SAMPLING = "weighted"
+    alpha, bravo, charlie = three
+    services.sampling_standings_replace(
+        standings={alpha.pk: (1100, 10), bravo.pk: (1095, 10), charlie.pk: (800, 10)}
+    )
+    assert services._draw(random.Random(2)).probability == pytest.approx(1 / 6)
