@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from django.db.models import Count
 
-from battles.models import Battle
+from battles.models import Battle, Mode
 from battles.services import sampling_target_shares
 from leaderboard.categories import OVERALL
 from leaderboard.models import Snapshot
@@ -76,7 +76,8 @@ def transparency_report() -> Report:
         return Report(snapshot=None, changes=changes)
     counted = dict(snapshot.rows.values_list("model_id", "votes"))
     excluded = {int(pk): reasons for pk, reasons in snapshot.excluded_by_model.items()}
-    battles = Battle.objects.all()
+    # Only blind battles are drawn by the sampling policy (side by side and chat are chosen).
+    battles = Battle.objects.filter(mode=Mode.BLIND)
     if snapshot.data_cutoff is not None:
         battles = battles.filter(created_at__lte=snapshot.data_cutoff)
     per_model: dict[int, int] = {}
