@@ -9,8 +9,9 @@ import time
 import uuid
 
 import pytest
+from django.db import transaction
 
-from battles.generation import records, turn_stop_request
+from battles.generation import records, replies_enqueue, reply_generate, turn_stop_request
 from battles.generation.publisher import Publisher
 from battles.generation.run import ReplyRun
 from battles.generation.runner import ReplyRunner
@@ -104,6 +105,37 @@ def test_a_task_for_a_reply_already_taken_hands_nothing_to_the_loop(runner, make
 
     assert runner.take(reply.pk) is None
     assert first.result(timeout=30).status == "done"
+
+
+def test_a_turn_is_one_task_that_generates_both_sides(
+    transactional_db, celery_worker, make_model, django_capture_on_commit_callbacks
+):
+    battle = pending_battle(make_model)
+    replies = replies_of(battle)
+
+    with transaction.atomic(), django_capture_on_commit_callbacks() as enqueued:
+        replies_enqueue([r.pk for r in replies])
+    # The commit hands over one task (the thread pool's, or the Celery worker's).
+
+    assert len(enqueued) == 1
+    wait_for(
+        lambda: {r.status for r in replies_of(battle)} == {"done"},
+        timeout=30,
+        message="both sides of the one task should finish",
+    )
+
+
+def test_a_task_whose_first_reply_cannot_be_claimed_still_starts_the_others(
+    transactional_db, make_model
+):
+    battle = pending_battle(make_model)
+    a, b = sorted(replies_of(battle), key=lambda r: r.side)
+
+    with pytest.raises(Exception, match="not-a-reply-id"):
+        reply_generate(reply_ids=["not-a-reply-id", b.pk])
+
+    wait_for(lambda: Reply.objects.get(pk=b.pk).status == "done", timeout=30)
+    assert Reply.objects.get(pk=a.pk).status == "pending"  # left for another task or the reaper
 
 
 def test_both_sides_stream_into_the_hub_and_end_with_their_stats_then_the_turn_ends(
