@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from battles import identity
 from battles.models import Battle, Reply, Turn
+from core.markdown import render_markdown
 from llm_providers.client import ProviderError, StreamResult
 from llm_providers.services import model_record_failure, model_record_success
 
@@ -170,6 +171,9 @@ def reply_settle(reply: Reply, ending: Ending) -> str:
             log.info("battle %s: reply %s names %s", reply.turn.battle_id, reply.side, found)
             battle.update(identity_leak=True)
             Reply.objects.filter(pk=reply.pk).update(identity_leak=True)
+    # Rendered once, here (a database thread, not the loop): the final pane and every page
+    # that shows the reply later use it (Reply.text_html).
+    ending.fields["text_html"] = render_markdown(ending.fields["text"])
     for name, value in ending.fields.items():
         setattr(reply, name, value)
     return pane_html(reply)

@@ -15,14 +15,16 @@ from battles.generation import records, replies_enqueue, reply_generate, turn_st
 from battles.generation.publisher import Publisher
 from battles.generation.run import ReplyRun
 from battles.generation.runner import ReplyRunner
-from battles.models import Battle, Reply
+from battles.models import Battle, Conversation, Reply
 from battles.tests.factories import make_battle
 from conftest import wait_for
 from core import loop
 from core.hub import RedisHub, get_hub
+from core.markdown import render_markdown
 from llm_providers.testing.server import generate_text
 
 FAST = "ttft=0&tps=400&tokens=12"
+HX = {"HX-Request": "true"}
 SLOW = "ttft=0&tps=20&tokens=400"  # 20 s per answer: always stopped or cut short here
 
 
@@ -160,6 +162,26 @@ def test_both_sides_stream_into_the_hub_and_end_with_their_stats_then_the_turn_e
         assert [n for n, _ in mine[1:-1]] == [f"delta-{reply.side}"] * len(mine[1:-1])
         assert deltas == reply.text
     assert [n for n, _ in events].count("turn-end") == 1 and events[-1][0] == "turn-end"
+
+
+def test_a_finished_reply_is_rendered_once_and_its_pages_show_that_rendering(
+    runner, make_model, visitor
+):
+    battle = pending_battle(make_model)
+    Battle.objects.filter(pk=battle.pk).update(owner_key=visitor.key)
+    Conversation.objects.filter(pk=battle.conversation_id).update(owner_key=visitor.key)
+
+    run_all(runner, battle)
+
+    for reply in replies_of(battle):
+        assert reply.text_html == render_markdown(reply.text) and reply.text in reply.text_html
+    # The pages read the stored rendering: they do not render the markdown again.
+    Reply.objects.filter(turn__battle=battle, side="a").update(text_html="<p>as stored</p>")
+    page = visitor.get(f"/c/{battle.conversation.uuid}/").content.decode()
+    fragment = visitor.post(f"/b/{battle.uuid}/vote/", {"choice": "a"}, headers=HX)
+    for html_text in (page, fragment.content.decode()):
+        assert "<p>as stored</p>" in html_text
+        assert replies_of(battle)[1].text_html in html_text
 
 
 def test_a_stop_ends_both_sides_with_the_text_so_far(runner, make_model):
