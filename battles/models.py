@@ -5,7 +5,9 @@ from django.db import models
 from django.db.models import F, FloatField, Q, Value
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Coalesce
+from django.utils.safestring import mark_safe
 
+from core.markdown import render_markdown
 from llm_providers.models import LLMModel
 
 
@@ -146,6 +148,10 @@ class Reply(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempt = models.PositiveSmallIntegerField(default=1)
     text = models.TextField(blank=True)
+    # `text` as the page shows it (markdown, sanitised: core.markdown), rendered once when the
+    # reply ends; empty while it streams. Every later page and fragment that shows the reply
+    # reads it instead of rendering the markdown again (benchmarks/load/README.md).
+    text_html = models.TextField(blank=True, editable=False)
     finish_reason = models.CharField(max_length=40, blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
@@ -181,6 +187,12 @@ class Reply(models.Model):
     @property
     def finished(self) -> bool:
         return self.status in self.FINISHED
+
+    @property
+    def html(self) -> str:
+        """The text as sanitised HTML: as rendered at the reply's end, or now (a reply that
+        ended without it: failed by the reaper, or written before the column existed)."""
+        return mark_safe(self.text_html or render_markdown(self.text))  # noqa: S308 - nh3
 
     @property
     def tokens_per_second(self) -> float | None:

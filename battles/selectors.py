@@ -25,10 +25,17 @@ from llm_providers.models import LLMModel
 SIDEBAR_PAGE = 30
 
 
+def _one(rows: QuerySet):
+    """The row a unique lookup finds, or None. Not `first()`: it adds an ORDER BY, and
+    compiling that was a quarter of these queries' CPU in the web (benchmarks/load/README.md);
+    a unique lookup has nothing to order."""
+    return next(iter(rows.order_by()[:1]), None)
+
+
 def _visible(battles, *, visitor: Visitor, uuid) -> Battle:
-    battle = battles.filter(
-        uuid=uuid, owner_key=visitor.key, conversation__hidden_at__isnull=True
-    ).first()
+    battle = _one(
+        battles.filter(uuid=uuid, owner_key=visitor.key, conversation__hidden_at__isnull=True)
+    )
     if battle is None:
         raise Http404("No such battle.")
     return battle
@@ -146,9 +153,9 @@ def models_to_choose() -> list[LLMModel]:
 
 
 def conversation_get_for_visitor(*, visitor: Visitor, uuid) -> Conversation:
-    conversation = Conversation.objects.filter(
-        uuid=uuid, owner_key=visitor.key, hidden_at__isnull=True
-    ).first()
+    conversation = _one(
+        Conversation.objects.filter(uuid=uuid, owner_key=visitor.key, hidden_at__isnull=True)
+    )
     if conversation is None:
         raise Http404("No such session.")
     return conversation

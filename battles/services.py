@@ -372,6 +372,7 @@ def _restart(replies: list[Reply]) -> None:
             status=Reply.Status.PENDING,
             attempt=F("attempt") + 1,
             text="",
+            text_html="",
             finish_reason="",
             error_code="",
             error_message="",

@@ -9,8 +9,12 @@ from core.hub import get_hub
 
 
 def replies_enqueue(reply_ids: list[int]) -> None:
-    """Generate these replies once the current transaction commits (all in one broker check)."""
-    enqueue_many(GENERATE_TASK, [(pk,) for pk in reply_ids])
+    """Generate these replies once the current transaction commits: one task for all of them
+    (a turn's two sides), so the broker, the web and the worker handle one message, not one
+    per reply (Celery's own work per message was a large share of both processes' CPU:
+    benchmarks/load/README.md)."""
+    if reply_ids:
+        enqueue_many(GENERATE_TASK, [tuple(reply_ids)])
 
 
 def turn_stream_reset(turn: Turn) -> None:

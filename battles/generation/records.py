@@ -15,6 +15,7 @@ from django.utils import timezone
 from battles import identity
 from battles.models import Battle, Reply, Turn
 from core import metrics
+from core.markdown import render_markdown
 from llm_providers.client import ProviderError, StreamResult
 from llm_providers.services import model_record_failure, model_record_success
 
@@ -176,6 +177,9 @@ def reply_settle(reply: Reply, ending: Ending) -> str:
             Reply.objects.filter(pk=reply.pk).update(identity_leak=True)
             metrics.IDENTITY_LEAKS.labels(model.slug).inc()
     _count_ending(reply, ending)
+    # Rendered once, here (a database thread, not the loop): the final pane and every page
+    # that shows the reply later use it (Reply.text_html).
+    ending.fields["text_html"] = render_markdown(ending.fields["text"])
     for name, value in ending.fields.items():
         setattr(reply, name, value)
     return pane_html(reply)

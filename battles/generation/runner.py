@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import threading
+from collections.abc import Sequence
 
 from django.conf import settings
 
@@ -177,9 +178,19 @@ def get_runner() -> ReplyRunner:
         return _runner
 
 
-def reply_generate(*, reply_id: int) -> None:
-    """The generation task: claim the reply and hand it to this process's loop."""
-    get_runner().take(reply_id)
+def reply_generate(*, reply_ids: Sequence[int]) -> None:
+    """The generation task: claim each reply and hand it to this process's loop. Each reply
+    is taken on its own, so one that fails to be claimed does not keep the others from
+    starting (what failed is raised after; the reaper enqueues a reply left pending)."""
+    runner = get_runner()
+    failure: Exception | None = None
+    for reply_id in reply_ids:
+        try:
+            runner.take(reply_id)
+        except Exception as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
 
 
 def _this_process_runner() -> ReplyRunner | None:

@@ -9,19 +9,22 @@ import time
 import uuid
 
 import pytest
+from django.db import transaction
 
-from battles.generation import records, turn_stop_request
+from battles.generation import records, replies_enqueue, reply_generate, turn_stop_request
 from battles.generation.publisher import Publisher
 from battles.generation.run import ReplyRun
 from battles.generation.runner import ReplyRunner
-from battles.models import Battle, Reply
+from battles.models import Battle, Conversation, Reply
 from battles.tests.factories import make_battle
 from conftest import wait_for
 from core import loop
 from core.hub import RedisHub, get_hub
+from core.markdown import render_markdown
 from llm_providers.testing.server import generate_text
 
 FAST = "ttft=0&tps=400&tokens=12"
+HX = {"HX-Request": "true"}
 SLOW = "ttft=0&tps=20&tokens=400"  # 20 s per answer: always stopped or cut short here
 
 
@@ -106,6 +109,37 @@ def test_a_task_for_a_reply_already_taken_hands_nothing_to_the_loop(runner, make
     assert first.result(timeout=30).status == "done"
 
 
+def test_a_turn_is_one_task_that_generates_both_sides(
+    transactional_db, celery_worker, make_model, django_capture_on_commit_callbacks
+):
+    battle = pending_battle(make_model)
+    replies = replies_of(battle)
+
+    with transaction.atomic(), django_capture_on_commit_callbacks() as enqueued:
+        replies_enqueue([r.pk for r in replies])
+    # The commit hands over one task (the thread pool's, or the Celery worker's).
+
+    assert len(enqueued) == 1
+    wait_for(
+        lambda: {r.status for r in replies_of(battle)} == {"done"},
+        timeout=30,
+        message="both sides of the one task should finish",
+    )
+
+
+def test_a_task_whose_first_reply_cannot_be_claimed_still_starts_the_others(
+    transactional_db, make_model
+):
+    battle = pending_battle(make_model)
+    a, b = sorted(replies_of(battle), key=lambda r: r.side)
+
+    with pytest.raises(Exception, match="not-a-reply-id"):
+        reply_generate(reply_ids=["not-a-reply-id", b.pk])
+
+    wait_for(lambda: Reply.objects.get(pk=b.pk).status == "done", timeout=30)
+    assert Reply.objects.get(pk=a.pk).status == "pending"  # left for another task or the reaper
+
+
 def test_both_sides_stream_into_the_hub_and_end_with_their_stats_then_the_turn_ends(
     runner, make_model
 ):
@@ -128,6 +162,26 @@ def test_both_sides_stream_into_the_hub_and_end_with_their_stats_then_the_turn_e
         assert [n for n, _ in mine[1:-1]] == [f"delta-{reply.side}"] * len(mine[1:-1])
         assert deltas == reply.text
     assert [n for n, _ in events].count("turn-end") == 1 and events[-1][0] == "turn-end"
+
+
+def test_a_finished_reply_is_rendered_once_and_its_pages_show_that_rendering(
+    runner, make_model, visitor
+):
+    battle = pending_battle(make_model)
+    Battle.objects.filter(pk=battle.pk).update(owner_key=visitor.key)
+    Conversation.objects.filter(pk=battle.conversation_id).update(owner_key=visitor.key)
+
+    run_all(runner, battle)
+
+    for reply in replies_of(battle):
+        assert reply.text_html == render_markdown(reply.text) and reply.text in reply.text_html
+    # The pages read the stored rendering: they do not render the markdown again.
+    Reply.objects.filter(turn__battle=battle, side="a").update(text_html="<p>as stored</p>")
+    page = visitor.get(f"/c/{battle.conversation.uuid}/").content.decode()
+    fragment = visitor.post(f"/b/{battle.uuid}/vote/", {"choice": "a"}, headers=HX)
+    for html_text in (page, fragment.content.decode()):
+        assert "<p>as stored</p>" in html_text
+        assert replies_of(battle)[1].text_html in html_text
 
 
 def test_a_stop_ends_both_sides_with_the_text_so_far(runner, make_model):

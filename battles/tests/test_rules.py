@@ -203,7 +203,11 @@ def test_only_a_failed_side_is_retried_and_the_other_keeps_its_answer(battle):
     with refused("Only a failed answer can be retried."):
         services.reply_retry(battle=battle, side="a")
     Reply.objects.filter(turn__battle=battle, side="a").update(
-        status=FAILED, text="half an ans", error_code="server_error", error_message="It broke."
+        status=FAILED,
+        text="half an ans",
+        text_html="<p>half an ans</p>",
+        error_code="server_error",
+        error_message="It broke.",
     )
     assert state_of(battle).retryable_sides == ["a"]
     with refused("Only a failed answer can be retried."):
@@ -211,7 +215,7 @@ def test_only_a_failed_side_is_retried_and_the_other_keeps_its_answer(battle):
     services.reply_retry(battle=battle, side="a")
     replies = replies_of(battle)
     assert (replies["a"].status, replies["a"].attempt, replies["a"].text) == (PENDING, 2, "")
-    assert replies["a"].error_message == ""
+    assert replies["a"].error_message == "" and replies["a"].text_html == ""
     assert (replies["b"].status, replies["b"].attempt) == (DONE, 1)
     assert replies["b"].text == "A finished answer."
 

@@ -100,7 +100,7 @@ def async_client(endpoint: Endpoint) -> openai.AsyncOpenAI:
         if len(clients) >= _ASYNC_CLIENTS_KEPT:  # endpoints edited many times over
             evicted = clients.pop(next(iter(clients)))
             loop.call_later(_CLOSE_EVICTED_AFTER, lambda: loop.create_task(evicted.close()))
-        client = clients[key] = openai.AsyncOpenAI(
+        client = clients[key] = _async_client_class()(
             base_url=key[0],
             api_key=key[1],
             max_retries=0,
@@ -112,6 +112,23 @@ def async_client(endpoint: Endpoint) -> openai.AsyncOpenAI:
             ),
         )
     return client
+
+
+@functools.cache
+def _async_client_class() -> type[openai.AsyncOpenAI]:
+    """The SDK's async client, less a uuid per request.
+
+    For every POST the SDK draws `uuid4()` for an idempotency key, and the OpenAI client then
+    sends none (it has no idempotency header): a random-number system call per request for
+    nothing, and on this machine one of the largest entries in the worker's profile
+    (benchmarks/load/README.md). Built on first use, as the SDK is imported then.
+    """
+
+    class AsyncOpenAI(openai.AsyncOpenAI):
+        def _idempotency_key(self) -> str:
+            return ""  # no key: a header, should the SDK ever add one, goes out only with one
+
+    return AsyncOpenAI
 
 
 def request_params(endpoint: Endpoint, messages: list[dict[str, Any]]) -> dict[str, Any]:

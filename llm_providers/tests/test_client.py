@@ -9,9 +9,11 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx2
+import openai._base_client as sdk_base
 import pytest
 
 from core import loop
@@ -413,6 +415,21 @@ def test_replies_to_one_endpoint_reuse_its_connection(llm_server: str, prompt: s
     clients = {tuple(r["client"]) for r in requests_for(llm_server, prompt)}
     assert len(requests_for(llm_server, prompt)) == 3
     assert len(clients) == 1  # one kept connection: no new handshake per reply
+
+
+def test_a_streamed_reply_draws_no_random_key(llm_server: str, prompt: str, monkeypatch):
+    # The SDK would draw a uuid4 per request for an idempotency key it does not send.
+    def drawn():
+        raise AssertionError("uuid4 drawn for a streamed reply")
+
+    endpoint = Endpoint(llm_server, "alpha?tokens=3", api_key=f"{prompt}-key")  # its own client
+    monkeypatch.setattr(sdk_base, "uuid", SimpleNamespace(uuid4=drawn))
+
+    result = chat_stream(endpoint, user(prompt), on_delta=lambda _: None)
+
+    assert result.text == generate_text("alpha", prompt, 3)
+    [request] = requests_for(llm_server, prompt)
+    assert "idempotency-key" not in request["headers"]
 
 
 def test_a_failing_on_sent_closes_the_stream_and_raises_in_the_caller(llm_server: str, prompt: str):
