@@ -38,15 +38,18 @@ beat:
 test-llm-server:
 	.venv/bin/python -m llm_providers.testing --host 127.0.0.1 --port 8765
 
+# The llama.cpp wheel install.sh built and cached: the benchmark peers' install reuses it.
+WHEELS ?= $(or $(LLMBATTLER_WHEELS),$(HOME)/.cache/llmbattler/wheels)
+
 bench-ratings: install-test
-	.venv/bin/python -m pip install --quiet -r requirements-bench.txt
+	.venv/bin/python -m pip install --quiet --find-links $(WHEELS) --only-binary llama-cpp-python -r requirements-bench.txt
 	.venv/bin/python -m benchmarks.ratings
 
 bench-recompute: install-test
 	.venv/bin/python -m benchmarks.recompute
 
 bench-load: install-test
-	.venv/bin/python -m pip install --quiet -r requirements-bench.txt
+	.venv/bin/python -m pip install --quiet --find-links $(WHEELS) --only-binary llama-cpp-python -r requirements-bench.txt
 	.venv/bin/python -m benchmarks.load
 
 bench-client: install-test
