@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from core.hub import MemoryHub, get_hub
 from core.serving import UVICORN_OPTIONS
 from llm_providers.testing import running_server
 
@@ -33,6 +34,23 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "worker" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _memory_hub_emptied():
+    """Embedded mode: SQLite hands a rolled-back turn's id to the next test's turn, so a stop
+    flag or a stream an earlier test left in the process's memory hub (both keyed by the turn)
+    could stop or feed a later test's replies. Each test leaves the hub empty. (PostgreSQL
+    never reuses an id, and the Redis hub's keys carry the run's own prefix.)"""
+    yield
+    hub = get_hub()
+    if isinstance(hub, MemoryHub):
+        with hub._lock:
+            streams, flags = list(hub._streams), list(hub._flags)
+        for stream in streams:
+            hub.discard(stream)
+        for key in flags:
+            hub.clear_flag(key)
 
 
 def pytest_unconfigure(config):
