@@ -27,6 +27,7 @@ from battles.models import Mode, Vote
 from leaderboard.categories import OVERALL
 from leaderboard.engine import PairCounts, RatingOptions, fit
 from leaderboard.models import Snapshot
+from leaderboard.selectors import snapshot_current
 from llm_providers.models import LLMModel
 
 SCALE = 400.0
@@ -74,11 +75,7 @@ class PersonalBoard:
 
 
 def _public_ratings() -> tuple[Snapshot | None, dict[int, float]]:
-    snapshot = (
-        Snapshot.objects.filter(category=OVERALL)
-        .defer("win_rate_matrix", "battle_count_matrix")
-        .first()
-    )
+    snapshot = snapshot_current(category=OVERALL, matrices=False)
     if snapshot is None:
         return None, {}
     rows = snapshot.rows.filter(votes__gte=settings.ARENA_MIN_VOTES_TO_SHOW)
