@@ -5,22 +5,33 @@ Two policies (`ARENA_SAMPLING`):
 - `weighted`: each model gets an effective weight, its catalog weight multiplied by a boost
   while it has few votes so new models reach a stable rating sooner. An unordered pair {i, j}
   is drawn with probability proportional to w_i * w_j (never i with itself).
-- `active`: spends votes where they shrink the widest intervals most. From the last ratings
-  (`Standing`: rating and standard error per model), a vote on {i, j} is worth about
-  p_ij (1 - p_ij) (se_i^4 + se_j^4) (the information of one vote on the pair times how much
-  it lowers the two variances), times the catalog weights; a share `exploration` of the
-  probability still follows the weighted policy, so every pair keeps being sampled: each
-  pair's probability is at least `exploration` times its weighted one. A model without a
-  rating counts as the least certain.
+- `active`: spends votes on the order of neighbours on the board. From the last ratings
+  (`Standing`: rating and standard error per model) it computes a design, a probability
+  for every pair, that minimises the summed variance of neighbours' differences
+  theta_k - theta_l (the A-optimal design for those contrasts, by the multiplicative
+  algorithm; one vote on {i, j} brings the information p_ij (1 - p_ij)). Each pair {k, l}
+  counts with its chance of being adjacent in the ranking (ratings drawn from
+  N(rating, se^2); a fixed set of draws, so the same standings always give the same design)
+  times how unsettled its order still is, 2 Phi(-|r_k - r_l| / sqrt(se_k^2 + se_l^2)).
+  Close pairs get most votes, pairs two or three places apart some (they tie neighbours
+  together), distant pairs few; the design is then multiplied by the catalog weights
+  w_i * w_j. A share `exploration` of the probability still follows the weighted policy, so
+  every pair keeps being sampled: each pair's probability is at least `exploration` times
+  its weighted one (and so is each model's share of battles). A model without a rating
+  counts as placed at the mean with a very wide error.
 
 Either way sides are a fair coin flip, nothing depends on the visitor or the prompt, and the
 probability of the exact ordered pair is recorded with the battle.
 """
 
+import functools
 import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+import numpy as np
+from scipy import special
 
 
 @dataclass(frozen=True)
@@ -76,24 +87,88 @@ def active_pair_probabilities(
     if not base or not rated:
         return base
     # Not rated yet: placed at the mean, with an error as wide as two logits (~350 points) or
-    # twice the widest, so it is drawn often until the next recompute rates it.
+    # twice the widest, so its possible neighbours are most of the board.
     unknown = Standing(
         sum(s.rating for s in rated) / len(rated),
         max(2 * max(s.se for s in rated), 2 * ELO_PER_LOGIT),
     )
-    worth = {}
-    for i, j in base:
-        a, b = standings.get(i, unknown), standings.get(j, unknown)
-        p = 1 / (1 + math.exp(-(a.rating - b.rating) / ELO_PER_LOGIT))
-        spread = math.sqrt(a.se**2 + b.se**2)
-        misorder = 0.5 * math.erfc(abs(a.rating - b.rating) / spread / math.sqrt(2))
-        worth[(i, j)] = weights[i] * weights[j] * p * (1 - p) * spread * misorder
-    total = sum(worth.values())
-    if not total > 0:
-        return base
-    return {
-        pair: (1 - exploration) * worth[pair] / total + exploration * base[pair] for pair in base
-    }
+    key = tuple((i, weights[i], *_as_tuple(standings.get(i, unknown))) for i in sorted(weights))
+    design = _design(key)
+    return {pair: (1 - exploration) * design[pair] + exploration * base[pair] for pair in base}
+
+
+def _as_tuple(standing: Standing) -> tuple[float, float]:
+    return (standing.rating, standing.se)
+
+
+# Draws of the ratings used to weigh neighbour pairs: a fixed seed, so the design is a
+# function of the standings (the probability stored with a battle is the one it was drawn
+# with), and enough draws that a pair's chance of being adjacent is known to a few percent.
+NEIGHBOUR_DRAWS = 400
+# The multiplicative algorithm is within 0.1% of the optimum after ~30 rounds for 20 or 50
+# evenly spread models.
+DESIGN_ROUNDS = 40
+
+
+@functools.lru_cache(maxsize=16)
+def _design(key: tuple[tuple[int, float, float, float], ...]) -> dict[tuple[int, int], float]:
+    """The active design (before exploration) for (id, weight, rating, se) rows sorted by id;
+    cached because the standings only change at a recompute."""
+    ids = [row[0] for row in key]
+    n = len(ids)
+    weight = np.array([row[1] for row in key])
+    theta = np.array([row[2] for row in key]) / ELO_PER_LOGIT
+    se = np.array([row[3] for row in key]) / ELO_PER_LOGIT
+
+    # Each pair's chance of being neighbours on the board: the contrasts to make precise.
+    draws = theta + se * np.random.default_rng(0).standard_normal((NEIGHBOUR_DRAWS, n))
+    order = np.argsort(draws, axis=1)
+    adjacent = np.zeros((n, n))
+    np.add.at(adjacent, (order[:, 1:].ravel(), order[:, :-1].ravel()), 1.0 / NEIGHBOUR_DRAWS)
+    adjacent += adjacent.T
+    # ... times how unsettled their order is, 2 Phi(-|r_i - r_j| / sd): 1 for equal ratings,
+    # towards 0 once the gap is many errors wide (neighbours far apart need no more votes).
+    spread = np.maximum(np.sqrt(se[:, None] ** 2 + se[None, :] ** 2), 1e-12)
+    adjacent *= special.erfc(np.abs(theta[:, None] - theta[None, :]) / spread / math.sqrt(2))
+
+    design = neighbour_design(theta, adjacent)
+    design *= weight[:, None] * weight[None, :]
+    design /= design.sum()
+    upper = np.triu_indices(n, 1)
+    return {(ids[i], ids[j]): float(design[i, j]) for i, j in zip(*upper, strict=True)}
+
+
+def neighbour_design(theta: np.ndarray, contrasts: np.ndarray) -> np.ndarray:
+    """The share of votes for each pair (upper triangle, summing to 1) that minimises
+    sum over k < l of contrasts[k, l] * Var(theta_k - theta_l) for a given number of votes,
+    theta the ratings in logits (the A-optimal design, by the multiplicative algorithm).
+    Every pair with a gain keeps a positive share; no contrast at all gives every pair alike."""
+    n = len(theta)
+    upper = np.triu(np.ones((n, n), dtype=bool), 1)
+    design = upper / upper.sum()
+    weights = np.triu(contrasts, 1)
+    weights = weights + weights.T
+    if not weights.sum() > 0:
+        return design
+    target = _laplacian(weights)
+    p = 1 / (1 + np.exp(-(theta[:, None] - theta[None, :])))
+    info = p * (1 - p)  # one vote's information on the pair's difference
+    centre = np.full((n, n), 1 / n)
+    for _ in range(DESIGN_ROUNDS):
+        # The covariance of the ratings for this design (a pseudo-inverse: only differences
+        # are identified).
+        cov = np.linalg.inv(_laplacian((design + design.T) * info) + centre) - centre
+        m = cov @ target @ cov
+        d = np.diag(m)
+        # How much one more vote on {i, j} would shrink the weighted sum of variances.
+        gain = info * (d[:, None] + d[None, :] - 2 * m)
+        design = np.where(upper, design * np.clip(gain, 0, None), 0.0)
+        design /= design.sum()
+    return design
+
+
+def _laplacian(weights: np.ndarray) -> np.ndarray:
+    return np.diag(weights.sum(axis=1)) - weights
 
 
 def model_shares(
