@@ -108,6 +108,7 @@ NEIGHBOUR_DRAWS = 400
 # The multiplicative algorithm is within 0.1% of the optimum after ~30 rounds for 20 or 50
 # evenly spread models.
 DESIGN_ROUNDS = 40
+KEEP_EVERY_PAIR = 1e-4
 
 
 @functools.lru_cache(maxsize=16)
@@ -145,13 +146,14 @@ def neighbour_design(theta: np.ndarray, contrasts: np.ndarray) -> np.ndarray:
     Every pair with a gain keeps a positive share; no contrast at all gives every pair alike."""
     n = len(theta)
     upper = np.triu(np.ones((n, n), dtype=bool), 1)
-    design = upper / upper.sum()
+    uniform = upper / upper.sum()
+    design = uniform
     weights = np.triu(contrasts, 1)
     weights = weights + weights.T
     if not weights.sum() > 0:
         return design
     target = _laplacian(weights)
-    p = 1 / (1 + np.exp(-(theta[:, None] - theta[None, :])))
+    p = special.expit(theta[:, None] - theta[None, :])
     info = p * (1 - p)  # one vote's information on the pair's difference
     centre = np.full((n, n), 1 / n)
     for _ in range(DESIGN_ROUNDS):
@@ -163,7 +165,9 @@ def neighbour_design(theta: np.ndarray, contrasts: np.ndarray) -> np.ndarray:
         # How much one more vote on {i, j} would shrink the weighted sum of variances.
         gain = info * (d[:, None] + d[None, :] - 2 * m)
         design = np.where(upper, design * np.clip(gain, 0, None), 0.0)
-        design /= design.sum()
+        # A ten-thousandth spread evenly keeps every pair in (a pair no contrast needs would
+        # otherwise fall towards 0 and leave the covariance undefined).
+        design = (1 - KEEP_EVERY_PAIR) * design / design.sum() + KEEP_EVERY_PAIR * uniform
     return design
 
 

@@ -3,7 +3,9 @@
     make bench-sampling
 
 20 and 50 models with strengths spread evenly over 3 logits (about 520 Elo points), ~30%
-ties, outcomes drawn from the Bradley-Terry truth. Votes arrive in batches; after each batch
+ties whatever the pair (`BENCH_SAMPLING_TIES=0` for none; the engine counts a tie as half a
+win each, so ties pull every pair towards even and flatten the fitted ratings), other outcomes
+drawn from the Bradley-Terry truth. Votes arrive in batches; after each batch
 the real engine (`leaderboard.engine.fit`, sandwich intervals) refits, like the recompute,
 and the next batch is drawn from that snapshot. Policies:
 
@@ -46,7 +48,7 @@ from battles.sampling import (
 from leaderboard.engine import PairCounts, RatingOptions, fit
 
 EXPLORATION = float(os.environ.get("ARENA_SAMPLING_EXPLORATION", "0.25"))
-TIES = 0.3
+TIES = float(os.environ.get("BENCH_SAMPLING_TIES", "0.3"))
 SEEDS = 5
 SHARE_FLOOR = 0.5  # of the uniform share 2/n: no model may get fewer votes than that
 

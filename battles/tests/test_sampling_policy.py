@@ -41,7 +41,82 @@ def test_votes_go_to_the_close_uncertain_pair_rather_than_a_settled_one():
     weighted = pair_probabilities(WEIGHTS)
     assert probs[(1, 2)] > weighted[(1, 2)]
     assert probs[(1, 2)] > 5 * probs[(1, 4)]
-    assert probs[(3, 4)] < weighted[(3, 4)]
+    # 3 and 4 are neighbours too, but 200 points apart with small errors: their order is
+    # settled, so they get no more than the exploration share.
+    assert probs[(3, 4)] == pytest.approx(0.25 * weighted[(3, 4)], rel=0.05)
+
+
+EVEN = {i: Standing(1000 + 40 * i, 15) for i in range(8)}  # neighbours ~1.9 errors apart
+
+
+def test_votes_go_to_neighbours_on_the_board_and_fall_off_with_the_distance_in_rank():
+    weights = dict.fromkeys(EVEN, 1.0)
+    probs = active_pair_probabilities(weights, EVEN, exploration=0.25)
+    weighted = pair_probabilities(weights)
+    by_distance = {
+        d: [probs[(i, i + d)] / weighted[(i, i + d)] for i in range(8 - d)] for d in range(1, 8)
+    }
+    assert min(by_distance[1]) > 2  # every adjacent pair gets more than twice its weighted odds
+    assert max(by_distance[4]) < 0.5
+    means = [sum(v) / len(v) for v in by_distance.values()]
+    assert means == sorted(means, reverse=True)
+
+
+def test_catalog_weights_scale_the_active_design():
+    weights = dict.fromkeys(EVEN, 1.0)
+    heavier = {**weights, 3: 2.0}
+    plain = active_pair_probabilities(weights, EVEN, exploration=0.25)
+    boosted = active_pair_probabilities(heavier, EVEN, exploration=0.25)
+    assert sampling.model_shares(heavier, boosted)[3] > sampling.model_shares(weights, plain)[3]
+
+
+def test_the_active_probabilities_are_a_function_of_the_standings_alone():
+    weights = dict.fromkeys(EVEN, 1.0)
+    first = active_pair_probabilities(weights, EVEN, exploration=0.25)
+    sampling._design.cache_clear()
+    shuffled = dict(reversed(list(EVEN.items())))
+    assert (
+        active_pair_probabilities(dict(reversed(list(weights.items()))), shuffled, exploration=0.25)
+        == first
+    )
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_on_a_random_board_every_pair_and_model_keeps_its_floor(seed):
+    rng = random.Random(seed)
+    weights = {i: rng.choice([0.5, 1.0, 2.0]) for i in range(30)}
+    standings = {
+        i: Standing(rng.gauss(1000, 150), rng.uniform(3, 60))
+        for i in range(30)
+        if rng.random() < 0.9
+    }
+    probs = active_pair_probabilities(weights, standings, exploration=0.1)
+    weighted = pair_probabilities(weights)
+    assert set(probs) == set(weighted)
+    assert sum(probs.values()) == pytest.approx(1.0)
+    for pair, probability in probs.items():
+        assert probability >= 0.1 * weighted[pair] - 1e-12
+    shares = sampling.model_shares(weights, probs)
+    weighted_shares = sampling.model_shares(weights, weighted)
+    assert sum(shares.values()) == pytest.approx(2.0)
+    assert all(shares[i] >= 0.1 * weighted_shares[i] - 1e-12 for i in weights)
+
+
+def test_a_model_whose_order_is_settled_leaves_the_design_defined():
+    # No neighbour contrast needs Charlie: the design would starve its pairs to nothing.
+    weights = dict.fromkeys((1, 2, 3), 1.0)
+    standings = {1: Standing(1100, 10), 2: Standing(1095, 10), 3: Standing(800, 10)}
+    probs = active_pair_probabilities(weights, standings, exploration=0.25)
+    assert sum(probs.values()) == pytest.approx(1.0)
+    assert probs[(1, 2)] == max(probs.values())
+    assert probs[(1, 3)] >= 0.25 / 3 - 1e-12
+
+
+def test_settled_standings_fall_back_to_every_pair_alike_inside_the_design():
+    weights = dict.fromkeys(range(4), 1.0)
+    settled = {i: Standing(1000 + 300 * i, 0.0) for i in range(4)}
+    probs = active_pair_probabilities(weights, settled, exploration=0.25)
+    assert probs == pytest.approx(pair_probabilities(weights))
 
 
 def test_a_model_without_a_rating_is_treated_as_least_certain_and_drawn_often():
@@ -74,6 +149,20 @@ def test_the_draw_reads_nothing_about_the_visitor_or_the_prompt():
     assert list(inspect.signature(services._draw).parameters) == ["rng"]
     assert "visitor" not in inspect.getsource(services._draw)
     assert "prompt" not in inspect.getsource(services._draw)
+    # The maths sees only the catalog, the vote counts and the last ratings.
+    assert list(inspect.signature(active_pair_probabilities).parameters) == [
+        "weights",
+        "standings",
+        "exploration",
+    ]
+    assert list(inspect.signature(sampling.draw_pair).parameters) == [
+        "candidates",
+        "boost",
+        "boost_below",
+        "rng",
+        "standings",
+        "exploration",
+    ]
 
 
 @pytest.fixture
