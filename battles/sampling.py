@@ -143,7 +143,8 @@ def neighbour_design(theta: np.ndarray, contrasts: np.ndarray) -> np.ndarray:
     """The share of votes for each pair (upper triangle, summing to 1) that minimises
     sum over k < l of contrasts[k, l] * Var(theta_k - theta_l) for a given number of votes,
     theta the ratings in logits (the A-optimal design, by the multiplicative algorithm).
-    Every pair with a gain keeps a positive share; no contrast at all gives every pair alike."""
+    Every pair keeps at least `KEEP_EVERY_PAIR` of an even share; no contrast at all gives
+    every pair alike."""
     n = len(theta)
     upper = np.triu(np.ones((n, n), dtype=bool), 1)
     uniform = upper / upper.sum()
