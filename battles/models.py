@@ -347,3 +347,19 @@ class SamplingStanding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_id}: {self.rating:.0f} ± {self.se:.0f}"
+
+
+class SamplingDesign(models.Model):
+    """The active sampling policy's design (`sampling.Design`): each pair's share of votes
+    before the catalog weights, over the models that could be drawn at the last recompute.
+    One row, written with the standings (`services.sampling_standings_replace`), deleted
+    under the weighted policy."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    model_ids = models.JSONField(default=list)
+    # The upper triangle of the symmetric matrix, row by row, as float64 bytes.
+    shares = models.BinaryField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"sampling design over {len(self.model_ids)} models"

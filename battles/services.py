@@ -5,8 +5,9 @@ import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
@@ -26,6 +27,7 @@ from battles.models import (
     Mode,
     NamedVote,
     Reply,
+    SamplingDesign,
     SamplingStanding,
     Turn,
     Vote,
@@ -99,7 +101,10 @@ def sampling_target_shares() -> dict[int, float]:
         standings = sampling_standings([c.id for c in candidates])
     if standings:
         pairs = sampling.active_pair_probabilities(
-            weights, standings, exploration=settings.ARENA_SAMPLING_EXPLORATION
+            weights,
+            standings,
+            exploration=settings.ARENA_SAMPLING_EXPLORATION,
+            design=sampling_design(),
         )
     else:
         pairs = sampling.pair_probabilities(weights)
@@ -112,9 +117,50 @@ def sampling_standings(model_ids: list[int]) -> dict[int, sampling.Standing]:
     return {pk: sampling.Standing(r, se) for pk, r, se in rows.values_list("model", "rating", "se")}
 
 
+def sampling_design() -> sampling.Design | None:
+    """The active design the last recompute stored (None: none yet), read again only when a
+    recompute has replaced it."""
+    global _design_cache
+    stamps = SamplingDesign.objects.filter(pk=1).values_list("updated_at", flat=True)
+    stamp = next(iter(stamps), None)
+    if stamp is None:
+        return None
+    cached = _design_cache
+    if cached is None or cached[0] != stamp:
+        row = SamplingDesign.objects.get(pk=1)
+        n = len(row.model_ids)
+        shares = np.zeros((n, n))
+        shares[np.triu_indices(n, 1)] = np.frombuffer(bytes(row.shares), dtype=np.float64)
+        design = sampling.Design(tuple(row.model_ids), shares + shares.T)
+        cached = _design_cache = (row.updated_at, design)
+    return cached[1]
+
+
+_design_cache: tuple[datetime, sampling.Design] | None = None
+
+
 def sampling_standings_replace(*, standings: dict[int, tuple[float, float]]) -> None:
-    """Store the overall ratings (rating, standard error) the active policy samples from."""
+    """Store the overall ratings (rating, standard error) the active policy samples from,
+    and under that policy its design over the models that can be drawn (computed here, in
+    the recompute, so that a battle start only weighs it)."""
+    design = None
+    if settings.ARENA_SAMPLING == "active" and standings:
+        ids = [c.id for c in sampling_candidates()]
+        rated = {pk: sampling.Standing(r, se) for pk, (r, se) in standings.items()}
+        if len(ids) >= 2 and any(pk in rated for pk in ids):
+            design = sampling.design_for(ids, rated)
     with transaction.atomic():
+        if design is None:
+            SamplingDesign.objects.filter(pk=1).delete()
+        else:
+            upper = np.triu_indices(len(design.ids), 1)
+            SamplingDesign.objects.update_or_create(
+                pk=1,
+                defaults={
+                    "model_ids": list(design.ids),
+                    "shares": design.shares[upper].astype(np.float64).tobytes(),
+                },
+            )
         SamplingStanding.objects.exclude(model_id__in=list(standings)).delete()
         SamplingStanding.objects.bulk_create(
             [SamplingStanding(model_id=pk, rating=r, se=se) for pk, (r, se) in standings.items()],
@@ -137,6 +183,7 @@ def _draw(rng: random.Random | None = None) -> sampling.Draw:
         rng=rng,
         standings=standings,
         exploration=settings.ARENA_SAMPLING_EXPLORATION,
+        design=sampling_design() if standings else None,
     )
     if draw is None:
         raise NotEnoughModelsError(

@@ -149,11 +149,13 @@ def test_the_draw_reads_nothing_about_the_visitor_or_the_prompt():
     assert list(inspect.signature(services._draw).parameters) == ["rng"]
     assert "visitor" not in inspect.getsource(services._draw)
     assert "prompt" not in inspect.getsource(services._draw)
-    # The maths sees only the catalog, the vote counts and the last ratings.
+    # The maths sees only the catalog, the vote counts and the last ratings (and the design
+    # the recompute computed from those ratings).
     assert list(inspect.signature(active_pair_probabilities).parameters) == [
         "weights",
         "standings",
         "exploration",
+        "design",
     ]
     assert list(inspect.signature(sampling.draw_pair).parameters) == [
         "candidates",
@@ -162,6 +164,7 @@ def test_the_draw_reads_nothing_about_the_visitor_or_the_prompt():
         "rng",
         "standings",
         "exploration",
+        "design",
     ]
 
 
@@ -199,6 +202,40 @@ def test_active_samples_from_the_stored_standings_and_records_that_probability(t
     close = (min(alpha.pk, bravo.pk), max(alpha.pk, bravo.pk))
     assert seen[close] == max(seen.values())
     assert len(seen) == 3  # exploration: every pair still drawn
+
+
+def test_the_recompute_stores_the_design_and_battle_starts_only_weigh_it(
+    three, settings, make_model
+):
+    settings.ARENA_SAMPLING = "active"
+    alpha, bravo, charlie = three
+    standings = {alpha.pk: (1100, 10), bravo.pk: (1095, 10), charlie.pk: (800, 10)}
+    services.sampling_standings_replace(standings=standings)
+    stored = services.sampling_design()
+    assert stored.ids == tuple(sorted(standings))
+    rated = {pk: Standing(r, se) for pk, (r, se) in standings.items()}
+    assert stored.shares == pytest.approx(sampling.design_for(standings, rated).shares)
+    # A model added since the recompute: the stored design does not cover it, so the draw
+    # computes one that does (the newcomer as the least certain) rather than leave it out.
+    delta = make_model("Delta")
+    seen = Counter()
+    rng = random.Random(5)
+    for _ in range(200):
+        draw = services._draw(rng)
+        seen.update((draw.model_a, draw.model_b))
+    assert seen[delta.pk] > 0
+    # The next recompute covers it.
+    services.sampling_standings_replace(standings=standings)
+    assert delta.pk in services.sampling_design().ids
+
+
+def test_the_weighted_policy_stores_no_design(three, settings):
+    settings.ARENA_SAMPLING = "weighted"
+    alpha, bravo, charlie = three
+    services.sampling_standings_replace(
+        standings={alpha.pk: (1100, 10), bravo.pk: (1095, 10), charlie.pk: (800, 10)}
+    )
+    assert services.sampling_design() is None
 
 
 def test_the_weighted_policy_ignores_the_standings(three, settings):
