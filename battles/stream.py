@@ -85,7 +85,7 @@ async def turn_events(turn: Turn, *, last_event_id: str | None) -> AsyncIterator
         yield "retry: 1000\n\n"
         started_sides: set[str] = set()
         while time.monotonic() < deadline:
-            wait = WAIT_SECONDS if guard is None else guard.wait(WAIT_SECONDS)
+            wait = WAIT_SECONDS if guard is None else guard.wait(time.monotonic(), WAIT_SECONDS)
             try:
                 batch = await subscription.get(timeout=wait)
             except Exception:
