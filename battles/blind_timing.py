@@ -8,13 +8,15 @@ that the page sees:
 - `together`: a side's text is held until both sides have begun (a first delta, or an end:
   an error or an empty answer), or until `ARENA_BLIND_TIMING_CAP_SECONDS` after the first side
   began, whichever comes first. Both first deltas then reach the page in the same write.
-- `padded`: `together`, and both panes grow at the slower side's pace: a side shows no more
-  text than the other side has produced, cut to that length if need be (never inside an HTML
-  entity), so both sides' text reaches the page in the same writes and in chunks of the same
-  size. A side that ended (or stalls) keeps pacing the other at its own average rate and
-  cadence, so the longer answer goes on at the slower side's speed instead of freezing. When
-  the cap released the first side alone, the turn goes on unpaced (pacing a side that has
-  already shown text against one that has only begun would freeze it).
+- `padded`: `together`, and then both panes grow on one schedule: from the moment a side's
+  rate is known (its third delta), both show text at 90% of the slower known rate, on 50-ms
+  ticks, each side cut to the schedule when it has more (never inside an HTML entity). Until
+  then neither shows more than a side of unknown pace has produced. So both sides' text
+  reaches the page in the same writes and in chunks of the same size, and a pane ends when
+  its text runs out, not when its model did. The cost: the slower side shows ~10% slower
+  than it streams, the faster one at that pace. A side that stalls below the schedule shows
+  what it has. When the cap released the first side alone, the turn goes on unpaced (pacing
+  a side that has already shown text against one that has only begun would freeze it).
 
 Each side keeps its own order; a final pane follows its side's last delta; the turn's end
 goes out last. Within a write the two sides come in a random order (the faster side is not
@@ -196,9 +198,9 @@ class TimingGuard:
         due: list[float] = []
         if self._together_at is None and self._first_begun is not None:
             due.append(self._first_begun + self.cap)
-        if self.mode == "padded" and self._together_at is not None and not self._capped:
-            if any(_is_delta(event) for event, _, _ in self._held):
-                due.append(self._tick(now) + PACE_TICK_SECONDS)
+        pacing = self.mode == "padded" and self._together_at is not None and not self._capped
+        if pacing and any(_is_delta(event) for event, _, _ in self._held):
+            due.append(self._tick(now) + PACE_TICK_SECONDS)
         if not due:
             return idle
         return min(idle, max(MIN_WAIT_SECONDS, min(due) - now))
@@ -217,8 +219,10 @@ class TimingGuard:
             size = self._allowed(side, event, done, together, now)
             whole = size >= 0 and done + size >= len(event.data)
             if size > 0 or whole:
-                part = event if done == 0 and whole else Event(
-                    event.id, event.name, event.data[done : done + size]
+                part = (
+                    event
+                    if done == 0 and whole
+                    else Event(event.id, event.name, event.data[done : done + size])
                 )
                 ready.append((side, part, 0 if whole else done + size))
                 item[2] = done + size

@@ -137,8 +137,16 @@ def run_mode(mode: str, args, llm_url: str) -> tuple[np.ndarray, np.ndarray]:
     )
     port = free_port()
     web = subprocess.Popen(
-        [PY, "-m", "uvicorn", "config.asgi:application", "--port", str(port), "--log-level",
-         "warning"],
+        [
+            PY,
+            "-m",
+            "uvicorn",
+            "config.asgi:application",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
         env=env,
     )
     base = f"http://127.0.0.1:{port}"

@@ -159,7 +159,6 @@ def test_a_reconnect_anywhere_neither_loses_nor_repeats_text(mode, seed):
     rng = random.Random(seed)
     s = Stream()
     timeline = []  # (arrival time, event)
-    now = 0.0
     for side in "ab":
         timeline.append((0.0, s.live(side)))
     begin = {"a": rng.uniform(0, 2), "b": rng.uniform(0, 2)}
@@ -204,9 +203,7 @@ def test_a_reconnect_anywhere_neither_loses_nor_repeats_text(mode, seed):
     rest = run(TimingGuard(mode, cap=1.0, resume=resume), start, None)
     for side in "ab":
         assert text(first, side) + text(rest, side) == text(whole, side)
-        assert text(whole, side) == "".join(
-            e.data for e in events if e.name == f"delta-{side}"
-        )
+        assert text(whole, side) == "".join(e.data for e in events if e.name == f"delta-{side}")
     assert rest[-1].name == "turn-end"
     assert sum(e.name == "turn-end" for e in first + rest) == 1
 
