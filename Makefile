@@ -1,5 +1,5 @@
 # The two commands: `make run` (quick start) and `make test` (the whole suite).
-.PHONY: run test install install-test lint worker beat web bench-ratings bench-recompute bench-load bench-client bench-local bench-identity bench-fragility bench-sampling test-llm-server
+.PHONY: run test install install-test lint worker beat web bench-ratings bench-recompute bench-load bench-client bench-local bench-identity bench-fragility bench-sampling bench-timing test-llm-server
 
 run: install
 	.venv/bin/python manage.py runarena
@@ -60,6 +60,10 @@ bench-fragility: install-test
 
 bench-sampling: install-test
 	.venv/bin/python -m benchmarks.sampling
+
+bench-timing: install-test
+	.venv/bin/python -m pip install --quiet --find-links $(WHEELS) --only-binary llama-cpp-python -r requirements-bench.txt
+	.venv/bin/python -m benchmarks.timing
 
 bench-identity: install-test
 	.venv/bin/python -m benchmarks.identity

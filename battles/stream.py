@@ -19,8 +19,9 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import Http404
 
+from battles.blind_timing import ResumePoint, TimingGuard, resume_point
 from battles.generation import pane_html
-from battles.models import Reply, Turn
+from battles.models import Mode, Reply, Turn
 from core import metrics
 from core.db import released_connection
 from core.hub import Event, format_sse, get_hub
@@ -61,21 +62,32 @@ def final_events(turn: Turn) -> list[Event] | None:
     return [*events, Event(id="", name="turn-end", data="")]
 
 
+def timing_guard(turn: Turn, resume: ResumePoint) -> TimingGuard | None:
+    """The turn's timing-leak guard: blind battles only (the names are shown otherwise)."""
+    mode = settings.ARENA_BLIND_TIMING
+    if mode == "off" or turn.battle.mode != Mode.BLIND:
+        return None
+    return TimingGuard(mode, cap=settings.ARENA_BLIND_TIMING_CAP_SECONDS, resume=resume)
+
+
 async def turn_events(turn: Turn, *, last_event_id: str | None) -> AsyncIterator[str]:
     """The SSE text of the turn's stream, chunk by chunk, until the turn ends."""
     hub = get_hub()
     stream_key = turn.stream_key()
     deadline = time.monotonic() + settings.LLM_TIMEOUT_TOTAL * 2 + 120
+    resume = resume_point(last_event_id)
+    guard = timing_guard(turn, resume)
     # One subscription for the connection: in service mode the process's shared reader
     # fills it (one XREAD for every open stream of the process).
-    subscription = hub.subscribe(stream_key, last_event_id)
+    subscription = hub.subscribe(stream_key, resume.after)
     metrics.SSE_STREAMS_OPEN.inc()
     try:
         yield "retry: 1000\n\n"
         started_sides: set[str] = set()
         while time.monotonic() < deadline:
+            wait = WAIT_SECONDS if guard is None else guard.wait(time.monotonic(), WAIT_SECONDS)
             try:
-                batch = await subscription.get(timeout=WAIT_SECONDS)
+                batch = await subscription.get(timeout=wait)
             except Exception:
                 # Hub unreachable: a finished turn can still be answered from the database;
                 # otherwise end the stream and let the browser reconnect and resume.
@@ -87,15 +99,21 @@ async def turn_events(turn: Turn, *, last_event_id: str | None) -> AsyncIterator
                 if final is not None:
                     yield format_sse(final)
                 return
+            if guard is not None:
+                holding = guard.holding
+                guard.add(batch, time.monotonic())
+                batch = guard.release(time.monotonic())
+                if not batch and (holding or guard.holding):
+                    continue  # a tick: nothing due yet
             if batch:
                 yield format_sse(batch)
                 if any(e.name == "turn-end" for e in batch):
                     return
                 deltas = {e.name for e in batch if e.name.startswith("delta-")}
-                if deltas and started_sides | deltas == {"delta-a", "delta-b"}:
+                if guard is None and deltas and started_sides | deltas == {"delta-a", "delta-b"}:
                     # Until both sides have begun there is no pause, so the second side's
                     # first delta is not held back behind the first side's; panes and
-                    # turn-end never wait either.
+                    # turn-end never wait either. (The guard keeps its own tick.)
                     await asyncio.sleep(DELTA_READ_SECONDS)
                 started_sides |= deltas
                 continue

@@ -266,6 +266,9 @@ ARENA_SAMPLING = env_choice("ARENA_SAMPLING", "weighted", {"weighted", "active"}
 ARENA_SAMPLING_EXPLORATION = env_float("ARENA_SAMPLING_EXPLORATION", 0.25, minimum=0.01)
 if ARENA_SAMPLING_EXPLORATION > 1:
     raise ImproperlyConfigured("ARENA_SAMPLING_EXPLORATION must lie between 0.01 and 1")
+# The timing-leak guard on blind battles' streams (battles/blind_timing.py).
+ARENA_BLIND_TIMING = env_choice("ARENA_BLIND_TIMING", "together", {"off", "together", "padded"})
+ARENA_BLIND_TIMING_CAP_SECONDS = env_float("ARENA_BLIND_TIMING_CAP_SECONDS", 5.0, minimum=0.0)
 ARENA_CIRCUIT_FAILURES = env_int("ARENA_CIRCUIT_FAILURES", 3, minimum=1)
 ARENA_CIRCUIT_COOLDOWN_SECONDS = env_int("ARENA_CIRCUIT_COOLDOWN_SECONDS", 60, minimum=1)
 ARENA_HEARTBEAT_SECONDS = env_float("ARENA_HEARTBEAT_SECONDS", 5.0, minimum=0.05)

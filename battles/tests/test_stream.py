@@ -3,13 +3,15 @@
 import contextlib
 import re
 import signal
+import time
 from collections.abc import Iterator
 
 import httpx2
 import pytest
 
 from battles import generation
-from battles.models import Battle, Reply
+from battles.blind_timing import resume_point
+from battles.models import Battle, Mode, Reply, Turn
 from battles.tests.conftest import wait_turn_finished
 from conftest import wait_for
 from core.hub import get_hub
@@ -45,6 +47,7 @@ def read_events(client, url, *, last_event_id=None, stop_after=None):
                             "id": current.get("id"),
                             "event": current["event"],
                             "data": "\n".join(current["data"]),
+                            "at": time.monotonic(),
                         }
                     )
                     if stop_after and len(events) >= stop_after:
@@ -82,11 +85,9 @@ def test_both_sides_stream_over_one_connection_and_the_stream_ends_with_the_turn
             assert deltas(events, side) == replies[side].text
             panes = [e for e in events if e["event"] == f"pane-{side}"]
             assert "status-done" in panes[-1]["data"]
-        ids = [
-            int(e["id"].split("-")[0]) if "-" in e["id"] else int(e["id"])
-            for e in events
-            if e["id"]
-        ]
+        # Resume points only move forward (a timing guard's token names its watermark).
+        marks = [resume_point(e["id"]).after for e in events if e["id"]]
+        ids = [int(m.split("-")[0]) if "-" in m else int(m) for m in marks if m]
         assert ids == sorted(ids)
 
 
@@ -117,6 +118,49 @@ def test_a_fresh_connection_replays_everything_so_far(arena_server, make_model):
         replies = {r.side: r for r in wait_turn_finished(battle)}
         for side in "ab":
             assert deltas(again, side) == replies[side].text
+
+
+def first_and_last_delta(events, side) -> tuple[float, float]:
+    times = [e["at"] for e in events if e["event"] == f"delta-{side}"]
+    return times[0], times[-1]
+
+
+@pytest.mark.parametrize("mode", ["off", "together", "padded"])
+def test_the_timing_guard_hides_which_side_is_faster(arena_server, make_model, settings, mode):
+    settings.ARENA_BLIND_TIMING = mode
+    make_model("Alpha", knobs="ttft=0&tps=200&tokens=30")  # all of it within 0.2 s
+    make_model("Bravo", knobs="ttft=0.8&tps=20&tokens=30")  # 0.8 s, then 1.5 s of text
+    with http_visitor(arena_server) as client:
+        battle = http_start(client, "who is faster")
+        events = read_events(client, f"/b/{battle.uuid}/turns/0/events/")
+        replies = {r.side: r for r in wait_turn_finished(battle)}
+    assert events[-1]["event"] == "turn-end"
+    for side in "ab":
+        assert deltas(events, side) == replies[side].text
+    fast = next(side for side, r in replies.items() if r.model.name == "Alpha")
+    slow = "b" if fast == "a" else "a"
+    fast_first, fast_last = first_and_last_delta(events, fast)
+    slow_first, slow_last = first_and_last_delta(events, slow)
+    if mode == "off":
+        assert slow_first - fast_first > 0.5
+        assert fast_last - fast_first < 0.6
+    else:
+        assert abs(slow_first - fast_first) < 0.25
+    if mode == "padded":
+        # The faster text is paced to the slower side's rate: it ends about when that does.
+        assert fast_last - fast_first > 0.6 * (slow_last - slow_first)
+
+
+def test_named_sessions_are_not_held(settings):
+    from battles.stream import timing_guard
+
+    settings.ARENA_BLIND_TIMING = "padded"
+    blind = Battle(mode=Mode.BLIND)
+    named = Battle(mode=Mode.NAMED)
+    assert timing_guard(Turn(battle=blind), resume_point(None)) is not None
+    assert timing_guard(Turn(battle=named), resume_point(None)) is None
+    settings.ARENA_BLIND_TIMING = "off"
+    assert timing_guard(Turn(battle=blind), resume_point(None)) is None
 
 
 def test_a_finished_turn_is_served_from_the_database_when_the_hub_has_forgotten_it(
