@@ -1,5 +1,5 @@
 # The two commands: `make run` (quick start) and `make test` (the whole suite).
-.PHONY: run test install install-test lint worker beat web bench-ratings bench-recompute bench-load bench-client bench-local bench-identity bench-fragility bench-sampling bench-timing test-llm-server
+.PHONY: run test install install-test lint worker beat web bench-ratings bench-recompute bench-load bench-client bench-local bench-identity bench-fragility bench-sampling bench-timing test-llm-server screenshots
 
 run: install
 	.venv/bin/python manage.py runarena
@@ -67,6 +67,10 @@ bench-timing: install-test
 
 bench-identity: install-test
 	.venv/bin/python -m benchmarks.identity
+
+# docs/screenshots/*.png from a throwaway arena in a temporary directory (never var/).
+screenshots: install-test
+	.venv/bin/python scripts/screenshots.py
 
 bench-local: install
 	.venv/bin/python -m benchmarks.local_models

@@ -225,6 +225,30 @@ def test_the_board_table_scrolls_inside_its_box_on_a_phone(arena_server, new_pag
     assert box["x"] <= header["x"] and header["x"] + header["width"] <= box["x"] + box["width"]
 
 
+def test_the_transparency_table_keeps_its_model_names_in_view_as_it_scrolls(
+    arena_server, new_page, crowded_board
+):
+    page = new_page(viewport={"width": 1280, "height": 900})
+    page.goto(arena_server + "/leaderboard/transparency/")
+    wrap = page.locator(".board-wrap")
+    name = page.locator("table.report td.model a").first
+    last_header = page.get_by_role("columnheader", name="outlier voter")
+
+    assert wrap.evaluate("el => el.scrollWidth > el.clientWidth")
+    # The window down to the table (elementFromPoint sees only the window), then the table to
+    # its last column.
+    wrap.evaluate("el => window.scrollTo(0, el.getBoundingClientRect().top + window.scrollY)")
+    wrap.evaluate("el => { el.scrollLeft = el.scrollWidth; }")
+
+    box, link, header = wrap.bounding_box(), name.bounding_box(), last_header.bounding_box()
+    assert box["x"] <= link["x"] and link["x"] + link["width"] <= header["x"]
+    assert header["x"] + header["width"] <= box["x"] + box["width"]
+    # The name's cell is on top, not under the columns scrolled beneath it.
+    centre = (link["x"] + link["width"] / 2, link["y"] + link["height"] / 2)
+    on_top = "(a, [x, y]) => a.closest('td').contains(document.elementFromPoint(x, y))"
+    assert name.evaluate(on_top, centre)
+
+
 def test_after_the_vote_each_pane_names_its_model(arena_server, new_page, crowded_board):
     page = new_page(viewport={"width": PHONE, "height": 844}, is_mobile=True, has_touch=True)
     start_battle(page, arena_server, "Name a colour")
