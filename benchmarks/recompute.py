@@ -32,9 +32,14 @@ from pathlib import Path
 from benchmarks import synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
-DB_NAME = "llmbattler_bench_recompute"
+DB_NAME = "llmbattler_bench_recompute"  # --db names another (engineers sharing a server)
 DB_URL = f"{synthetic.PG_SERVER}/{DB_NAME}"
 STAGE_RE = re.compile(r"recompute stage (?P<stage>.+?): (?P<seconds>[\d.]+) s$", re.MULTILINE)
+
+
+def _database_use(name: str) -> None:
+    global DB_NAME, DB_URL
+    DB_NAME, DB_URL = name, f"{synthetic.PG_SERVER}/{name}"
 
 
 def log(msg: str) -> None:
@@ -119,7 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--new-votes", type=int, default=1000, help="votes added before the refresh (1000)"
     )
+    parser.add_argument(
+        "--db", default=DB_NAME, help=f"the benchmark database's name (default {DB_NAME})"
+    )
     args = parser.parse_args(argv)
+    _database_use(args.db)
 
     log(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} cores")
     if args.reuse and db_exists():
