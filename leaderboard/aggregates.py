@@ -48,7 +48,14 @@ from battles.features import STYLE_FEATURES
 from battles.models import Vote
 from leaderboard.models import ImportedVote, TallyBlock, TallyFold
 from leaderboard.sql import compiled, fetch_binary
-from leaderboard.tally import CHOICES, LABELS, _Table, _tally_rows, row_reasons_any
+from leaderboard.tally import (
+    _STYLE_TERMS,
+    CHOICES,
+    LABELS,
+    _Table,
+    _tally_rows,
+    row_reasons_any,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,37 +63,18 @@ SOURCES = {"vote": Vote, "imported": ImportedVote}
 FOLD_NAME = "ratings"
 PAIRS, LANGUAGES = "pairs", "languages"
 # The stored layout, what a change of it folds every vote again for.
-STORAGE = "blocks/2"
+STORAGE = "blocks/3"
 # A fold that finds more blocks than this of one vote table and kind merges them (the full
 # recompute merges them anyway: this only bounds them when it does not run).
 MERGE_AT = 64
-_K = len(STYLE_FEATURES)
 _C = len(CHOICES)
 _COUNTS = 4 * _C  # per (category, choice)
-_STYLE = _C * (_K + _K * _K)  # per choice the feature sums and their products
+_STYLE = _C * _STYLE_TERMS  # per choice the feature sums and their products i <= j
 # The tally's layout: counts per (category, choice), per choice the style sums, the id sums.
 FIXED_WIDTH = _COUNTS + _STYLE + _C
 LANGUAGE_WIDTH = _C
 _STYLE_COLUMNS = slice(_COUNTS, _COUNTS + _STYLE)
 _ID_COLUMNS = slice(_COUNTS + _STYLE, FIXED_WIDTH)
-# The products are symmetric: a block keeps i <= j only (56 floats a pair, not 80).
-_KEPT = [
-    c * (_K + _K * _K) + j
-    for c in range(_C)
-    for j in range(_K + _K * _K)
-    if j < _K or divmod(j - _K, _K)[0] <= divmod(j - _K, _K)[1]
-]
-
-
-def _stored_column(c: int, j: int) -> int:
-    """Which stored column holds the layout's style column j of choice c."""
-    if j >= _K:
-        row, column = sorted(divmod(j - _K, _K))
-        j = _K + row * _K + column
-    return _KEPT.index(c * (_K + _K * _K) + j)
-
-
-_STORED_STYLE = np.array([_stored_column(c, j) for c in range(_C) for j in range(_K + _K * _K)])
 _LE = "<"  # little-endian on disk, whatever the machine
 
 
@@ -131,8 +119,7 @@ def block_encode(label: str, kind: str, table: _Table) -> TallyBlock:
         labels: list[str] = []
         keys = np.column_stack(table.columns[:2])
         ids = np.rint(table.values[:, _ID_COLUMNS]).astype(f"{_LE}i8").tobytes()
-        kept = table.values[:, _STYLE_COLUMNS][:, _KEPT]
-        sums = np.ascontiguousarray(kept, dtype=f"{_LE}f8").tobytes()
+        sums = np.ascontiguousarray(table.values[:, _STYLE_COLUMNS], dtype=f"{_LE}f8").tobytes()
     else:
         codes, local = np.unique(table.columns[0], return_inverse=True)
         labels = LABELS.names(codes)
@@ -161,8 +148,9 @@ def block_decode(block: TallyBlock) -> _Table:
         values = np.empty((size, FIXED_WIDTH))
         values[:, :_COUNTS] = _integers_read(block.counts, size, _COUNTS)
         values[:, _ID_COLUMNS] = np.frombuffer(block.ids, dtype=f"{_LE}i8").reshape(size, _C)
-        sums = np.frombuffer(block.sums, dtype=f"{_LE}f8").reshape(size, len(_KEPT))
-        values[:, _STYLE_COLUMNS] = sums[:, _STORED_STYLE]
+        values[:, _STYLE_COLUMNS] = np.frombuffer(block.sums, dtype=f"{_LE}f8").reshape(
+            size, _STYLE
+        )
         # Written from a table sorted by (model_a, model_b): one row per key, in order.
         return _Table((keys[:, 0], keys[:, 1], counted), values, grouped=True)
     keys = _integers_read(block.keys, size, 3)

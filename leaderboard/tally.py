@@ -170,8 +170,12 @@ def _tally_rows(
 
 
 def _fixed_width(style: bool) -> int:
-    k = len(STYLE_FEATURES)
-    return 4 * len(CHOICES) + (len(CHOICES) * (k + k * k + 1) if style else 0)
+    return 4 * len(CHOICES) + (len(CHOICES) * (_STYLE_TERMS + 1) if style else 0)
+
+
+# Per choice: the k feature sums, then the sums of their products i <= j (row by row: the
+# order of np.triu_indices), which are symmetric; StyleSums gets the full k x k.
+_STYLE_TERMS = len(STYLE_FEATURES) + len(STYLE_FEATURES) * (len(STYLE_FEATURES) + 1) // 2
 
 
 def _column(rows: list[tuple], i: int) -> np.ndarray:
@@ -195,11 +199,10 @@ def _language_rows_table(rows: list[tuple], reason_codes: np.ndarray, *, width: 
 
 def _fixed_rows_table(rows: list[tuple], reason_codes: np.ndarray, *, width: int) -> _Table:
     """(model_a, model_b, reason, choice, sums) rows laid out per (pair, reason): counts
-    [category x choice], then per choice the feature sums and the k x k outer-product sums
-    (StyleSums' layout), then per choice the sum of the vote ids."""
+    [category x choice], then per choice the style sums (_STYLE_TERMS), then per choice the
+    sum of the vote ids."""
     if not rows:
         return _Table.empty(key_columns=3, width=width)
-    k = len(STYLE_FEATURES)
     style = width > 4 * len(CHOICES)
     keys, at = _factorize((_column(rows, 0), _column(rows, 1), reason_codes[_column(rows, 2)]))
     choice_of = {c: i for i, c in enumerate(CHOICES)}
@@ -208,14 +211,9 @@ def _fixed_rows_table(rows: list[tuple], reason_codes: np.ndarray, *, width: int
     out = np.zeros((len(keys[0]), width))
     columns = np.arange(4) * len(CHOICES) + choice[:, None]
     if style:
-        upper = np.triu_indices(k)  # the order of the SQL's products
-        products = np.zeros((len(rows), k, k))
-        products[:, upper[0], upper[1]] = sums[:, 4 + k : -1]
-        products[:, upper[1], upper[0]] = sums[:, 4 + k : -1]
-        sums = np.hstack([sums[:, : 4 + k], products.reshape(len(rows), k * k), sums[:, -1:]])
-        base = 4 * len(CHOICES) + choice * (k + k * k)
-        ids = 4 * len(CHOICES) + len(CHOICES) * (k + k * k) + choice
-        columns = np.hstack([columns, base[:, None] + np.arange(k + k * k), ids[:, None]])
+        base = 4 * len(CHOICES) + choice * _STYLE_TERMS
+        ids = 4 * len(CHOICES) + len(CHOICES) * _STYLE_TERMS + choice
+        columns = np.hstack([columns, base[:, None] + np.arange(_STYLE_TERMS), ids[:, None]])
     np.add.at(out, (at[:, None], columns), sums)
     return _Table(keys, out, grouped=True)
 
@@ -348,6 +346,35 @@ def _factorize(columns: tuple[np.ndarray, ...]) -> tuple[tuple[np.ndarray, ...],
     return tuple(column[order[starts]] for column in columns), inverse
 
 
+def _added(
+    columns: tuple[np.ndarray, ...], values: np.ndarray, small: _Table
+) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """A grouped table's (columns, values) plus the grouped `small` table's rows, as new
+    arrays (the given ones are left as they are)."""
+    size = len(columns[0])
+    both = tuple(np.concatenate([a, b]) for a, b in zip(columns, small.columns, strict=True))
+    packed = _packed(both) if size and len(small) else None
+    if packed is None:
+        table = _Table(both, np.vstack([values, small.values]))
+        return table.columns, table.values
+    ours, theirs = packed[:size], packed[size:]
+    at = np.searchsorted(ours, theirs)
+    found = at < size
+    found[found] = ours[at[found]] == theirs[found]
+    if found.all():
+        values = values.copy()
+        values[at] += small.values  # each row at most once: both tables are grouped
+        return columns, values
+    new = ~found
+    columns = tuple(
+        np.insert(column, at[new], added[new])
+        for column, added in zip(columns, small.columns, strict=True)
+    )
+    values = np.insert(values, at[new], 0.0, axis=0)
+    values[np.searchsorted(np.insert(ours, at[new], theirs[new]), theirs)] += small.values
+    return columns, values
+
+
 class _Table:
     """Tally rows: integer key columns (…, model_a, model_b, reason) and a float matrix of
     sums, one row per key, sorted by key. Languages and reasons are LABELS codes (0: none,
@@ -366,8 +393,40 @@ class _Table:
             values = values[order]
             if len(starts) < len(order):  # a key more than once: add its rows up
                 values = np.add.reduceat(values, starts, axis=0)
-        self.columns = columns
-        self.values = values
+        self._columns, self._values = columns, values
+        # Small tables still to be added, each with its sign (see combined).
+        self._pending: list[tuple[_Table, float]] = []
+
+    @property
+    def columns(self) -> tuple[np.ndarray, ...]:
+        self._settle()
+        return self._columns
+
+    @property
+    def values(self) -> np.ndarray:
+        self._settle()
+        return self._values
+
+    @property
+    def width(self) -> int:
+        return self._values.shape[1]
+
+    def _rows_at_most(self) -> int:
+        return len(self._columns[0]) + sum(table._rows_at_most() for table, _ in self._pending)
+
+    def _settle(self) -> None:
+        """Add the pending small tables into the arrays, in one pass."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        small = _Table(
+            tuple(
+                np.concatenate([table.columns[i] for table, _ in pending])
+                for i in range(len(self._columns))
+            ),
+            np.vstack([sign * table.values for table, sign in pending]),
+        )
+        self._columns, self._values = _added(self._columns, self._values, small)
 
     @classmethod
     def empty(cls, *, key_columns: int, width: int) -> _Table:
@@ -403,64 +462,48 @@ class _Table:
         reasons = np.full(len(self), code, dtype=np.int64)
         return _Table((*self.columns[:-1], reasons), self.values)
 
-    def rows(self, picked) -> _Table:
-        """The picked rows (a mask or indices): still one row per key, in key order."""
+    def rows(self, picked, *, width: int | None = None) -> _Table:
+        """The picked rows (a mask, indices or a slice; their first `width` columns): still
+        one row per key, in key order."""
         return _Table(
-            tuple(column[picked] for column in self.columns), self.values[picked], grouped=True
+            tuple(column[picked] for column in self.columns),
+            self.values[picked, :width],
+            grouped=True,
         )
 
     @classmethod
     def combined(cls, parts: list[tuple[_Table, float]], width: int) -> _Table:
-        """The sum of the tables, each times its sign (rows of one key added up).
+        """The sum of the tables, each times its sign (rows of one key added up), their
+        first `width` columns.
 
-        The largest table (the stored tallies, in a refresh) is taken as it is and the
-        others, added up, go into it: a search per small row rather than sorting every row
-        again."""
-        key_columns = len(parts[0][0].columns)
-        parts = [(table, sign) for table, sign in parts if len(table)]
+        Where one table is larger than the others together (the stored tallies, in a refresh),
+        the result shares its arrays and keeps the others pending: they are added at the
+        first look at the rows, all at once, by a search per small row, so a refresh copies
+        the large arrays once however many small tables (tail, corrections, moves) it adds."""
+        key_columns = len(parts[0][0]._columns)
+        parts = [
+            (table if table.width == width else table.rows(slice(None), width=width), sign)
+            for table, sign in parts
+            if table._rows_at_most()
+        ]
         if not parts:
             return cls.empty(key_columns=key_columns, width=width)
-        largest = max(range(len(parts)), key=lambda i: len(parts[i][0]))
+        sizes = [table._rows_at_most() for table, _ in parts]
+        largest = int(np.argmax(sizes))
         base, sign = parts[largest]
-        values = base.values[:, :width] * sign  # a copy: the tables stay as they are
         rest = parts[:largest] + parts[largest + 1 :]
-        if not rest:
-            return cls(base.columns, values, grouped=True)
-        small = cls(
-            tuple(
-                np.concatenate([table.columns[i] for table, _ in rest]) for i in range(key_columns)
-            ),
-            np.vstack([sign * table.values[:, :width] for table, sign in rest]),
-        )
-        return cls._added(base.columns, values, small)
-
-    @classmethod
-    def _added(cls, columns: tuple[np.ndarray, ...], values: np.ndarray, small: _Table) -> _Table:
-        """A grouped table's (columns, values), which may be changed, plus `small`'s rows."""
-        size = len(columns[0])
-        packed = _packed(
-            tuple(np.concatenate([a, b]) for a, b in zip(columns, small.columns, strict=True))
-        )
-        if packed is None:
-            both = zip(columns, small.columns, strict=True)
-            return cls(
-                tuple(np.concatenate(pair) for pair in both), np.vstack([values, small.values])
-            )
-        ours, theirs = packed[:size], packed[size:]
-        at = np.searchsorted(ours, theirs)
-        found = at < size
-        found[found] = ours[at[found]] == theirs[found]
-        values[at[found]] += small.values[found]  # each row at most once: both are grouped
-        if found.all():
-            return cls(columns, values, grouped=True)
-        new = ~found
+        if sign == 1 and sizes[largest] >= sum(sizes) - sizes[largest]:
+            if not rest:
+                return base
+            table = cls.__new__(cls)
+            table._columns, table._values = base._columns, base._values  # never written to
+            table._pending = [*base._pending, *rest]
+            return table
         return cls(
             tuple(
-                np.insert(column, at[new], added[new])
-                for column, added in zip(columns, small.columns, strict=True)
+                np.concatenate([table.columns[i] for table, _ in parts]) for i in range(key_columns)
             ),
-            np.insert(values, at[new], small.values[new], axis=0),
-            grouped=True,
+            np.vstack([sign * table.values for table, sign in parts]),
         )
 
     def reassigned(self) -> _Table:
@@ -819,9 +862,12 @@ class VoteTallies:
         if self.style and key == OVERALL:
             k = len(STYLE_FEATURES)
             kept = table.values[keep]  # picked is every row here
-            style_end = 16 + len(CHOICES) * (k + k * k)
-            sums = kept[:, 16:style_end].reshape(-1, len(CHOICES), k + k * k)
+            style_end = 16 + len(CHOICES) * _STYLE_TERMS
+            sums = kept[:, 16:style_end].reshape(-1, len(CHOICES), _STYLE_TERMS)
             result.style_x = sums[:, :, :k]
-            result.style_xx = sums[:, :, k:].reshape(-1, len(CHOICES), k, k)
+            upper = np.triu_indices(k)
+            result.style_xx = np.empty((len(kept), len(CHOICES), k, k))
+            result.style_xx[:, :, upper[0], upper[1]] = sums[:, :, k:]
+            result.style_xx[:, :, upper[1], upper[0]] = sums[:, :, k:]
             result.style_ids = np.rint(kept[:, style_end:]).astype(np.int64)
         return result
