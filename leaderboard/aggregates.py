@@ -41,13 +41,13 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Q
 
 from battles.features import STYLE_FEATURES
 from battles.models import Vote
 from leaderboard.models import ImportedVote, TallyBlock, TallyFold
-from leaderboard.sql import compiled, fetch_binary
+from leaderboard.sql import compiled, execute_binary, fetch_binary
 from leaderboard.tally import (
     _STYLE_TERMS,
     CHOICES,
@@ -163,6 +163,26 @@ def block_decode(block: TallyBlock) -> _Table:
     return _Table((languages, keys[:, 1], keys[:, 2], counted), counts, grouped=in_order)
 
 
+def _block_save(block: TallyBlock) -> None:
+    """Insert a block, its arrays bound as binary (sql.execute_binary)."""
+    fields = ("source", "kind", "rows", "labels", "keys", "counts", "ids", "sums")
+    table = connection.ops.quote_name(TallyBlock._meta.db_table)
+    execute_binary(
+        f"INSERT INTO {table} ({', '.join(fields)}) "  # noqa: S608 (names, not values)
+        "VALUES (%s, %s, %s, %s, %b, %b, %b, %b)",
+        [
+            block.source,
+            block.kind,
+            block.rows,
+            json.dumps(block.labels),
+            block.keys,
+            block.counts,
+            block.ids,
+            block.sums,
+        ],
+    )
+
+
 def _blocks(kind: str, width: int, *, source: str | None = None) -> _Table:
     """Every stored block of a kind, added up (both vote tables unless `source`: the keys do
     not say which)."""
@@ -201,7 +221,7 @@ def tallies_merge(*, above: int = 1) -> int:
             label, kind = group["source"], group["kind"]
             table = _blocks(kind, _width(kind), source=label)
             TallyBlock.objects.filter(source=label, kind=kind).delete()
-            block_encode(label, kind, table).save()
+            _block_save(block_encode(label, kind, table))
             merged += group["blocks"]
     return merged
 
@@ -224,7 +244,7 @@ def tallies_fold(*, settled: dict[str, int]) -> dict[str, int]:
                 table = _raw(source, by_language=kind == LANGUAGES, scope=scope, reasons=False)
                 table = table.totals()
                 if len(table):
-                    block_encode(label, kind, table).save()
+                    _block_save(block_encode(label, kind, table))
             folded[label] = high
         tallies_merge(above=MERGE_AT)
         state.folded, state.params = folded, fold_params()

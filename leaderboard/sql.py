@@ -23,9 +23,27 @@ def fetch_binary(sql: str, params) -> list[tuple]:
     this one binds on the server."""
     if connection.vendor != "postgresql":
         return fetch(sql, params)
+    with _server_bound() as cursor:
+        cursor.execute(sql, params, binary=True)
+        return cursor.fetchall()
+
+
+def execute_binary(sql: str, params) -> None:
+    """One statement whose `%b` parameters (bytes) go to PostgreSQL as they are, not as
+    hex text for the server to parse (most of the time of writing a large bytea). Other
+    databases get them as ordinary parameters."""
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(sql.replace("%b", "%s"), params)
+        return
+    with _server_bound() as cursor:
+        cursor.execute(sql, params)
+
+
+def _server_bound():
+    """A cursor on the default connection that binds on the server (Django's bind on the
+    client, which can neither send nor ask for binary values)."""
     import psycopg  # the PostgreSQL driver: not there in an embedded-only install
 
     connection.ensure_connection()
-    with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, binary=True)
-        return cursor.fetchall()
+    return psycopg.Cursor(connection.connection)

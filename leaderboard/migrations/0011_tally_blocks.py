@@ -2,6 +2,22 @@
 
 from django.db import migrations, models
 
+ARRAYS = ("keys", "counts", "ids", "sums")
+
+
+def _storage(method: str):
+    """On PostgreSQL, the arrays stored out of line but not compressed: pglz took most of a
+    second to compress a 2,000,000-vote table's blocks, and saved a third of their size."""
+
+    def apply(apps, schema_editor):
+        if schema_editor.connection.vendor == "postgresql":
+            schema_editor.execute(
+                "ALTER TABLE leaderboard_tallyblock "
+                + ", ".join(f"ALTER COLUMN {column} SET STORAGE {method}" for column in ARRAYS)
+            )
+
+    return apply
+
 
 class Migration(migrations.Migration):
     dependencies = [
@@ -38,4 +54,5 @@ class Migration(migrations.Migration):
             model_name="tallyblock",
             index=models.Index(fields=["source", "kind"], name="tallyblock_source_kind"),
         ),
+        migrations.RunPython(_storage("EXTERNAL"), _storage("EXTENDED"), elidable=False),
     ]
