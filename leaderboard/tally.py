@@ -714,6 +714,9 @@ class VoteTallies:
             )
         if plan is None:
             jobs["filter plan"] = lambda: filter_plan(cutoff=cutoff)
+        elif stored is not None:
+            # A refresh, its filters known: the votes they leave out are read with the counts.
+            jobs["left-out votes"] = lambda: self._left_out_read(plan)
         read = reads.run(jobs) if reads is not None else in_turn(jobs)
         self.plan = plan if plan is not None else read["filter plan"]
         self.reasons = list(exclusion_reasons(source=Vote, plan=self.plan))
@@ -725,15 +728,45 @@ class VoteTallies:
             (voter_min_votes, read["voters' votes"]) if voter_min_votes is not None else None
         )
         # The votes the hot-prompt down-sampling drops, worked out once for every read below.
-        self.dropped_ids: set[int] = set()
-        self.dropped: Q | None = None
-        if self.plan.dedup and self.plan.hot_prompts:
-            ids = dedup_dropped_ids(plan=self.plan)
-            fetched = list(ids.values_list("pk", flat=True))
-            self.dropped_ids = set(fetched)
-            self.dropped = _listed(ids, "pk", fetched)
-        if self.dropped is not None:
-            self._move(self.dropped, _DEDUP)
+        self._flagged_read: tuple[_Table, _Table] | None = None
+        if "left-out votes" in read:
+            self.dropped_ids, self.dropped, dedup, self._flagged_read = read["left-out votes"]
+        else:
+            self.dropped_ids, self.dropped = self._dropped_read(self.plan)
+            dedup = self._move_read(self.dropped) if self.dropped is not None else None
+        if dedup is not None:
+            self._move(dedup, _DEDUP)
+
+    @staticmethod
+    def _dropped_read(plan: FilterPlan) -> tuple[set[int], Q | None]:
+        """(ids, filter) of the votes the hot-prompt down-sampling drops."""
+        if not (plan.dedup and plan.hot_prompts):
+            return set(), None
+        ids = dedup_dropped_ids(plan=plan)
+        fetched = list(ids.values_list("pk", flat=True))
+        return set(fetched), _listed(ids, "pk", fetched)
+
+    def _flagged_scope(self, dropped: Q | None) -> Q | None:
+        """The counted votes of flagged voters (not cleared), less the dropped ones."""
+        if not self.plan.voter_flags:
+            return None
+        scope = _listed(flagged_voter_hashes(), "visitor_hash")
+        if scope is not None and dropped is not None:
+            scope &= ~dropped
+        return scope
+
+    def _left_out_read(self, plan: FilterPlan):
+        """What a known plan leaves out: (dropped ids, their filter, their tables, the
+        flagged voters' tables)."""
+        self.plan = plan
+        ids, dropped = self._dropped_read(plan)
+        scope = self._flagged_scope(dropped)
+        return (
+            ids,
+            dropped,
+            self._move_read(dropped) if dropped is not None else None,
+            self._move_read(scope) if scope is not None else None,
+        )
 
     def _table(self, *, by_language: bool, **kwargs) -> _Table:
         return _tally_rows(
@@ -743,14 +776,19 @@ class VoteTallies:
             **kwargs,
         )
 
-    def _move(self, scope: Q, reason: str) -> None:
-        self.fixed = self.fixed.move(
-            self._table(by_language=False, sources=(Vote,), scope=scope), reason
-        )
-        if self.languages_read:
-            self.by_language = self.by_language.move(
-                self._table(by_language=True, sources=(Vote,), scope=scope), reason
-            )
+    def _move_read(self, scope: Q) -> tuple[_Table, _Table | None]:
+        """The arena votes in `scope` as the two tables (the languages' if read)."""
+        fixed = self._table(by_language=False, sources=(Vote,), scope=scope)
+        if not self.languages_read:
+            return fixed, None
+        return fixed, self._table(by_language=True, sources=(Vote,), scope=scope)
+
+    def _move(self, tables: tuple[_Table, _Table | None], reason: str) -> None:
+        """Move the tables' counted votes to `reason`."""
+        fixed, by_language = tables
+        self.fixed = self.fixed.move(fixed, reason)
+        if by_language is not None:
+            self.by_language = self.by_language.move(by_language, reason)
         self._by_code = None
 
     def totals(self) -> tuple[_Table, _Table]:
@@ -777,15 +815,15 @@ class VoteTallies:
         return Consensus(pairs.reshape(-1, 2), summed)
 
     def flags_apply(self) -> None:
-        """Move the counted votes of flagged voters (not cleared) to the voter_flagged reason."""
-        if not self.plan.voter_flags:
+        """Move the counted votes of flagged voters (not cleared) to the voter_flagged reason.
+        With the plan given, they were read with the counts."""
+        if self._flagged_read is not None:
+            tables, self._flagged_read = self._flagged_read, None
+            self._move(tables, _FLAGGED)
             return
-        scope = _listed(flagged_voter_hashes(), "visitor_hash")
-        if scope is None:
-            return
-        if self.dropped is not None:
-            scope &= ~self.dropped
-        self._move(scope, _FLAGGED)
+        scope = self._flagged_scope(self.dropped)
+        if scope is not None:
+            self._move(self._move_read(scope), _FLAGGED)
 
     def _counted(self) -> Q:
         """Arena votes not dropped by the down-sampling (the row reasons are in `rs`)."""
