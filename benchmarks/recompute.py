@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         sql("DELETE FROM leaderboard_tallyblock")
         sql("DELETE FROM leaderboard_tallyfold")
         sql("DELETE FROM leaderboard_refreshmark")
+        sql("DELETE FROM leaderboard_recomputelock")  # a lease an interrupted run left
     else:
         synthetic.db_recreate(DB_NAME)
         manage("migrate", "--noinput")

@@ -164,9 +164,11 @@ def _recompute_category(
     cutoff: dt.datetime,
     plan: FilterPlan,
     fragility_fresh: bool = True,
-) -> Snapshot:
-    """With `fragility_fresh` off (the live board's refresh), the overall board's rank
-    fragility is not computed but carried from the latest snapshot (_fragility_carried)."""
+) -> Snapshot | _Fitted:
+    """The category's latest snapshot if its counts did not change, else its new one, fitted
+    but not written (_snapshots_write). With `fragility_fresh` off (the live board's
+    refresh), the overall board's rank fragility is not computed but carried from the latest
+    snapshot (_fragility_carried)."""
     started = time.monotonic()
     style = style and votes.style_x is not None
     counted, excluded = votes.counted, votes.excluded
@@ -276,15 +278,37 @@ def _recompute_category(
         else []
     )
     snapshot.duration_ms = int((time.monotonic() - started) * 1000)
-    with stage("write snapshot"), transaction.atomic():
-        snapshot.save()
-        for row in rows:
-            row.snapshot = snapshot
-        SnapshotRow.objects.bulk_create(rows, batch_size=500)
-        if category == OVERALL and result is not None:
-            # What the active sampling policy reads (battles owns that table).
-            sampling_standings_replace(standings=_standings(result, model_ids))
-    return snapshot
+    standings = _standings(result, model_ids) if category == OVERALL and result else None
+    return _Fitted(snapshot, rows, standings)
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    """A category's new snapshot and rows, not written yet (_snapshots_write)."""
+
+    snapshot: Snapshot
+    rows: list[SnapshotRow]
+    standings: dict[int, tuple[float, float]] | None  # the overall board's, for sampling
+
+
+def _snapshots_write(results: list[Snapshot | _Fitted]) -> list[Snapshot]:
+    """Write the new snapshots and their rows in one transaction, a few statements in all
+    (a refresh writes up to one per category); each category's current snapshot."""
+    fitted = [result for result in results if isinstance(result, _Fitted)]
+    if fitted:
+        with stage("write snapshots"), transaction.atomic():
+            Snapshot.objects.bulk_create([result.snapshot for result in fitted])
+            rows = []
+            for result in fitted:
+                for row in result.rows:
+                    row.snapshot = result.snapshot
+                rows += result.rows
+            SnapshotRow.objects.bulk_create(rows, batch_size=1000)
+            for result in fitted:
+                if result.standings is not None:
+                    # What the active sampling policy reads (battles owns that table).
+                    sampling_standings_replace(standings=result.standings)
+    return [result.snapshot if isinstance(result, _Fitted) else result for result in results]
 
 
 def _rank_among(result, ranked: np.ndarray) -> np.ndarray:
@@ -444,7 +468,7 @@ def ratings_recompute(
             plan, tallies = _tallies(
                 cutoff=cutoff, style=style, languages=category.startswith(LANGUAGE_PREFIX)
             )
-            return _recompute_category(
+            fitted = _recompute_category(
                 category=category,
                 votes=tallies.category(category),
                 bootstrap=bootstrap,
@@ -452,6 +476,7 @@ def ratings_recompute(
                 cutoff=cutoff,
                 plan=plan,
             )
+            return _snapshots_write([fitted])[0]
     finally:
         _lock_release(token)
 
@@ -494,19 +519,19 @@ def ratings_recompute_all(
             categories = [c.key for c in fixed_categories()] + [
                 language_category(code) for code in tallies.languages(min_votes=minimum)
             ]
+            results = [
+                _recompute_category(
+                    category=category,
+                    votes=tallies.category(category),
+                    bootstrap=bootstrap,
+                    style=style and category == OVERALL,
+                    cutoff=cutoff,
+                    plan=plan,
+                    fragility_fresh=not from_stored,
+                )
+                for category in categories
+            ]
             # One transaction: a reader sees every category of this cut-off or none of them.
-            with transaction.atomic():
-                return [
-                    _recompute_category(
-                        category=category,
-                        votes=tallies.category(category),
-                        bootstrap=bootstrap,
-                        style=style and category == OVERALL,
-                        cutoff=cutoff,
-                        plan=plan,
-                        fragility_fresh=not from_stored,
-                    )
-                    for category in categories
-                ]
+            return _snapshots_write(results)
     finally:
         _lock_release(token)
