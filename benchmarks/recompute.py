@@ -3,6 +3,7 @@
     python -m benchmarks.recompute                    # 2,000,000 votes over 200 models
     python -m benchmarks.recompute --votes 300000 --keep-db
     python -m benchmarks.recompute --reuse            # the kept database, no insert
+    python -m benchmarks.recompute --votes 5000000 --keep-db --db bench_5m  # one's own
 
 Creates a throwaway database (`llmbattler_bench_recompute`), migrates it, inserts synthetic
 battles and votes (benchmarks/synthetic.py), then runs `manage.py recompute_ratings` as an
@@ -13,9 +14,13 @@ The first run writes every snapshot; the second finds nothing changed (same fing
 folds every vote into the stored tallies (leaderboard/aggregates.py; once after an upgrade);
 the third is the full recompute as the hourly job runs it.
 
+A kept database (`--reuse`) starts as a fresh one: snapshots, flags, hot prompts, stored
+tallies and refresh marks deleted.
+
 Then the live board's refresh (`recompute_ratings --if-new-votes`, what the refresh tick
 runs): once with no new vote (the check alone), once after 1,000 new votes (`--new-votes`),
-with Django's start-up (`manage.py shell -c pass`) timed apart.
+with Django's start-up (`manage.py shell -c pass`) timed apart, and the refresh's own time
+inside the command (its `refresh, end to end` stage).
 """
 
 from __future__ import annotations
@@ -125,6 +130,13 @@ def main(argv: list[str] | None = None) -> int:
         "--new-votes", type=int, default=1000, help="votes added before the refresh (1000)"
     )
     parser.add_argument(
+        "--refreshes",
+        type=int,
+        default=1,
+        help="refreshes timed, each after --new-votes more (a shared machine: the fastest "
+        "is reported, every one listed)",
+    )
+    parser.add_argument(
         "--db", default=DB_NAME, help=f"the benchmark database's name (default {DB_NAME})"
     )
     args = parser.parse_args(argv)
@@ -174,9 +186,21 @@ def main(argv: list[str] | None = None) -> int:
         idle, idle_peak, idle_output = manage("recompute_ratings", "--if-new-votes")
         log(f"refresh, no new vote: {idle:.2f} s ({idle_output.strip().splitlines()[-1]})")
         model_ids = [row[0] for row in sql("SELECT id FROM llm_providers_llmmodel", fetch=True)]
-        synthetic.votes_insert(sql, count=args.new_votes, model_ids=model_ids, seed=0.7)
-        fresh, fresh_peak, fresh_output = manage("recompute_ratings", "--if-new-votes")
-        log(f"refresh after {args.new_votes:,} new votes: {fresh:.2f} s, peak {fresh_peak:.0f} MB")
+        refreshes = []  # (wall, peak, output, start-up just before)
+        for i in range(args.refreshes):
+            synthetic.votes_insert(
+                sql, count=args.new_votes, model_ids=model_ids, seed=0.7 - i / 100
+            )
+            before, _, _ = manage("shell", "-c", "pass") if i else (startup, 0, "")
+            refreshes.append((*manage("recompute_ratings", "--if-new-votes"), before))
+            fresh, fresh_peak, _, _ = refreshes[-1]
+            log(
+                f"refresh after {args.new_votes:,} new votes: {fresh:.2f} s, "
+                f"peak {fresh_peak:.0f} MB"
+            )
+        fresh, fresh_peak, fresh_output, _ = min(
+            refreshes, key=lambda r: stages(r[2]).get("refresh, end to end", r[0])
+        )
     finally:
         if not args.keep_db and not args.reuse:
             synthetic.db_recreate(DB_NAME, drop_only=True)
@@ -215,7 +239,15 @@ def main(argv: list[str] | None = None) -> int:
             f"  | {votes:,} | {new:,} | {inside:.2f} s | {wall:.2f} s | {rebuild:.2f} s "
             f"| {peak:.0f} MB |"
         )
-    print(f"  stages of the refresh after {args.new_votes:,} new votes:")
+    if len(refreshes) > 1:
+        print(
+            f"  each of the {len(refreshes)} refreshes ({args.new_votes:,} votes more each time): "
+            "refresh, end to end / the command / start-up alone just before"
+        )
+        for wall, _, output, before in refreshes:
+            inside = stages(output).get("refresh, end to end", float("nan"))
+            print(f"      {inside:.2f} s / {wall:.2f} s / {before:.2f} s")
+    print(f"  stages of the fastest refresh after {args.new_votes:,} new votes:")
     for stage, seconds in sorted(stages(fresh_output).items(), key=lambda kv: -kv[1]):
         print(f"      {stage:<28} {seconds:6.2f} s")
     print()
