@@ -1,6 +1,7 @@
 """The tally's raw SQL: the ORM compiles the inner query, and the tally wraps it in the
 aggregate the ORM cannot write (a GROUP BY over an annotated subquery, window counts)."""
 
+import psycopg
 from django.db import connection
 
 
@@ -43,7 +44,5 @@ def execute_binary(sql: str, params) -> None:
 def _server_bound():
     """A cursor on the default connection that binds on the server (Django's bind on the
     client, which can neither send nor ask for binary values)."""
-    import psycopg  # the PostgreSQL driver: not there in an embedded-only install
-
     connection.ensure_connection()
     return psycopg.Cursor(connection.connection)
