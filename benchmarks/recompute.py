@@ -3,6 +3,7 @@
     python -m benchmarks.recompute                    # 2,000,000 votes over 200 models
     python -m benchmarks.recompute --votes 300000 --keep-db
     python -m benchmarks.recompute --reuse            # the kept database, no insert
+    python -m benchmarks.recompute --votes 5000000 --keep-db --db bench_5m  # one's own
 
 Creates a throwaway database (`llmbattler_bench_recompute`), migrates it, inserts synthetic
 battles and votes (benchmarks/synthetic.py), then runs `manage.py recompute_ratings` as an
@@ -13,9 +14,13 @@ The first run writes every snapshot; the second finds nothing changed (same fing
 folds every vote into the stored tallies (leaderboard/aggregates.py; once after an upgrade);
 the third is the full recompute as the hourly job runs it.
 
+A kept database (`--reuse`) starts as a fresh one: snapshots, flags, hot prompts, stored
+tallies and refresh marks deleted.
+
 Then the live board's refresh (`recompute_ratings --if-new-votes`, what the refresh tick
 runs): once with no new vote (the check alone), once after 1,000 new votes (`--new-votes`),
-with Django's start-up (`manage.py shell -c pass`) timed apart.
+with Django's start-up (`manage.py shell -c pass`) timed apart, and the refresh's own time
+inside the command (its `refresh, end to end` stage).
 """
 
 from __future__ import annotations
@@ -32,9 +37,14 @@ from pathlib import Path
 from benchmarks import synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
-DB_NAME = "llmbattler_bench_recompute"
+DB_NAME = "llmbattler_bench_recompute"  # --db names another (engineers sharing a server)
 DB_URL = f"{synthetic.PG_SERVER}/{DB_NAME}"
 STAGE_RE = re.compile(r"recompute stage (?P<stage>.+?): (?P<seconds>[\d.]+) s$", re.MULTILINE)
+
+
+def _database_use(name: str) -> None:
+    global DB_NAME, DB_URL
+    DB_NAME, DB_URL = name, f"{synthetic.PG_SERVER}/{name}"
 
 
 def log(msg: str) -> None:
@@ -119,7 +129,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--new-votes", type=int, default=1000, help="votes added before the refresh (1000)"
     )
+    parser.add_argument(
+        "--refreshes",
+        type=int,
+        default=1,
+        help="refreshes timed, each after --new-votes more (a shared machine: the fastest "
+        "is reported, every one listed)",
+    )
+    parser.add_argument(
+        "--db", default=DB_NAME, help=f"the benchmark database's name (default {DB_NAME})"
+    )
     args = parser.parse_args(argv)
+    _database_use(args.db)
 
     log(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} cores")
     if args.reuse and db_exists():
@@ -129,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         sql("DELETE FROM leaderboard_snapshot")
         sql("DELETE FROM leaderboard_flaggedvoter")
         sql("DELETE FROM leaderboard_hotprompt")
+        # As a fresh database: run 2 folds every vote (the stored tallies and refresh marks).
+        sql("DELETE FROM leaderboard_tallyblock")
+        sql("DELETE FROM leaderboard_tallyfold")
+        sql("DELETE FROM leaderboard_refreshmark")
+        sql("DELETE FROM leaderboard_recomputelock")  # a lease an interrupted run left
     else:
         synthetic.db_recreate(DB_NAME)
         manage("migrate", "--noinput")
@@ -160,9 +186,21 @@ def main(argv: list[str] | None = None) -> int:
         idle, idle_peak, idle_output = manage("recompute_ratings", "--if-new-votes")
         log(f"refresh, no new vote: {idle:.2f} s ({idle_output.strip().splitlines()[-1]})")
         model_ids = [row[0] for row in sql("SELECT id FROM llm_providers_llmmodel", fetch=True)]
-        synthetic.votes_insert(sql, count=args.new_votes, model_ids=model_ids, seed=0.7)
-        fresh, fresh_peak, fresh_output = manage("recompute_ratings", "--if-new-votes")
-        log(f"refresh after {args.new_votes:,} new votes: {fresh:.2f} s, peak {fresh_peak:.0f} MB")
+        refreshes = []  # (wall, peak, output, start-up just before)
+        for i in range(args.refreshes):
+            synthetic.votes_insert(
+                sql, count=args.new_votes, model_ids=model_ids, seed=0.7 - i / 100
+            )
+            before, _, _ = manage("shell", "-c", "pass") if i else (startup, 0, "")
+            refreshes.append((*manage("recompute_ratings", "--if-new-votes"), before))
+            fresh, fresh_peak, _, _ = refreshes[-1]
+            log(
+                f"refresh after {args.new_votes:,} new votes: {fresh:.2f} s, "
+                f"peak {fresh_peak:.0f} MB"
+            )
+        fresh, fresh_peak, fresh_output, _ = min(
+            refreshes, key=lambda r: stages(r[2]).get("refresh, end to end", r[0])
+        )
     finally:
         if not args.keep_db and not args.reuse:
             synthetic.db_recreate(DB_NAME, drop_only=True)
@@ -184,17 +222,32 @@ def main(argv: list[str] | None = None) -> int:
         for stage, seconds in sorted(stage_times.items(), key=lambda kv: -kv[1]):
             print(f"      {stage:<28} {seconds:6.2f} s")
     print()
-    print("the live board's refresh (recompute_ratings --if-new-votes), start-up included")
+    print("the live board's refresh (recompute_ratings --if-new-votes)")
     print(f"  Django start-up alone (manage.py shell -c pass): {startup:.2f} s")
-    print("  | votes | new votes | refresh | full rebuild (last run) | peak RSS |")
-    print("  |---|---|---|---|---|")
-    rebuild = runs[-1][0] if runs else float("nan")
-    print(f"  | {votes:,} | 0 | {idle:.2f} s | {rebuild:.2f} s | {idle_peak:.0f} MB |")
     print(
-        f"  | {votes:,} | {args.new_votes:,} | {fresh:.2f} s | {rebuild:.2f} s "
-        f"| {fresh_peak:.0f} MB |"
+        "  | votes | new votes | refresh, end to end (in the command) | the command, start-up "
+        "included | full rebuild (last run) | peak RSS |"
     )
-    print(f"  stages of the refresh after {args.new_votes:,} new votes:")
+    print("  |---|---|---|---|---|---|")
+    rebuild = runs[-1][0] if runs else float("nan")
+    for new, wall, peak, output in (
+        (0, idle, idle_peak, idle_output),
+        (args.new_votes, fresh, fresh_peak, fresh_output),
+    ):
+        inside = stages(output).get("refresh, end to end", float("nan"))
+        print(
+            f"  | {votes:,} | {new:,} | {inside:.2f} s | {wall:.2f} s | {rebuild:.2f} s "
+            f"| {peak:.0f} MB |"
+        )
+    if len(refreshes) > 1:
+        print(
+            f"  each of the {len(refreshes)} refreshes ({args.new_votes:,} votes more each time): "
+            "refresh, end to end / the command / start-up alone just before"
+        )
+        for wall, _, output, before in refreshes:
+            inside = stages(output).get("refresh, end to end", float("nan"))
+            print(f"      {inside:.2f} s / {wall:.2f} s / {before:.2f} s")
+    print(f"  stages of the fastest refresh after {args.new_votes:,} new votes:")
     for stage, seconds in sorted(stages(fresh_output).items(), key=lambda kv: -kv[1]):
         print(f"      {stage:<28} {seconds:6.2f} s")
     print()

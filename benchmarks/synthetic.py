@@ -94,6 +94,7 @@ def conversation_insert(sql: SQL) -> int:
         {
             "owner_key": "'v:bench-synthetic'",
             "title": "'synthetic'",
+            "mode": "'blind'",
             "uuid": "gen_random_uuid()",
             "created_at": "now()",
             "updated_at": "now()",
@@ -128,6 +129,7 @@ def votes_insert(sql: SQL, *, count: int, model_ids: list[int], seed: float = 0.
             "model_a_id": f"({arr})[ia]",
             "model_b_id": f"({arr})[{ib}]",
             "status": "'voted'",
+            "mode": "'blind'",
             "pair_probability": "0.001",
             "sampling": "'{}'::jsonb",
             "visitor_hash": voter,

@@ -1,9 +1,11 @@
 """The tally kept up to date: votes folded into stored rows, so that a refresh reads rows that
 grow with the models, not with the votes.
 
-`PairTally` / `LanguageTally` hold, per vote table, every folded vote *whatever its reason*
-to be left out, in the tally's own layout (tally._tally_rows with every vote under ""). What
-the stored rows do not say is read from the votes at each refresh, all of it small:
+`TallyBlock` rows hold, per vote table, every folded vote *whatever its reason* to be left
+out, in the tally's own layout (tally._tally_rows with every vote under "") as binary arrays:
+the pairs' counts and id sums as int64, their style sums as float64, the languages' counts as
+int64. What the stored rows do not say is read from the votes at each refresh, all of it
+small:
 
 - the *tail*: the votes above the folded id (the last few minutes), with their reasons;
 - the *corrections*: folded votes that have a row-level reason now (identity leak, flagged
@@ -17,41 +19,63 @@ in every recompute. So, at one cut-off and with one filter plan, the counts from
 rows equal a tally of every vote (tested with random votes, flags, late flags and folds).
 
 Folding (`tallies_fold`): under the recompute's lease, the votes with ids in (folded, settled]
-are grouped and added to the rows, and the folded id moves up, in one transaction. `settled`
-is the refresh's floor (leaderboard.refresh): every lower id had committed, so a fold by id
-never skips a vote that commits out of order. A change in what the rows depend on
-(ARENA_LONG_PROMPT_CHARS, the style features) folds every vote again.
+are grouped into one new block per vote table and kind, and the folded id moves up, in one
+transaction. A fold writes only what it added (a few kB after a minute of votes), not every
+pair again; the blocks are merged into one by the full recompute (`tallies_merge`), or by a
+fold that finds more than MERGE_AT of them. `settled` is the refresh's floor
+(leaderboard.refresh): every lower id had committed, so a fold by id never skips a vote that
+commits out of order. A change in what the rows depend on (ARENA_LONG_PROMPT_CHARS, the style
+features, the storage layout) folds every vote again.
 
 Checking (`tallies_compare`): the full recompute reads every vote anyway; its totals per pair
-must equal the stored rows plus tail less the future votes. Any difference (a vote deleted,
+must equal the stored blocks plus tail less the future votes. Any difference (a vote deleted,
 rows edited by hand) is logged and repaired by folding every vote again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
+from django.db.models import Count, Q
 
 from battles.features import STYLE_FEATURES
 from battles.models import Vote
-from leaderboard.models import ImportedVote, LanguageTally, PairTally, TallyFold
-from leaderboard.tally import CHOICES, _Table, _tally_rows, row_reasons_any
+from leaderboard.models import ImportedVote, TallyBlock, TallyFold
+from leaderboard.sql import compiled, execute_binary, fetch_binary
+from leaderboard.tally import (
+    _STYLE_TERMS,
+    CHOICES,
+    LABELS,
+    _Table,
+    _tally_rows,
+    row_reasons_any,
+)
 
 log = logging.getLogger(__name__)
 
 SOURCES = {"vote": Vote, "imported": ImportedVote}
 FOLD_NAME = "ratings"
-_K = len(STYLE_FEATURES)
-# The stored layout: counts per (category, choice), per choice the style sums, the id sums.
-FIXED_WIDTH = 4 * len(CHOICES) + len(CHOICES) * (_K + _K * _K + 1)
-LANGUAGE_WIDTH = len(CHOICES)
-_STYLE_COLUMNS = slice(4 * len(CHOICES), 4 * len(CHOICES) + len(CHOICES) * (_K + _K * _K))
+PAIRS, LANGUAGES = "pairs", "languages"
+# The stored layout, what a change of it folds every vote again for.
+STORAGE = "blocks/3"
+# A fold that finds more blocks than this of one vote table and kind merges them (the full
+# recompute merges them anyway: this only bounds them when it does not run).
+MERGE_AT = 64
+_C = len(CHOICES)
+_COUNTS = 4 * _C  # per (category, choice)
+_STYLE = _C * _STYLE_TERMS  # per choice the feature sums and their products i <= j
+# The tally's layout: counts per (category, choice), per choice the style sums, the id sums.
+FIXED_WIDTH = _COUNTS + _STYLE + _C
+LANGUAGE_WIDTH = _C
+_STYLE_COLUMNS = slice(_COUNTS, _COUNTS + _STYLE)
+_ID_COLUMNS = slice(_COUNTS + _STYLE, FIXED_WIDTH)
+_LE = "<"  # little-endian on disk, whatever the machine
 
 
 def fold_params() -> dict:
@@ -60,63 +84,169 @@ def fold_params() -> dict:
         "long_prompt_chars": settings.ARENA_LONG_PROMPT_CHARS,
         "style_features": list(STYLE_FEATURES),
         "choices": list(CHOICES),
+        "storage": STORAGE,
     }
 
 
 def _raw(source, *, by_language: bool, scope: Q, reasons: bool, cutoff=None) -> _Table:
-    return _Table(
-        *_tally_rows(
-            cutoff=cutoff,
-            by_language=by_language,
-            style=not by_language,
-            sources=(source,),
-            scope=scope,
-            reasons=reasons,
-        )
+    return _tally_rows(
+        cutoff=cutoff,
+        by_language=by_language,
+        style=not by_language,
+        sources=(source,),
+        scope=scope,
+        reasons=reasons,
     )
 
 
-def _rows_add(model, label: str, table: _Table, fields: tuple[str, ...]) -> None:
-    """Add the table's rows (keys: *fields, reason) to the stored rows of this vote table."""
-    if not table.keys:
-        return
-    stored = {
-        tuple(row[:-2]): (row[-2], row[-1])
-        for row in model.objects.filter(source=label).values_list(*fields, "pk", "sums")
-    }
-    new, changed = [], []
-    for key, values in zip(table.keys, table.values, strict=True):
-        key = key[:-1]
-        if key in stored:
-            pk, sums = stored[key]
-            changed.append(model(pk=pk, sums=(np.array(sums, dtype=float) + values).tolist()))
-        else:
-            named = dict(zip(fields, key, strict=True))
-            new.append(model(source=label, **named, sums=values.tolist()))
-    model.objects.bulk_update(changed, ["sums"], batch_size=1000)
-    model.objects.bulk_create(new, batch_size=1000)
+def _integers(values: np.ndarray) -> bytes:
+    """Whole numbers as int32 if every one fits, else int64 (block_decode tells by size)."""
+    values = np.rint(values)
+    fits = not values.size or (values.min() >= -(2**31) and values.max() < 2**31)
+    return np.ascontiguousarray(values, dtype=f"{_LE}i{4 if fits else 8}").tobytes()
+
+
+def _integers_read(data: bytes, rows: int, columns: int) -> np.ndarray:
+    if not rows:
+        return np.zeros((0, columns), dtype=np.int64)
+    size = len(data) // (rows * columns)
+    return np.frombuffer(data, dtype=f"{_LE}i{size}").reshape(rows, columns)
+
+
+def block_encode(label: str, kind: str, table: _Table) -> TallyBlock:
+    """A table of totals (every row under "", as _Table.totals gives) as a block."""
+    if kind == PAIRS:
+        labels: list[str] = []
+        keys = np.column_stack(table.columns[:2])
+        ids = np.rint(table.values[:, _ID_COLUMNS]).astype(f"{_LE}i8").tobytes()
+        sums = np.ascontiguousarray(table.values[:, _STYLE_COLUMNS], dtype=f"{_LE}f8").tobytes()
+    else:
+        codes, local = np.unique(table.columns[0], return_inverse=True)
+        labels = LABELS.names(codes)
+        keys = np.column_stack([local.ravel(), table.columns[1], table.columns[2]])
+        ids = sums = b""
+    return TallyBlock(
+        source=label,
+        kind=kind,
+        rows=len(table),
+        labels=labels,
+        keys=_integers(keys),
+        # Counts and id sums are sums of whole numbers: exact in the tables' float64 far
+        # beyond any count or id sum here, and stored as integers.
+        counts=_integers(table.values[:, :_COUNTS] if kind == PAIRS else table.values),
+        ids=ids,
+        sums=sums,
+    )
+
+
+def block_decode(block: TallyBlock) -> _Table:
+    """A block as a table (every row under "")."""
+    size = block.rows
+    counted = np.zeros(size, dtype=np.int64)
+    if block.kind == PAIRS:
+        keys = _integers_read(block.keys, size, 2)
+        values = np.empty((size, FIXED_WIDTH))
+        values[:, :_COUNTS] = _integers_read(block.counts, size, _COUNTS)
+        values[:, _ID_COLUMNS] = np.frombuffer(block.ids, dtype=f"{_LE}i8").reshape(size, _C)
+        values[:, _STYLE_COLUMNS] = np.frombuffer(block.sums, dtype=f"{_LE}f8").reshape(
+            size, _STYLE
+        )
+        # Written from a table sorted by (model_a, model_b): one row per key, in order.
+        return _Table((keys[:, 0], keys[:, 1], counted), values, grouped=True)
+    keys = _integers_read(block.keys, size, 3)
+    counts = _integers_read(block.counts, size, _C).astype(float)
+    codes = LABELS.codes(block.labels)
+    # Sorted by (language, model_a, model_b) as the block's labels sort; still so if this
+    # process's codes keep that order (the usual case), else sorted again.
+    in_order = bool(np.all(codes[1:] > codes[:-1]))
+    languages = codes[keys[:, 0]] if size else keys[:, 0].astype(np.int64)
+    return _Table((languages, keys[:, 1], keys[:, 2], counted), counts, grouped=in_order)
+
+
+def _block_save(block: TallyBlock) -> None:
+    """Insert a block, its arrays bound as binary (sql.execute_binary)."""
+    fields = ("source", "kind", "rows", "labels", "keys", "counts", "ids", "sums")
+    table = connection.ops.quote_name(TallyBlock._meta.db_table)
+    execute_binary(
+        f"INSERT INTO {table} ({', '.join(fields)}) "  # noqa: S608 (names, not values)
+        "VALUES (%s, %s, %s, %s, %b, %b, %b, %b)",
+        [
+            block.source,
+            block.kind,
+            block.rows,
+            json.dumps(block.labels),
+            block.keys,
+            block.counts,
+            block.ids,
+            block.sums,
+        ],
+    )
+
+
+def _blocks(kind: str, width: int, *, source: str | None = None) -> _Table:
+    """Every stored block of a kind, added up (both vote tables unless `source`: the keys do
+    not say which)."""
+    blocks = TallyBlock.objects.filter(kind=kind).order_by("pk")
+    if source is not None:
+        blocks = blocks.filter(source=source)
+    fields = ("kind", "rows", "labels", "keys", "counts", "ids", "sums")
+    sql, params = compiled(blocks.values_list(*fields))
+    parts = []
+    for row in fetch_binary(sql, params):
+        block = TallyBlock(**dict(zip(fields, row, strict=True)))
+        if isinstance(block.labels, str):  # JSON text, where the driver does not parse it
+            block.labels = json.loads(block.labels)
+        parts.append((block_decode(block), 1.0))
+    if not parts:
+        return _Table.empty(key_columns=3 if kind == PAIRS else 4, width=width)
+    return _Table.combined(parts, width)
+
+
+def _width(kind: str) -> int:
+    return FIXED_WIDTH if kind == PAIRS else LANGUAGE_WIDTH
+
+
+def tallies_merge(*, above: int = 1) -> int:
+    """Merge the blocks of each vote table and kind into one where there are more than
+    `above`; how many blocks were merged. Run under the recompute's lease."""
+    merged = 0
+    with transaction.atomic():
+        crowded = (
+            TallyBlock.objects.values("source", "kind")
+            .annotate(blocks=Count("pk"))
+            .filter(blocks__gt=above)
+            .order_by()
+        )
+        for group in list(crowded):
+            label, kind = group["source"], group["kind"]
+            table = _blocks(kind, _width(kind), source=label)
+            TallyBlock.objects.filter(source=label, kind=kind).delete()
+            _block_save(block_encode(label, kind, table))
+            merged += group["blocks"]
+    return merged
 
 
 def tallies_fold(*, settled: dict[str, int]) -> dict[str, int]:
-    """Fold the votes with ids up to `settled` (per vote table) into the stored rows; the
+    """Fold the votes with ids up to `settled` (per vote table) into the stored blocks; the
     folded ids. Run under the recompute's lease."""
     with transaction.atomic():
         state, _ = TallyFold.objects.get_or_create(name=FOLD_NAME)
         folded = dict(state.folded)
         if state.params != fold_params():
-            PairTally.objects.all().delete()
-            LanguageTally.objects.all().delete()
+            TallyBlock.objects.all().delete()
             folded = {}
         for label, source in SOURCES.items():
             low, high = folded.get(label, 0), settled.get(label, 0)
             if high <= low:
                 continue
             scope = Q(pk__gt=low, pk__lte=high)
-            fixed = _raw(source, by_language=False, scope=scope, reasons=False).totals()
-            languages = _raw(source, by_language=True, scope=scope, reasons=False).totals()
-            _rows_add(PairTally, label, fixed, ("model_a_id", "model_b_id"))
-            _rows_add(LanguageTally, label, languages, ("language", "model_a_id", "model_b_id"))
+            for kind in (PAIRS, LANGUAGES):
+                table = _raw(source, by_language=kind == LANGUAGES, scope=scope, reasons=False)
+                table = table.totals()
+                if len(table):
+                    _block_save(block_encode(label, kind, table))
             folded[label] = high
+        tallies_merge(above=MERGE_AT)
         state.folded, state.params = folded, fold_params()
         state.save()
     return folded
@@ -129,7 +259,7 @@ def tallies_ready() -> bool:
 
 @dataclass
 class StoredTallies:
-    """VoteTallies' two count tables from the stored rows (tally.StoredCounts)."""
+    """VoteTallies' two count tables from the stored blocks (tally.StoredCounts)."""
 
     folded: dict[str, int]
 
@@ -138,28 +268,19 @@ class StoredTallies:
         state = TallyFold.objects.filter(name=FOLD_NAME).first()
         return cls(dict(state.folded) if state else {})
 
-    def _stored(self, model, fields: tuple[str, ...], width: int) -> _Table:
-        rows = list(model.objects.values_list(*fields, "sums"))
-        if not rows:
-            return _Table([], np.zeros((0, width)))
-        keys = [(*row[:-1], "") for row in rows]
-        return _Table(keys, np.array([row[-1] for row in rows], dtype=float)[:, :width])
-
-    def _read(self, *, by_language: bool, cutoff: dt.datetime, width: int, style: bool):
+    def _read(self, *, by_language: bool, cutoff: dt.datetime, style: bool):
         parts: list[tuple[_Table, float]] = []
         for label, source in SOURCES.items():
             folded = self.folded.get(label, 0)
 
             def read(scope: Q, *, reasons: bool, until=cutoff, source=source) -> _Table:
-                return _Table(
-                    *_tally_rows(
-                        cutoff=until,
-                        by_language=by_language,
-                        style=style and not by_language,
-                        sources=(source,),
-                        scope=scope,
-                        reasons=reasons,
-                    )
+                return _tally_rows(
+                    cutoff=until,
+                    by_language=by_language,
+                    style=style and not by_language,
+                    sources=(source,),
+                    scope=scope,
+                    reasons=reasons,
                 )
 
             # The tail, with its reasons.
@@ -176,39 +297,24 @@ class StoredTallies:
         return parts
 
     def fixed(self, *, cutoff: dt.datetime, style: bool) -> _Table:
-        width = FIXED_WIDTH if style else 4 * len(CHOICES)
-        stored = self._stored(PairTally, ("model_a_id", "model_b_id"), width)
-        parts = self._read(by_language=False, cutoff=cutoff, width=width, style=style)
+        width = FIXED_WIDTH if style else _COUNTS
+        stored = _blocks(PAIRS, width)
+        parts = self._read(by_language=False, cutoff=cutoff, style=style)
         return _Table.combined([(stored, 1.0), *parts], width)
 
     def by_language(self, *, cutoff: dt.datetime) -> _Table:
-        stored = self._stored(
-            LanguageTally, ("language", "model_a_id", "model_b_id"), LANGUAGE_WIDTH
-        )
-        parts = self._read(by_language=True, cutoff=cutoff, width=LANGUAGE_WIDTH, style=False)
+        stored = _blocks(LANGUAGES, LANGUAGE_WIDTH)
+        parts = self._read(by_language=True, cutoff=cutoff, style=False)
         return _Table.combined([(stored, 1.0), *parts], LANGUAGE_WIDTH)
 
 
 def tables_differences(expected: _Table, got: _Table, *, width: int) -> list[tuple]:
     """Keys whose rows differ: counts and id sums exactly, the style sums (floats the database
     adds in no fixed order) to 1e-9 of their size."""
-    expected, got = expected.nonzero(), got.nonzero()
-    keys = list(expected.index.keys() | got.index.keys())
-    a, b = np.zeros((len(keys), width)), np.zeros((len(keys), width))
-    present = np.zeros((len(keys), 2), dtype=bool)
-    for column, (table, values) in enumerate(((expected, a), (got, b))):
-        rows = [i for i, key in enumerate(keys) if key in table.index]
-        values[rows] = table.values[[table.index[keys[i]] for i in rows], :width]
-        present[rows, column] = True
     exact = np.ones(width, dtype=bool)
     if width == FIXED_WIDTH:
         exact[_STYLE_COLUMNS] = False
-    same = (
-        present.all(axis=1)
-        & (a[:, exact] == b[:, exact]).all(axis=1)
-        & np.isclose(a[:, ~exact], b[:, ~exact], rtol=1e-9, atol=1e-9).all(axis=1)
-    )
-    return sorted((keys[i] for i in np.flatnonzero(~same)), key=repr)
+    return expected.differences(got, exact=exact)
 
 
 @dataclass
@@ -219,7 +325,7 @@ class CompareReport:
 
 
 def tallies_compare(*, totals: tuple[_Table, _Table], cutoff: dt.datetime) -> CompareReport:
-    """Compare the stored rows (with the tail) with a full tally's `totals` (tally.totals(),
+    """Compare the stored blocks (with the tail) with a full tally's `totals` (tally.totals(),
     with style sums and languages) at its cut-off; log and repair any difference by folding
     every vote again. Run under the recompute's lease."""
     state = TallyFold.objects.filter(name=FOLD_NAME).first()
@@ -239,8 +345,7 @@ def tallies_compare(*, totals: tuple[_Table, _Table], cutoff: dt.datetime) -> Co
         differences[:5],
     )
     with transaction.atomic():
-        PairTally.objects.all().delete()
-        LanguageTally.objects.all().delete()
+        TallyBlock.objects.all().delete()
         TallyFold.objects.filter(name=FOLD_NAME).update(folded={})
         tallies_fold(settled=dict(state.folded))
     return CompareReport(checked=True, differences=len(differences), repaired=True)

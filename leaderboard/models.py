@@ -1,3 +1,5 @@
+import datetime as dt
+
 from django.db import models
 from django.db.models import Q
 
@@ -36,6 +38,13 @@ class Snapshot(models.Model):
     @property
     def has_style(self) -> bool:
         return bool(self.params.get("style_control"))
+
+    @property
+    def fragility_computed_at(self) -> dt.datetime | None:
+        """When the rank fragility shown with this snapshot was computed: a refresh of the
+        live board carries the last full recompute's (leaderboard.recompute)."""
+        value = self.params.get("fragility_at")
+        return dt.datetime.fromisoformat(value) if value else None
 
 
 class SnapshotRow(models.Model):
@@ -186,52 +195,36 @@ class RefreshMark(models.Model):
         return self.name
 
 
-class PairTally(models.Model):
-    """The folded votes of one vote table for one (model_a, model_b), whatever their reason:
-    the fit's input kept up to date (leaderboard.aggregates). `sums` is the tally's row layout
-    (tally._tally_rows): counts per category and choice, then per choice the style sums and
-    the sum of the vote ids."""
+class TallyBlock(models.Model):
+    """Folded votes of one vote table, as arrays (leaderboard.aggregates): one block per fold
+    (the votes it added), merged into one now and then, so a fold writes only its own few
+    rows and a refresh reads a few blocks, not a row per pair.
+
+    `kind` "pairs": `keys` (model_a, model_b), `counts` the tally's counts per category and
+    choice, `ids` the sum of the vote ids per choice, `sums` per choice the style sums (the
+    features, then their products i <= j); "languages": `keys` (language, model_a, model_b),
+    the language an index into `labels`, and `counts` a count per choice. Integers as int32
+    where every value fits, else int64 (the width says which), `ids` int64, `sums` float64
+    (sums of floats); little-endian, row-major, `rows` rows."""
 
     source = models.CharField(max_length=8)  # "vote" or "imported"
-    model_a_id = models.BigIntegerField()
-    model_b_id = models.BigIntegerField()
-    sums = models.JSONField(default=list)
+    kind = models.CharField(max_length=9)  # "pairs" or "languages"
+    rows = models.PositiveIntegerField()
+    labels = models.JSONField(default=list, blank=True)
+    keys = models.BinaryField()
+    counts = models.BinaryField()
+    ids = models.BinaryField(blank=True, default=b"")
+    sums = models.BinaryField(blank=True, default=b"")
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=["source", "model_a_id", "model_b_id"], name="pairtally_unique_key"
-            )
-        ]
+        indexes = [models.Index(fields=["source", "kind"], name="tallyblock_source_kind")]
 
     def __str__(self) -> str:
-        return f"{self.source} {self.model_a_id}-{self.model_b_id}"
-
-
-class LanguageTally(models.Model):
-    """The folded votes of one vote table for one (language, model_a, model_b): a count per
-    choice (leaderboard.aggregates)."""
-
-    source = models.CharField(max_length=8)
-    language = models.CharField(max_length=16)
-    model_a_id = models.BigIntegerField()
-    model_b_id = models.BigIntegerField()
-    sums = models.JSONField(default=list)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=["source", "language", "model_a_id", "model_b_id"],
-                name="languagetally_unique_key",
-            )
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.source} {self.language} {self.model_a_id}-{self.model_b_id}"
+        return f"{self.source} {self.kind} ({self.rows} rows)"
 
 
 class TallyFold(models.Model):
-    """How far the votes are folded into PairTally / LanguageTally: per vote table the highest
+    """How far the votes are folded into the TallyBlock rows: per vote table the highest
     id folded (every lower id had committed when it was folded), and the parameters the rows
     depend on (a change refolds every vote)."""
 

@@ -28,7 +28,13 @@ from threadpoolctl import threadpool_limits
 from battles.features import STYLE_FEATURES
 from battles.services import sampling_standings_replace
 from core import metrics
-from leaderboard.aggregates import StoredTallies, tallies_compare, tallies_fold, tallies_ready
+from leaderboard.aggregates import (
+    StoredTallies,
+    tallies_compare,
+    tallies_fold,
+    tallies_merge,
+    tallies_ready,
+)
 from leaderboard.categories import (
     LANGUAGE_PREFIX,
     OVERALL,
@@ -120,6 +126,13 @@ def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def _finite_matrix(matrix: np.ndarray) -> list[list[float | None]]:
+    """Nested lists with None for each NaN or infinity (JSON has neither)."""
+    out = matrix.astype(object)
+    out[~np.isfinite(matrix)] = None
+    return out.tolist()
+
+
 def _fingerprint(votes: CategoryVotes, extra: dict) -> str:
     digest = hashlib.sha256(json.dumps(extra, sort_keys=True).encode())
     for array in (votes.model_a, votes.model_b, votes.counts):
@@ -150,7 +163,12 @@ def _recompute_category(
     style: bool,
     cutoff: dt.datetime,
     plan: FilterPlan,
-) -> Snapshot:
+    fragility_fresh: bool = True,
+) -> Snapshot | _Fitted:
+    """The category's latest snapshot if its counts did not change, else its new one, fitted
+    but not written (_snapshots_write). With `fragility_fresh` off (the live board's
+    refresh), the overall board's rank fragility is not computed but carried from the latest
+    snapshot (_fragility_carried)."""
     started = time.monotonic()
     style = style and votes.style_x is not None
     counted, excluded = votes.counted, votes.excluded
@@ -176,7 +194,9 @@ def _recompute_category(
     }
     fingerprint = _fingerprint(votes, {"params": params, "excluded": excluded})
     latest = snapshot_current(category=category, matrices=False)
-    if latest is not None and latest.fingerprint == fingerprint:
+    # A full run computes the fragility a refresh only carried, even on unchanged counts.
+    stale = fragility_fresh and latest is not None and latest.params.get("fragility_carried")
+    if latest is not None and latest.fingerprint == fingerprint and not stale:
         return latest
 
     n = len(model_ids)
@@ -205,10 +225,17 @@ def _recompute_category(
         style_rank = _rank_among(style_result, ranked) if style_result is not None else None
     fragile = _BoardFragility({}, {}, None)
     # Rank fragility for the overall board only: a few refits per adjacent pair (about a second
-    # at 50 models, several at 200: `make bench-fragility`), too much to repeat per category.
+    # at 50 models, several at 200: `make bench-fragility`), too much to repeat per category,
+    # or at every refresh of the live board, which carries the last full run's figures.
     if result is not None and category == OVERALL:
-        with _blas_one_thread(), stage("fragility"):
-            fragile = _fragility(counts, result, model_ids, options)
+        if fragility_fresh:
+            with _blas_one_thread(), stage("fragility"):
+                fragile = _fragility(counts, result, model_ids, options)
+            params["fragility_at"] = cutoff.isoformat()
+        else:
+            fragile, computed_at = _fragility_carried(latest, index)
+            params["fragility_carried"] = True
+            params["fragility_at"] = computed_at
         params["fragility"] = True
         params["top_spot_votes"] = fragile.top_votes
 
@@ -223,11 +250,7 @@ def _recompute_category(
         models_order=model_ids,
         # Four decimals (0.01 points of win rate) are more than the heatmap shows, and half
         # the text to encode and store of full floats (a 200-model matrix is 40,000 of them).
-        win_rate_matrix=[
-            [_finite(v) for v in row] for row in np.round(result.win_rate_matrix, 4).tolist()
-        ]
-        if result
-        else [],
+        win_rate_matrix=_finite_matrix(np.round(result.win_rate_matrix, 4)) if result else [],
         battle_count_matrix=result.battle_count_matrix.astype(int).tolist() if result else [],
         fingerprint=fingerprint,
     )
@@ -255,15 +278,37 @@ def _recompute_category(
         else []
     )
     snapshot.duration_ms = int((time.monotonic() - started) * 1000)
-    with stage("write snapshot"), transaction.atomic():
-        snapshot.save()
-        for row in rows:
-            row.snapshot = snapshot
-        SnapshotRow.objects.bulk_create(rows, batch_size=500)
-        if category == OVERALL and result is not None:
-            # What the active sampling policy reads (battles owns that table).
-            sampling_standings_replace(standings=_standings(result, model_ids))
-    return snapshot
+    standings = _standings(result, model_ids) if category == OVERALL and result else None
+    return _Fitted(snapshot, rows, standings)
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    """A category's new snapshot and rows, not written yet (_snapshots_write)."""
+
+    snapshot: Snapshot
+    rows: list[SnapshotRow]
+    standings: dict[int, tuple[float, float]] | None  # the overall board's, for sampling
+
+
+def _snapshots_write(results: list[Snapshot | _Fitted]) -> list[Snapshot]:
+    """Write the new snapshots and their rows in one transaction, a few statements in all
+    (a refresh writes up to one per category); each category's current snapshot."""
+    fitted = [result for result in results if isinstance(result, _Fitted)]
+    if fitted:
+        with stage("write snapshots"), transaction.atomic():
+            Snapshot.objects.bulk_create([result.snapshot for result in fitted])
+            rows = []
+            for result in fitted:
+                for row in result.rows:
+                    row.snapshot = result.snapshot
+                rows += result.rows
+            SnapshotRow.objects.bulk_create(rows, batch_size=1000)
+            for result in fitted:
+                if result.standings is not None:
+                    # What the active sampling policy reads (battles owns that table).
+                    sampling_standings_replace(standings=result.standings)
+    return [result.snapshot if isinstance(result, _Fitted) else result for result in results]
 
 
 def _rank_among(result, ranked: np.ndarray) -> np.ndarray:
@@ -289,6 +334,27 @@ class _BoardFragility:
     swap_with: dict[int, int]  # model index -> id of the next model down the board
     swap_votes: dict[int, int | None]
     top_votes: int | None
+
+
+def _fragility_carried(
+    latest: Snapshot | None, index: dict[int, int]
+) -> tuple[_BoardFragility, str | None]:
+    """The fragility figures of the latest overall snapshot, for the models still on the
+    board, and when they were computed (None: never)."""
+    if latest is None or not latest.params.get("fragility"):
+        return _BoardFragility({}, {}, None), None
+    swap_with, swap_votes = {}, {}
+    for pk, with_id, votes in latest.rows.filter(model_id__in=index).values_list(
+        "model_id", "swap_with_id", "swap_votes"
+    ):
+        swap_with[index[pk]] = with_id
+        swap_votes[index[pk]] = votes
+    carried = _BoardFragility(
+        {i: pk for i, pk in swap_with.items() if pk is not None},
+        swap_votes,
+        latest.params.get("top_spot_votes"),
+    )
+    return carried, latest.params.get("fragility_at") or latest.data_cutoff.isoformat()
 
 
 def _fragility(
@@ -402,7 +468,7 @@ def ratings_recompute(
             plan, tallies = _tallies(
                 cutoff=cutoff, style=style, languages=category.startswith(LANGUAGE_PREFIX)
             )
-            return _recompute_category(
+            fitted = _recompute_category(
                 category=category,
                 votes=tallies.category(category),
                 bootstrap=bootstrap,
@@ -410,6 +476,7 @@ def ratings_recompute(
                 cutoff=cutoff,
                 plan=plan,
             )
+            return _snapshots_write([fitted])[0]
     finally:
         _lock_release(token)
 
@@ -437,7 +504,12 @@ def ratings_recompute_all(
             if settled is not None:
                 with stage("fold"):
                     tallies_fold(settled=settled)
-            if stored and tallies_ready():
+                if not stored:
+                    # The full run: the folds' blocks become one per vote table and kind.
+                    with stage("merge stored tallies"):
+                        tallies_merge()
+            from_stored = stored and tallies_ready()
+            if from_stored:
                 plan, tallies = _tallies_stored(cutoff=cutoff, style=style)
             else:
                 plan, tallies = _tallies(
@@ -447,18 +519,19 @@ def ratings_recompute_all(
             categories = [c.key for c in fixed_categories()] + [
                 language_category(code) for code in tallies.languages(min_votes=minimum)
             ]
+            results = [
+                _recompute_category(
+                    category=category,
+                    votes=tallies.category(category),
+                    bootstrap=bootstrap,
+                    style=style and category == OVERALL,
+                    cutoff=cutoff,
+                    plan=plan,
+                    fragility_fresh=not from_stored,
+                )
+                for category in categories
+            ]
             # One transaction: a reader sees every category of this cut-off or none of them.
-            with transaction.atomic():
-                return [
-                    _recompute_category(
-                        category=category,
-                        votes=tallies.category(category),
-                        bootstrap=bootstrap,
-                        style=style and category == OVERALL,
-                        cutoff=cutoff,
-                        plan=plan,
-                    )
-                    for category in categories
-                ]
+            return _snapshots_write(results)
     finally:
         _lock_release(token)

@@ -41,6 +41,7 @@ from django.utils import timezone
 from battles.models import Vote
 from leaderboard.models import ImportedVote, RefreshMark, Snapshot
 from leaderboard.recompute import RecomputeBusyError, ratings_recompute_all
+from leaderboard.timing import stage
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,13 @@ def ratings_refresh(
     ARENA_REFRESH_SECONDS) of the last refresh unless forced. The marks are read before the
     recompute's cut-off, so a vote that commits meanwhile is seen by the next tick (which
     then writes nothing if the recompute had it)."""
+    with stage("refresh, end to end"):
+        return _refresh(force=force, interval=interval, bootstrap=bootstrap, style=style)
+
+
+def _refresh(
+    *, force: bool, interval: float | None, bootstrap: int, style: bool | None
+) -> RefreshReport:
     # Not created until a refresh has something to record: a tick with nothing to do writes
     # nothing.
     mark = RefreshMark.objects.filter(name=MARK_NAME).first() or RefreshMark(name=MARK_NAME)

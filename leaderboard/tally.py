@@ -17,7 +17,9 @@ test's sorted walk (VoterVotes).
 from __future__ import annotations
 
 import datetime as dt
+import math
 import operator
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -109,10 +111,10 @@ def _tally_rows(
     sources=VOTE_SOURCES,
     scope: Q | None = None,
     reasons: bool = True,
-) -> tuple[list[tuple], np.ndarray]:
-    """One GROUP BY per vote table: keys (..., model_a, model_b, reason) and their sums (both
-    tables' rows may share a key; _Table adds them up). Without `reasons` every vote is under
-    "" (counted), as the stored tallies keep them (aggregates.py)."""
+) -> _Table:
+    """One GROUP BY per vote table, as one table: keys (..., model_a, model_b, reason) and
+    their sums. Without `reasons` every vote is under "" (counted), as the stored tallies keep
+    them (aggregates.py)."""
     columns = {"ma": F("model_a_id"), "mb": F("model_b_id"), "ch": F("choice")}
     if by_language:
         columns["lg"] = F("language")
@@ -149,9 +151,8 @@ def _tally_rows(
             # The sum of the vote ids tells one set of votes from another exactly, where the
             # float sums differ in their last bits with the order the database adds them in.
             aggregates.append("CAST(SUM(vid) AS BIGINT)")  # not numeric: no Decimals
-    rows: list[tuple] = []
-    keyed: list[tuple] = []  # the rows' keys, the reason by name
-    reason_at = 3 if by_language else 2
+    width = len(CHOICES) if by_language else _fixed_width(style)
+    tables = []
     for source in sources:
         sql, params = _source_votes(
             source, cutoff=cutoff, columns=columns, scope=scope, reasons=reasons
@@ -161,37 +162,60 @@ def _tally_rows(
             f"SELECT {keys}, {', '.join(aggregates)} FROM ({sql}) votes GROUP BY {keys}",  # noqa: S608
             params,
         )
-        names = _row_reasons(source)
-        keyed += [(*row[:reason_at], names[row[reason_at]]) for row in read]
-        rows += read
-    if by_language:
-        return keyed, np.array([row[4:] for row in rows], dtype=float).reshape(
-            len(rows), len(CHOICES)
-        )
-    # Lay the fixed rows out per (pair, reason): counts [category x choice], then per choice
-    # the feature sums and the k x k outer-product sums (StyleSums' layout).
-    index: dict[tuple, int] = {}
-    at = np.array([index.setdefault(key, len(index)) for key in keyed], dtype=int)
-    choice_of = {c: i for i, c in enumerate(CHOICES)}
-    choice = np.array([choice_of[row[3]] for row in rows], dtype=int)
-    width = 4 * len(CHOICES) + (len(CHOICES) * (k + k * k + 1) if style else 0)
+        reason_codes = LABELS.codes(_row_reasons(source))
+        lay_out = _language_rows_table if by_language else _fixed_rows_table
+        tables.append((lay_out(read, reason_codes, width=width), 1.0))
+    # A key may come from both vote tables: combined adds, never overwrites.
+    return _Table.combined(tables, width)
+
+
+def _fixed_width(style: bool) -> int:
+    return 4 * len(CHOICES) + (len(CHOICES) * (_STYLE_TERMS + 1) if style else 0)
+
+
+# Per choice: the k feature sums, then the sums of their products i <= j (row by row: the
+# order of np.triu_indices), which are symmetric; StyleSums gets the full k x k.
+_STYLE_TERMS = len(STYLE_FEATURES) + len(STYLE_FEATURES) * (len(STYLE_FEATURES) + 1) // 2
+
+
+def _column(rows: list[tuple], i: int) -> np.ndarray:
+    return np.fromiter(map(operator.itemgetter(i), rows), np.int64, len(rows))
+
+
+def _language_rows_table(rows: list[tuple], reason_codes: np.ndarray, *, width: int) -> _Table:
+    """(language, model_a, model_b, reason, count per choice) rows as a table."""
     if not rows:
-        return [], np.zeros((0, width))
+        return _Table.empty(key_columns=4, width=width)
+    return _Table(
+        (
+            LABELS.codes(map(operator.itemgetter(0), rows)),
+            _column(rows, 1),
+            _column(rows, 2),
+            reason_codes[_column(rows, 3)],
+        ),
+        np.array([row[4:] for row in rows], dtype=float).reshape(len(rows), width),
+    )
+
+
+def _fixed_rows_table(rows: list[tuple], reason_codes: np.ndarray, *, width: int) -> _Table:
+    """(model_a, model_b, reason, choice, sums) rows laid out per (pair, reason): counts
+    [category x choice], then per choice the style sums (_STYLE_TERMS), then per choice the
+    sum of the vote ids."""
+    if not rows:
+        return _Table.empty(key_columns=3, width=width)
+    style = width > 4 * len(CHOICES)
+    keys, at = _factorize((_column(rows, 0), _column(rows, 1), reason_codes[_column(rows, 2)]))
+    choice_of = {c: i for i, c in enumerate(CHOICES)}
+    choice = np.fromiter((choice_of[row[3]] for row in rows), np.int64, len(rows))
     sums = np.nan_to_num(np.array([row[4:] for row in rows], dtype=float))
-    out = np.zeros((len(index), width))
+    out = np.zeros((len(keys[0]), width))
     columns = np.arange(4) * len(CHOICES) + choice[:, None]
     if style:
-        upper = np.triu_indices(k)  # the order of `pairs`
-        products = np.zeros((len(rows), k, k))
-        products[:, upper[0], upper[1]] = sums[:, 4 + k : -1]
-        products[:, upper[1], upper[0]] = sums[:, 4 + k : -1]
-        sums = np.hstack([sums[:, : 4 + k], products.reshape(len(rows), k * k), sums[:, -1:]])
-        base = 4 * len(CHOICES) + choice * (k + k * k)
-        ids = 4 * len(CHOICES) + len(CHOICES) * (k + k * k) + choice
-        columns = np.hstack([columns, base[:, None] + np.arange(k + k * k), ids[:, None]])
-    # A key may come from both vote tables: add, never overwrite.
+        base = 4 * len(CHOICES) + choice * _STYLE_TERMS
+        ids = 4 * len(CHOICES) + len(CHOICES) * _STYLE_TERMS + choice
+        columns = np.hstack([columns, base[:, None] + np.arange(_STYLE_TERMS), ids[:, None]])
     np.add.at(out, (at[:, None], columns), sums)
-    return list(index), out
+    return _Table(keys, out, grouped=True)
 
 
 class StoredCounts(Protocol):
@@ -206,13 +230,14 @@ class StoredCounts(Protocol):
 def _per_model(
     model_a: np.ndarray, model_b: np.ndarray, reasons: np.ndarray, votes: np.ndarray
 ) -> dict[int, dict[str, int]]:
-    """Left-out votes per model and reason, from the tally's (model_a, model_b, reason) rows."""
+    """Left-out votes per model and reason, from the tally's (model_a, model_b, reason code)
+    rows."""
     out: dict[int, dict[str, int]] = {}
-    left_out = (reasons != "") & (votes > 0)
+    left_out = (reasons != 0) & (votes > 0)
     for side in (model_a, model_b):
         for pk, reason, n in zip(
             side[left_out].tolist(),
-            reasons[left_out].tolist(),
+            LABELS.names(reasons[left_out]),
             votes[left_out].tolist(),
             strict=True,
         ):
@@ -247,73 +272,292 @@ class CategoryVotes:
         return int(self.counts.sum())
 
 
-class _Table:
-    """Tally rows: key columns (..., model_a, model_b, reason) and a float matrix of sums."""
+class _Labels:
+    """The strings of the tables' keys (languages, reasons) as small integers, the same in
+    every table of the process, so that keys are integer arrays the database's rows, the
+    stored tallies and numpy all agree on. "" (no language; counted) is 0."""
 
-    def __init__(self, keys: list[tuple], values: np.ndarray):
-        self.index: dict[tuple, int] = {}
-        at = np.array([self.index.setdefault(key, len(self.index)) for key in keys], dtype=int)
-        self.keys = list(self.index)
-        if len(self.keys) == len(keys):  # each key once (the usual case): nothing to add up
-            self.values = np.array(values, dtype=float)
-        else:
-            self.values = np.zeros((len(self.keys), values.shape[1]))
-            order = np.argsort(at, kind="stable")
-            starts = np.flatnonzero(np.r_[True, np.diff(at[order]) != 0])
-            self.values[at[order][starts]] = np.add.reduceat(values[order], starts, axis=0)
-        self._columns: tuple[np.ndarray, ...] | None = None
+    def __init__(self) -> None:
+        self._codes: dict[str, int] = {"": 0}
+        self._names: list[str] = [""]
+        self._lock = threading.Lock()  # the reads run in threads (ConsistentReads)
+
+    def code(self, name: str) -> int:
+        found = self._codes.get(name)
+        if found is None:
+            with self._lock:
+                found = self._codes.setdefault(name, len(self._names))
+                if found == len(self._names):
+                    self._names.append(name)
+        return found
+
+    def find(self, name: str) -> int | None:
+        """The code of a name, None if no table had it."""
+        return self._codes.get(name)
+
+    def codes(self, names) -> np.ndarray:
+        return np.fromiter((self.code(name) for name in names), np.int64)
+
+    def names(self, codes: np.ndarray) -> list[str]:
+        return [self._names[code] for code in np.asarray(codes).tolist()]
+
+
+LABELS = _Labels()
+
+
+def _packed(columns: tuple[np.ndarray, ...]) -> np.ndarray | None:
+    """The key columns packed into one int64 by mixed radix, in the same order as the keys
+    sort (column by column); None where their ranges do not fit (never, in practice: ids
+    and label codes)."""
+    lows = [int(column.min()) for column in columns]
+    spans = [int(column.max()) - low + 1 for column, low in zip(columns, lows, strict=True)]
+    if math.prod(spans) >= 2**62:
+        return None
+    packed = np.zeros(len(columns[0]), dtype=np.int64)
+    for column, low, span in zip(columns, lows, spans, strict=True):
+        packed = packed * span + (column - low)
+    return packed
+
+
+def _group(columns: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(order, starts): the rows sorted by their key columns, and where each key's run
+    starts in that order."""
+    packed = _packed(columns)
+    if packed is not None:
+        order = np.argsort(packed, kind="stable")
+        ordered = packed[order]
+        new = np.r_[True, ordered[1:] != ordered[:-1]]
+    else:
+        order = np.lexsort(columns[::-1])
+        ordered = np.column_stack([column[order] for column in columns])
+        new = np.r_[True, np.any(ordered[1:] != ordered[:-1], axis=1)]
+    return order, np.flatnonzero(new)
+
+
+def _factorize(columns: tuple[np.ndarray, ...]) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """(the distinct keys, in key order; each row's index among them)."""
+    if not len(columns[0]):
+        return columns, np.zeros(0, dtype=np.int64)
+    order, starts = _group(columns)
+    step = np.zeros(len(order), dtype=np.int64)
+    step[starts[1:]] = 1
+    inverse = np.empty(len(order), dtype=np.int64)
+    inverse[order] = np.cumsum(step)
+    return tuple(column[order[starts]] for column in columns), inverse
+
+
+def _added(
+    columns: tuple[np.ndarray, ...], values: np.ndarray, small: _Table
+) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """A grouped table's (columns, values) plus the grouped `small` table's rows, as new
+    arrays (the given ones are left as they are)."""
+    size = len(columns[0])
+    both = tuple(np.concatenate([a, b]) for a, b in zip(columns, small.columns, strict=True))
+    packed = _packed(both) if size and len(small) else None
+    if packed is None:
+        table = _Table(both, np.vstack([values, small.values]))
+        return table.columns, table.values
+    ours, theirs = packed[:size], packed[size:]
+    at = np.searchsorted(ours, theirs)
+    found = at < size
+    found[found] = ours[at[found]] == theirs[found]
+    if found.all():
+        values = values.copy()
+        values[at] += small.values  # each row at most once: both tables are grouped
+        return columns, values
+    new = ~found
+    columns = tuple(
+        np.insert(column, at[new], added[new])
+        for column, added in zip(columns, small.columns, strict=True)
+    )
+    values = np.insert(values, at[new], 0.0, axis=0)
+    values[np.searchsorted(np.insert(ours, at[new], theirs[new]), theirs)] += small.values
+    return columns, values
+
+
+class _Table:
+    """Tally rows: integer key columns (…, model_a, model_b, reason) and a float matrix of
+    sums, one row per key, sorted by key. Languages and reasons are LABELS codes (0: none,
+    counted); the first column of a language table is the language.
+
+    Columns of arrays rather than tuples in a dict: the stored tallies hold hundreds of
+    thousands of rows at 200 models, which Python objects would take most of a refresh to
+    build (benchmarks/README.md, issue 15)."""
+
+    def __init__(self, columns, values: np.ndarray, *, grouped: bool = False):
+        columns = tuple(np.asarray(column, dtype=np.int64) for column in columns)
+        values = np.asarray(values, dtype=float)
+        if len(columns[0]) and not grouped:
+            order, starts = _group(columns)
+            columns = tuple(column[order[starts]] for column in columns)
+            values = values[order]
+            if len(starts) < len(order):  # a key more than once: add its rows up
+                values = np.add.reduceat(values, starts, axis=0)
+        self._columns, self._values = columns, values
+        # Small tables still to be added, each with its sign (see combined).
+        self._pending: list[tuple[_Table, float]] = []
+
+    @property
+    def columns(self) -> tuple[np.ndarray, ...]:
+        self._settle()
+        return self._columns
+
+    @property
+    def values(self) -> np.ndarray:
+        self._settle()
+        return self._values
+
+    @property
+    def width(self) -> int:
+        return self._values.shape[1]
+
+    def _rows_at_most(self) -> int:
+        return len(self._columns[0]) + sum(table._rows_at_most() for table, _ in self._pending)
+
+    def _settle(self) -> None:
+        """Add the pending small tables into the arrays, in one pass."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        small = _Table(
+            tuple(
+                np.concatenate([table.columns[i] for table, _ in pending])
+                for i in range(len(self._columns))
+            ),
+            np.vstack([sign * table.values for table, sign in pending]),
+        )
+        self._columns, self._values = _added(self._columns, self._values, small)
+
+    @classmethod
+    def empty(cls, *, key_columns: int, width: int) -> _Table:
+        return cls([np.zeros(0, np.int64)] * key_columns, np.zeros((0, width)), grouped=True)
+
+    @classmethod
+    def from_keys(cls, keys: list[tuple], values: np.ndarray, *, key_columns: int) -> _Table:
+        """From (…, model_a, model_b, reason name) tuples, languages and reasons as names."""
+        if not keys:
+            return cls.empty(key_columns=key_columns, width=np.shape(values)[-1])
+        columns = [np.array([key[i] for key in keys], dtype=object) for i in range(key_columns)]
+        columns[-1] = LABELS.codes(columns[-1])
+        if key_columns == 4:
+            columns[0] = LABELS.codes(columns[0])
+        return cls(columns, values)
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+    @property
+    def keys(self) -> list[tuple]:
+        """The keys as tuples, languages and reasons by name (for messages and tests)."""
+        named = [column.tolist() for column in self.columns]
+        named[-1] = LABELS.names(self.columns[-1])
+        if len(self.columns) == 4:
+            named[0] = LABELS.names(self.columns[0])
+        return list(zip(*named, strict=True))
+
+    def with_reason(self, code: int) -> _Table:
+        """The same rows filed under one reason (rows that now share a key added up)."""
+        if not len(self) or np.all(self.columns[-1] == code):
+            return self
+        reasons = np.full(len(self), code, dtype=np.int64)
+        return _Table((*self.columns[:-1], reasons), self.values)
+
+    def rows(self, picked, *, width: int | None = None) -> _Table:
+        """The picked rows (a mask, indices or a slice; their first `width` columns): still
+        one row per key, in key order."""
+        return _Table(
+            tuple(column[picked] for column in self.columns),
+            self.values[picked, :width],
+            grouped=True,
+        )
 
     @classmethod
     def combined(cls, parts: list[tuple[_Table, float]], width: int) -> _Table:
-        """The sum of the tables, each times its sign (rows of one key added up)."""
-        keys = [key for table, _ in parts for key in table.keys]
-        values = [sign * table.values[:, :width] for table, sign in parts if len(table.keys)]
-        return cls(keys, np.vstack(values) if values else np.zeros((0, width)))
+        """The sum of the tables, each times its sign (rows of one key added up), their
+        first `width` columns.
+
+        Where one table is larger than the others together (the stored tallies, in a refresh),
+        the result shares its arrays and keeps the others pending: they are added at the
+        first look at the rows, all at once, by a search per small row, so a refresh copies
+        the large arrays once however many small tables (tail, corrections, moves) it adds."""
+        key_columns = len(parts[0][0]._columns)
+        parts = [
+            (table if table.width == width else table.rows(slice(None), width=width), sign)
+            for table, sign in parts
+            if table._rows_at_most()
+        ]
+        if not parts:
+            return cls.empty(key_columns=key_columns, width=width)
+        sizes = [table._rows_at_most() for table, _ in parts]
+        largest = int(np.argmax(sizes))
+        base, sign = parts[largest]
+        rest = parts[:largest] + parts[largest + 1 :]
+        if sign == 1 and sizes[largest] >= sum(sizes) - sizes[largest]:
+            if not rest:
+                return base
+            table = cls.__new__(cls)
+            table._columns, table._values = base._columns, base._values  # never written to
+            table._pending = [*base._pending, *rest]
+            return table
+        return cls(
+            tuple(
+                np.concatenate([table.columns[i] for table, _ in parts]) for i in range(key_columns)
+            ),
+            np.vstack([sign * table.values for table, sign in parts]),
+        )
 
     def reassigned(self) -> _Table:
         """Minus these rows under "" (counted) and plus them under their own reason: what
         moves votes stored as counted to the reason they have now."""
-        return _Table(
-            [(*key[:-1], "") for key in self.keys] + self.keys,
-            np.vstack([-self.values, self.values]) if self.keys else self.values,
-        )
+        width = self.values.shape[1]
+        return _Table.combined([(self.with_reason(0), -1.0), (self, 1.0)], width)
 
     def totals(self) -> _Table:
         """Every row under "" (the votes whatever their reason), zero rows left out."""
-        table = _Table([(*key[:-1], "") for key in self.keys], self.values)
-        return table.nonzero()
+        return self.with_reason(0).nonzero()
 
     def nonzero(self) -> _Table:
         """The rows with a vote: a row whose counts (its first four columns: overall, or the
         language, per choice) are all zero holds none, whatever float dust its style sums
         kept from votes added and taken away."""
-        keep = np.flatnonzero(np.any(self.values[:, :4] != 0, axis=1)) if self.keys else []
-        return _Table([self.keys[i] for i in keep], self.values[keep])
+        return self.rows(np.any(self.values[:, :4] != 0, axis=1))
 
     def key_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(model_a ids, model_b ids, reasons) of the rows, as arrays."""
-        if self._columns is None or len(self._columns[0]) != len(self.keys):
-            size = len(self.keys)
-            self._columns = (
-                np.fromiter((key[-3] for key in self.keys), np.int64, size),
-                np.fromiter((key[-2] for key in self.keys), np.int64, size),
-                np.array([key[-1] for key in self.keys], dtype=object),
-            )
-        return self._columns
+        """(model_a ids, model_b ids, reason codes) of the rows, as arrays."""
+        return self.columns[-3], self.columns[-2], self.columns[-1]
 
-    def move(self, other: _Table, reason: str) -> None:
-        """Subtract `other`'s counted rows from ours and file them under `reason`."""
-        counted = [i for i, key in enumerate(other.keys) if not key[-1]]
-        new = {(*other.keys[i][:-1], reason) for i in counted} - self.index.keys()
-        for key in sorted(new):
-            self.index[key] = len(self.keys)
-            self.keys.append(key)
-        if new:
-            self.values = np.vstack([self.values, np.zeros((len(new), self.values.shape[1]))])
-        for i in counted:
-            key = other.keys[i]
-            self.values[self.index[key]] -= other.values[i]
-            self.values[self.index[(*key[:-1], reason)]] += other.values[i]
+    def move(self, other: _Table, reason: str) -> _Table:
+        """These rows less `other`'s counted rows, which are filed under `reason` instead."""
+        counted = other.rows(other.columns[-1] == 0)
+        return _Table.combined(
+            [(self, 1.0), (counted, -1.0), (counted.with_reason(LABELS.code(reason)), 1.0)],
+            self.values.shape[1],
+        )
+
+    def differences(self, other: _Table, *, exact: np.ndarray) -> list[tuple]:
+        """Keys whose rows differ between the two tables (a key missing from one differs):
+        the `exact` columns exactly, the others to 1e-9 of their size."""
+        width = len(exact)
+        ours, theirs = self.nonzero(), other.nonzero()
+        columns, inverse = _factorize(
+            tuple(np.concatenate([a, b]) for a, b in zip(ours.columns, theirs.columns, strict=True))
+        )
+        size = len(columns[0])
+        values = np.zeros((2, size, width))
+        present = np.zeros((2, size), dtype=bool)
+        for side, (table, at) in enumerate(
+            ((ours, inverse[: len(ours)]), (theirs, inverse[len(ours) :]))
+        ):
+            values[side, at] = table.values[:, :width]
+            present[side, at] = True
+        a, b = values
+        same = (
+            present.all(axis=0)
+            & (a[:, exact] == b[:, exact]).all(axis=1)
+            & np.isclose(a[:, ~exact], b[:, ~exact], rtol=1e-9, atol=1e-9).all(axis=1)
+        )
+        differ = _Table(columns, np.zeros((size, 0)), grouped=True).rows(~same)
+        return sorted(differ.keys, key=repr)
 
 
 def _listed(values, field: str, fetched: list | None = None) -> Q | None:
@@ -470,41 +714,82 @@ class VoteTallies:
             )
         if plan is None:
             jobs["filter plan"] = lambda: filter_plan(cutoff=cutoff)
+        elif stored is not None:
+            # A refresh, its filters known: the votes they leave out are read with the counts.
+            jobs["left-out votes"] = lambda: self._left_out_read(plan)
         read = reads.run(jobs) if reads is not None else in_turn(jobs)
         self.plan = plan if plan is not None else read["filter plan"]
         self.reasons = list(exclusion_reasons(source=Vote, plan=self.plan))
         self.fixed = read["counts"]
-        self.by_language = read.get("language counts") or _Table([], np.zeros((0, 4)))
+        self.by_language = read.get("language counts") or _Table.empty(
+            key_columns=4, width=len(CHOICES)
+        )
         self._voter_votes = (
             (voter_min_votes, read["voters' votes"]) if voter_min_votes is not None else None
         )
         # The votes the hot-prompt down-sampling drops, worked out once for every read below.
-        self.dropped_ids: set[int] = set()
-        self.dropped: Q | None = None
-        if self.plan.dedup and self.plan.hot_prompts:
-            ids = dedup_dropped_ids(plan=self.plan)
-            fetched = list(ids.values_list("pk", flat=True))
-            self.dropped_ids = set(fetched)
-            self.dropped = _listed(ids, "pk", fetched)
-        if self.dropped is not None:
-            self._move(self.dropped, _DEDUP)
+        self._flagged_read: tuple[_Table, _Table] | None = None
+        if "left-out votes" in read:
+            self.dropped_ids, self.dropped, dedup, self._flagged_read = read["left-out votes"]
+        else:
+            self.dropped_ids, self.dropped = self._dropped_read(self.plan)
+            dedup = self._move_read(self.dropped) if self.dropped is not None else None
+        if dedup is not None:
+            self._move(dedup, _DEDUP)
 
-    def _table(self, *, by_language: bool, **kwargs) -> _Table:
-        return _Table(
-            *_tally_rows(
-                cutoff=self.cutoff,
-                by_language=by_language,
-                style=self.style and not by_language,
-                **kwargs,
-            )
+    @staticmethod
+    def _dropped_read(plan: FilterPlan) -> tuple[set[int], Q | None]:
+        """(ids, filter) of the votes the hot-prompt down-sampling drops."""
+        if not (plan.dedup and plan.hot_prompts):
+            return set(), None
+        ids = dedup_dropped_ids(plan=plan)
+        fetched = list(ids.values_list("pk", flat=True))
+        return set(fetched), _listed(ids, "pk", fetched)
+
+    def _flagged_scope(self, dropped: Q | None) -> Q | None:
+        """The counted votes of flagged voters (not cleared), less the dropped ones."""
+        if not self.plan.voter_flags:
+            return None
+        scope = _listed(flagged_voter_hashes(), "visitor_hash")
+        if scope is not None and dropped is not None:
+            scope &= ~dropped
+        return scope
+
+    def _left_out_read(self, plan: FilterPlan):
+        """What a known plan leaves out: (dropped ids, their filter, their tables, the
+        flagged voters' tables)."""
+        self.plan = plan
+        ids, dropped = self._dropped_read(plan)
+        scope = self._flagged_scope(dropped)
+        return (
+            ids,
+            dropped,
+            self._move_read(dropped) if dropped is not None else None,
+            self._move_read(scope) if scope is not None else None,
         )
 
-    def _move(self, scope: Q, reason: str) -> None:
-        self.fixed.move(self._table(by_language=False, sources=(Vote,), scope=scope), reason)
-        if self.languages_read:
-            self.by_language.move(
-                self._table(by_language=True, sources=(Vote,), scope=scope), reason
-            )
+    def _table(self, *, by_language: bool, **kwargs) -> _Table:
+        return _tally_rows(
+            cutoff=self.cutoff,
+            by_language=by_language,
+            style=self.style and not by_language,
+            **kwargs,
+        )
+
+    def _move_read(self, scope: Q) -> tuple[_Table, _Table | None]:
+        """The arena votes in `scope` as the two tables (the languages' if read)."""
+        fixed = self._table(by_language=False, sources=(Vote,), scope=scope)
+        if not self.languages_read:
+            return fixed, None
+        return fixed, self._table(by_language=True, sources=(Vote,), scope=scope)
+
+    def _move(self, tables: tuple[_Table, _Table | None], reason: str) -> None:
+        """Move the tables' counted votes to `reason`."""
+        fixed, by_language = tables
+        self.fixed = self.fixed.move(fixed, reason)
+        if by_language is not None:
+            self.by_language = self.by_language.move(by_language, reason)
+        self._by_code = None
 
     def totals(self) -> tuple[_Table, _Table]:
         """(fixed, by language) tables of every vote up to the cut-off under "", whatever its
@@ -514,7 +799,7 @@ class VoteTallies:
     def consensus(self) -> Consensus:
         """Counted decisive overall votes per unordered pair."""
         model_a, model_b, reasons = self.fixed.key_columns()
-        counted = reasons == ""
+        counted = reasons == 0
         a, b, values = model_a[counted], model_b[counted], self.fixed.values[counted]
         a_is_lo = a <= b
         lo, hi = np.where(a_is_lo, a, b), np.where(a_is_lo, b, a)
@@ -530,15 +815,15 @@ class VoteTallies:
         return Consensus(pairs.reshape(-1, 2), summed)
 
     def flags_apply(self) -> None:
-        """Move the counted votes of flagged voters (not cleared) to the voter_flagged reason."""
-        if not self.plan.voter_flags:
+        """Move the counted votes of flagged voters (not cleared) to the voter_flagged reason.
+        With the plan given, they were read with the counts."""
+        if self._flagged_read is not None:
+            tables, self._flagged_read = self._flagged_read, None
+            self._move(tables, _FLAGGED)
             return
-        scope = _listed(flagged_voter_hashes(), "visitor_hash")
-        if scope is None:
-            return
-        if self.dropped is not None:
-            scope &= ~self.dropped
-        self._move(scope, _FLAGGED)
+        scope = self._flagged_scope(self.dropped)
+        if scope is not None:
+            self._move(self._move_read(scope), _FLAGGED)
 
     def _counted(self) -> Q:
         """Arena votes not dropped by the down-sampling (the row reasons are in `rs`)."""
@@ -570,22 +855,25 @@ class VoteTallies:
             fetch(f"SELECT vh, COUNT(*) FROM ({sql}) votes WHERE rs = 0 GROUP BY vh", params)  # noqa: S608
         )
 
-    def _language_rows(self) -> dict[str, np.ndarray]:
-        """Row numbers of the language table, per language."""
-        if not hasattr(self, "_by_code"):
-            codes = np.array([key[0] for key in self.by_language.keys], dtype=str)
-            order = np.argsort(codes, kind="stable")
-            names, starts = np.unique(codes[order], return_index=True)
-            groups = np.split(order, starts[1:]) if len(names) else []
-            self._by_code = dict(zip(names.tolist(), groups, strict=True))
+    def _language_rows(self) -> dict[str, slice]:
+        """Rows of the language table, per language (the table is sorted by language)."""
+        if getattr(self, "_by_code", None) is None:
+            codes = self.by_language.columns[0]
+            starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]][: len(codes)])
+            ends = [*starts[1:].tolist(), len(codes)][: len(starts)]
+            names = LABELS.names(codes[starts])
+            self._by_code = {
+                name: slice(start, end)
+                for name, start, end in zip(names, starts, ends, strict=True)
+            }
         return self._by_code
 
     def languages(self, *, min_votes: int) -> list[str]:
         """Languages with at least min_votes counted votes, most votes first."""
         table = self.by_language
-        counted = table.key_columns()[2] == ""
-        per_row = table.values.sum(axis=1) * counted if len(table.keys) else np.zeros(0)
+        per_row = table.values.sum(axis=1) * (table.key_columns()[2] == 0)
         totals = {code: float(per_row[rows].sum()) for code, rows in self._language_rows().items()}
+        totals.pop("", None)  # votes with no language: in no language's board
         ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))
         return [language for language, votes in ranked if votes >= min_votes]
 
@@ -593,7 +881,7 @@ class VoteTallies:
         if key.startswith(LANGUAGE_PREFIX):
             language = key.removeprefix(LANGUAGE_PREFIX)
             table = self.by_language
-            picked = self._language_rows().get(language, np.zeros(0, dtype=int))
+            picked = self._language_rows().get(language, slice(0, 0)) if language else slice(0, 0)
             offset = 0
         else:
             table = self.fixed
@@ -602,18 +890,22 @@ class VoteTallies:
         model_a, model_b, reasons = (column[picked] for column in table.key_columns())
         counts = np.rint(table.values[picked, offset : offset + 4]).reshape(-1, 4)
         excluded = dict.fromkeys(self.reasons, 0)
-        for reason in set(reasons.tolist()) - {""}:
-            excluded[reason] += int(counts[reasons == reason].sum())
-        keep = np.flatnonzero((reasons == "") & (counts.sum(axis=1) > 0))
+        votes = counts.sum(axis=1)
+        for code in set(np.unique(reasons).tolist()) - {0}:
+            excluded[LABELS.names([code])[0]] += int(votes[reasons == code].sum())
+        keep = np.flatnonzero((reasons == 0) & (votes > 0))
         keep = keep[np.lexsort((model_b[keep], model_a[keep]))]
         result = CategoryVotes(model_a[keep], model_b[keep], counts[keep], excluded)
-        result.excluded_by_model = _per_model(model_a, model_b, reasons, counts.sum(axis=1))
+        result.excluded_by_model = _per_model(model_a, model_b, reasons, votes)
         if self.style and key == OVERALL:
             k = len(STYLE_FEATURES)
-            kept = table.values[keep]
-            style_end = 16 + len(CHOICES) * (k + k * k)
-            sums = kept[:, 16:style_end].reshape(-1, len(CHOICES), k + k * k)
+            kept = table.values[keep]  # picked is every row here
+            style_end = 16 + len(CHOICES) * _STYLE_TERMS
+            sums = kept[:, 16:style_end].reshape(-1, len(CHOICES), _STYLE_TERMS)
             result.style_x = sums[:, :, :k]
-            result.style_xx = sums[:, :, k:].reshape(-1, len(CHOICES), k, k)
+            upper = np.triu_indices(k)
+            result.style_xx = np.empty((len(kept), len(CHOICES), k, k))
+            result.style_xx[:, :, upper[0], upper[1]] = sums[:, :, k:]
+            result.style_xx[:, :, upper[1], upper[0]] = sums[:, :, k:]
             result.style_ids = np.rint(kept[:, style_end:]).astype(np.int64)
         return result

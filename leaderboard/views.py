@@ -231,6 +231,8 @@ def board_json(request: HttpRequest) -> JsonResponse:
             "excluded": snapshot.excluded,
             "min_votes_to_rank": settings.ARENA_MIN_VOTES_TO_SHOW,
             "top_spot_votes": snapshot.params.get("top_spot_votes"),
+            # When the fragility figures were computed: refreshes carry the hourly run's.
+            "fragility_computed_at": snapshot.params.get("fragility_at"),
         }
     return JsonResponse(
         {

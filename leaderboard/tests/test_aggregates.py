@@ -9,11 +9,11 @@ import pytest
 from django.utils import timezone
 
 from battles.models import Vote
-from leaderboard import aggregates, recompute
+from leaderboard import aggregates, recompute, refresh
 from leaderboard.aggregates import FIXED_WIDTH, LANGUAGE_WIDTH, StoredTallies
 from leaderboard.exclusions import FilterPlan
-from leaderboard.models import FlaggedVoter, ImportedVote, PairTally
-from leaderboard.tally import VoteTallies
+from leaderboard.models import FlaggedVoter, ImportedVote, TallyBlock, TallyFold
+from leaderboard.tally import VoteTallies, _Table
 from llm_providers.models import LLMModel
 
 VOTERS = [f"voter{i}" for i in range(5)]
@@ -151,7 +151,7 @@ def test_stored_tallies_equal_a_tally_of_every_vote_through_flags_exclusions_and
         voter_flags=True,
     )
     assert_same_tallies(plan)
-    assert PairTally.objects.exists()
+    assert TallyBlock.objects.exists()
 
 
 def test_the_full_recompute_finds_and_repairs_stored_tallies_that_differ_from_the_votes(
@@ -194,4 +194,110 @@ def test_a_change_of_the_long_prompt_threshold_folds_every_vote_again(rated, set
     assert not aggregates.tallies_ready()
     aggregates.tallies_fold(settled=_settled())
     assert aggregates.tallies_ready()
+    assert_same_tallies(FilterPlan(cutoff=timezone.now()))
+
+
+def _stored_totals() -> tuple:
+    state = StoredTallies.current()
+    cutoff = timezone.now()
+    return (
+        state.fixed(cutoff=cutoff, style=True).totals(),
+        state.by_language(cutoff=cutoff).totals(),
+    )
+
+
+def test_a_block_reads_back_exactly_what_was_written_integers_wider_than_32_bits_too(db):
+    """Counts and id sums come back as the same integers (int32 where they fit, int64 where
+    one does not), the style sums as the same float64 bits."""
+    rng = np.random.default_rng(5)
+    for scale in (1, 2**40):
+        size = 50
+        pairs = np.unique(rng.integers(1, 30, size=(size, 2)), axis=0)
+        values = np.zeros((len(pairs), FIXED_WIDTH))
+        values[:, : aggregates._COUNTS] = rng.integers(0, 1000, (len(pairs), 16)) * scale
+        values[:, aggregates._ID_COLUMNS] = rng.integers(0, 2**50, (len(pairs), 4))
+        values[:, aggregates._STYLE_COLUMNS] = rng.normal(size=(len(pairs), aggregates._STYLE))
+        table = _Table((pairs[:, 0], pairs[:, 1], np.zeros(len(pairs))), values)
+        TallyBlock.objects.all().delete()
+        aggregates.block_encode("vote", aggregates.PAIRS, table).save()
+        block = TallyBlock.objects.get()
+        assert len(block.counts) == len(pairs) * 16 * (4 if scale == 1 else 8)
+        back = aggregates._blocks(aggregates.PAIRS, FIXED_WIDTH)
+        for mine, theirs in zip(table.columns, back.columns, strict=True):
+            assert np.array_equal(mine, theirs)
+        assert np.array_equal(table.values, back.values)
+
+        languages = _Table.from_keys(
+            [("en", 1, 2, ""), ("fr", 1, 2, ""), ("en", 3, 1, "")],
+            np.array([[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]]) * scale,
+            key_columns=4,
+        )
+        aggregates.block_encode("vote", aggregates.LANGUAGES, languages).save()
+        back = aggregates._blocks(aggregates.LANGUAGES, LANGUAGE_WIDTH)
+        assert back.keys == languages.keys
+        assert np.array_equal(back.values, languages.values)
+
+
+def test_each_fold_writes_only_its_votes_and_the_full_recompute_merges_the_blocks(rated, make_vote):
+    alpha, bravo, charlie = rated
+    aggregates.tallies_fold(settled=_settled())
+    first = set(TallyBlock.objects.values_list("pk", flat=True))
+    make_vote(alpha, bravo, "a", language="en")
+    make_vote(charlie, bravo, "tie", language="fr")
+    aggregates.tallies_fold(settled=_settled())
+    added = TallyBlock.objects.exclude(pk__in=first)
+    assert {(b.kind, b.rows) for b in added} == {("pairs", 2), ("languages", 2)}
+    assert set(TallyBlock.objects.values_list("pk", flat=True)) > first  # nothing rewritten
+    before = _stored_totals()
+
+    refresh.ratings_refresh(force=True, interval=0)
+    assert TallyBlock.objects.filter(kind="pairs").count() == 1
+    assert TallyBlock.objects.filter(kind="languages").count() == 1
+    after = _stored_totals()
+    assert aggregates.tables_differences(before[0], after[0], width=FIXED_WIDTH) == []
+    assert aggregates.tables_differences(before[1], after[1], width=LANGUAGE_WIDTH) == []
+    assert_same_tallies(FilterPlan(cutoff=timezone.now()))
+
+
+def test_a_fold_merges_the_blocks_once_there_are_too_many(rated, make_vote, settings):
+    alpha, bravo, _ = rated
+    aggregates.tallies_fold(settled=_settled())
+    for _ in range(aggregates.MERGE_AT):
+        make_vote(alpha, bravo, "a")
+        aggregates.tallies_fold(settled=_settled())
+    # One block from the first fold and one per later fold: merged on passing MERGE_AT.
+    assert TallyBlock.objects.filter(kind="pairs").count() == 1
+    assert_same_tallies(FilterPlan(cutoff=timezone.now()))
+
+
+def test_blocks_of_an_older_layout_are_dropped_and_every_vote_folded_again(rated, make_vote):
+    """After an upgrade that changes the storage, the first fold starts from zero."""
+    aggregates.tallies_fold(settled=_settled())
+    TallyFold.objects.update(params={**aggregates.fold_params(), "storage": "json rows"})
+    TallyBlock.objects.update(counts=b"")  # unreadable in the current layout
+    assert not aggregates.tallies_ready()
+    make_vote(rated[0], rated[1], "b")
+    aggregates.tallies_fold(settled=_settled())
+    assert aggregates.tallies_ready()
+    assert not TallyBlock.objects.filter(counts=b"").exists()
+    assert_same_tallies(FilterPlan(cutoff=timezone.now()))
+
+
+def test_the_full_recompute_repairs_a_stored_block_edited_by_hand(rated, caplog):
+    aggregates.tallies_fold(settled=_settled())
+    block = TallyBlock.objects.get(kind="pairs")
+    counts = aggregates._integers_read(bytes(block.counts), block.rows, 16).copy()
+    counts[0, 0] += 3  # three votes that were never cast
+    TallyBlock.objects.filter(pk=block.pk).update(counts=aggregates._integers(counts))
+    stored = VoteTallies(
+        cutoff=timezone.now(),
+        plan=FilterPlan(cutoff=timezone.now()),
+        style=True,
+        stored=StoredTallies.current(),
+    )
+    assert stored.category("overall").counted == 63
+
+    with caplog.at_level("WARNING", logger="leaderboard.aggregates"):
+        recompute.ratings_recompute_all(settled=_settled())
+    assert "differ from the votes in 1 rows" in caplog.text
     assert_same_tallies(FilterPlan(cutoff=timezone.now()))

@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from leaderboard import recompute
+from leaderboard import recompute, refresh
 from leaderboard.engine import PairCounts, RatingOptions, fit, fragility
 from leaderboard.engine.fragility import SWAP_MARGIN
 
@@ -128,3 +128,39 @@ def test_other_categories_leave_it_out_and_hide_the_column(client, rated, make_v
     assert not snapshots["code"].rows.filter(swap_votes__isnull=False).exists()
     body = client.get("/leaderboard/?category=code").content.decode()
     assert "Order holds unless" not in body
+
+
+def test_a_refresh_carries_the_last_full_counts_figures_and_the_page_says_when(
+    client, rated, make_vote, caplog
+):
+    """Rank fragility costs refits per pair: the live board's refresh does not compute it but
+    shows the hourly full count's, and the next full count computes it again."""
+    alpha, bravo, _ = rated
+    full = refresh.ratings_refresh(force=True, interval=0).snapshots[0]
+    assert full.category == "overall" and "fragility_carried" not in full.params
+    swaps = dict(full.rows.values_list("model_id", "swap_votes"))
+
+    make_vote(alpha, bravo, "a")
+    caplog.clear()
+    with caplog.at_level("INFO", logger="leaderboard.timing"):
+        live = refresh.ratings_refresh(interval=0).snapshots[0]
+    assert live.vote_count == 61
+    assert "stage fragility" not in caplog.text
+    assert live.params["fragility_carried"] is True
+    assert live.params["fragility_at"] == full.params["fragility_at"]
+    assert live.params["top_spot_votes"] == full.params["top_spot_votes"]
+    assert dict(live.rows.values_list("model_id", "swap_votes")) == swaps
+    assert dict(live.rows.values_list("model_id", "swap_with_id")) == dict(
+        full.rows.values_list("model_id", "swap_with_id")
+    )
+    body = client.get("/leaderboard/").content.decode()
+    assert "Computed by the hourly full count" in body
+    data = client.get("/leaderboard.json").json()
+    assert data["snapshot"]["fragility_computed_at"] == full.params["fragility_at"]
+
+    caplog.clear()
+    with caplog.at_level("INFO", logger="leaderboard.timing"):
+        again = refresh.ratings_refresh(force=True, interval=0).snapshots[0]
+    assert "stage fragility" in caplog.text  # same counts, but its figures were carried
+    assert again.pk != live.pk and "fragility_carried" not in again.params
+    assert "Computed by the hourly full count" not in client.get("/leaderboard/").content.decode()

@@ -9,7 +9,7 @@ from django.utils import timezone
 from battles.models import Vote
 from leaderboard.exclusions import filter_plan
 from leaderboard.models import ImportedVote
-from leaderboard.tally import VoteTallies
+from leaderboard.tally import VoteTallies, _Table
 
 
 def test_the_database_fills_the_style_differences_when_a_vote_is_written(three_models, make_vote):
@@ -74,3 +74,41 @@ def test_the_style_sums_per_choice_equal_the_sums_over_the_votes(three_models, m
             np.testing.assert_allclose(overall.style_x[row, outcome], x.sum(axis=0), atol=1e-9)
             np.testing.assert_allclose(overall.style_xx[row, outcome], x.T @ x, atol=1e-9)
             assert overall.style_ids[row, outcome] == sum(v.pk for v in votes if v.choice == choice)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_tables_add_up_key_by_key_whether_combined_at_once_or_into_a_large_one(seed):
+    """A refresh adds small tables (tail, corrections, moves) into the large stored one
+    lazily, by a search per small row; the sums are those of adding every row by key."""
+    rng = np.random.default_rng(seed)
+
+    def table(size: int, reasons: int) -> tuple[_Table, dict]:
+        keys = [
+            (int(rng.integers(1, 40)), int(rng.integers(1, 40)), int(rng.integers(0, reasons)))
+            for _ in range(size)
+        ]
+        values = rng.integers(-5, 9, size=(size, 3)).astype(float)
+        expected: dict = {}
+        for key, row in zip(keys, values, strict=True):
+            expected[key] = expected.get(key, 0) + row
+        return _Table(np.array(keys).T, values), expected
+
+    large, total = table(900, 1)
+    before = large.values.copy()
+    parts = [(large, 1.0)]
+    for _ in range(int(rng.integers(1, 5))):
+        small, sums = table(int(rng.integers(1, 40)), 4)
+        sign = float(rng.choice([-1.0, 1.0]))
+        parts.append((small, sign))
+        for key, row in sums.items():
+            total[key] = total.get(key, 0) + sign * row
+    combined = _Table.combined(parts, 3)
+    assert combined._pending  # nothing added yet: the large table's arrays are shared
+    keys = map(tuple, np.column_stack(combined.columns).tolist())
+    got = dict(zip(keys, combined.values, strict=True))
+    assert sorted(got) == sorted(total)
+    for key, row in total.items():
+        assert np.array_equal(got[key], row), key
+    keys = np.column_stack(combined.columns)
+    assert (np.lexsort(keys.T[::-1]) == np.arange(len(keys))).all()  # still sorted by key
+    assert np.array_equal(large.values, before)  # the shared arrays were not written to
