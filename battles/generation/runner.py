@@ -117,7 +117,7 @@ class ReplyRunner:
                 try:
                     claimed = replies_claim(batch)
                 except Exception as exc:
-                    # One bad id fails the statement: claim the others on their own.
+                    # One bad id fails the whole claim: claim the others on their own.
                     failure, claimed = exc, []
                     for reply_id in batch if len(batch) > 1 else ():
                         with contextlib.suppress(Exception):
