@@ -5,6 +5,7 @@ generation loop's database threads (`core.db.DatabaseThreads`), never in the loo
 """
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,21 +35,43 @@ def pane_html(reply: Reply, *, streaming_text: str = "") -> str:
     )
 
 
-def reply_claim(reply_id: int) -> Reply | None:
-    """Take a pending reply for generation; None if another worker has it or nobody wants it
-    any more. A retried or duplicated task is a no-op."""
+def replies_claim(reply_ids: Sequence[int]) -> list[Reply]:
+    """Take the pending replies among these for generation, in two statements whatever their
+    number (a turn's two sides come in one task); the others are another worker's or nobody
+    wants them any more, so a retried or duplicated task is a no-op.
+
+    One `UPDATE ... RETURNING` claims them (the ORM's update returns only a count, so this
+    was an UPDATE and a read per reply: with 500 battles started at once, the claims' round
+    trips were a large share of the time from a reply's claim to its first token,
+    benchmarks/load/README.md), one read fetches what the stream needs.
+    """
+    # As the ORM would: an id that is not one fails here, not as the statement's error.
+    reply_ids = [Reply._meta.pk.get_prep_value(reply_id) for reply_id in reply_ids]
+    if not reply_ids:
+        return []
     now = timezone.now()
-    claimed = Reply.objects.filter(pk=reply_id, status=Reply.Status.PENDING).update(
-        status=Reply.Status.STREAMING, started_at=now, heartbeat_at=now
+    stamp = connection.ops.adapt_datetimefield_value(now)
+    table = connection.ops.quote_name(Reply._meta.db_table)
+    ids = ", ".join(["%s"] * len(reply_ids))
+    # Only the table's quoted name and placeholders go into the text (S608).
+    sql = (
+        f"UPDATE {table} SET status = %s, started_at = %s, heartbeat_at = %s "  # noqa: S608
+        f"WHERE id IN ({ids}) AND status = %s RETURNING id"
     )
+    params = [Reply.Status.STREAMING, stamp, stamp, *reply_ids, Reply.Status.PENDING]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        claimed = {row[0] for row in cursor.fetchall()}
     if not claimed:
-        return None
+        return []
     # No join to the battle: nothing here needs more than its id (turn.battle_id); with a
     # large battle table PostgreSQL planned that join badly (benchmarks/load/README.md).
-    reply = Reply.objects.select_related("turn", "model").get(pk=reply_id)
-    if reply.attempt <= 1:  # a retry's wait would start at the first attempt's creation
-        metrics.TASK_LATENCY.observe(max(0.0, (now - reply.created_at).total_seconds()))
-    return reply
+    found = {r.pk: r for r in Reply.objects.select_related("turn", "model").filter(pk__in=claimed)}
+    replies = [found[pk] for pk in dict.fromkeys(reply_ids) if pk in found]
+    for reply in replies:
+        if reply.attempt <= 1:  # a retry's wait would start at the first attempt's creation
+            metrics.TASK_LATENCY.observe(max(0.0, (now - reply.created_at).total_seconds()))
+    return replies
 
 
 def reply_messages(reply: Reply) -> list[dict]:

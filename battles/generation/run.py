@@ -1,10 +1,11 @@
 """One reply, from its claim to its end: the object that owns the reply's stream.
 
 `ReplyRun.claim` (in the task's thread) takes the reply with a conditional UPDATE and reads
-what the stream needs. `run` (in the process's generation loop) streams it from its model
-with that side's own history, hands each delta to the publisher, and ends it: every way out
-(an answer, a stop, a provider error, a bug of ours, a shutdown) goes through `_end`, the
-one teardown. The process-wide work (checkpoints, stop flags) is the runner's.
+what the stream needs (`ReplyRun.of`, once the runner has claimed a task's replies together).
+`run` (in the process's generation loop) streams it from its model with that side's own
+history, hands each delta to the publisher, and ends it: every way out (an answer, a stop, a
+provider error, a bug of ours, a shutdown) goes through `_end`, the one teardown. The
+process-wide work (checkpoints, stop flags) is the runner's.
 """
 
 import html
@@ -17,7 +18,7 @@ from battles.generation.records import (
     Beat,
     Ending,
     pane_html,
-    reply_claim,
+    replies_claim,
     reply_messages,
     reply_record_end,
     reply_settle,
@@ -67,10 +68,13 @@ class ReplyRun:
 
     @classmethod
     def claim(cls, reply_id: int) -> "ReplyRun | None":
-        """Claim the reply; None if it is not ours to generate (see reply_claim)."""
-        reply = reply_claim(reply_id)
-        if reply is None:
-            return None
+        """Claim the reply; None if it is not ours to generate (see replies_claim)."""
+        replies = replies_claim([reply_id])
+        return cls.of(replies[0]) if replies else None
+
+    @classmethod
+    def of(cls, reply: Reply) -> "ReplyRun":
+        """The run of a reply just claimed: its side's history and its "streaming" pane."""
         return cls(reply, reply_messages(reply), pane_html(reply))
 
     @property

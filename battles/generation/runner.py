@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from django.conf import settings
 
 from battles.generation.publisher import Publisher
-from battles.generation.records import Ending, replies_checkpoint
+from battles.generation.records import Ending, replies_checkpoint, replies_claim
 from battles.generation.run import ReplyRun
 from core import loop as process_loop
 from core.db import DatabaseThreads, released_connection
@@ -67,24 +67,76 @@ class ReplyRunner:
         """Claim the reply and hand it to the loop; the future says how it ended. None when
         the reply was not ours to generate, or when the process is shutting down (the reply
         goes back to the queue)."""
+        return self.take_many([reply_id])[0]
+
+    def take_many(self, reply_ids: Sequence[int]) -> list[concurrent.futures.Future[Ending] | None]:
+        """`take` for several replies (a turn's two sides): those that have a free slot are
+        claimed together, in one statement. Each is started on its own, so one whose run
+        cannot be built does not keep the others from starting; the first such failure is
+        raised once the others are in the loop."""
+        ended: dict[int, concurrent.futures.Future[Ending] | None] = {}
+        failure: Exception | None = None
+        waiting = list(reply_ids)
+        while waiting:
+            if not self._slot_wait():
+                for reply_id in waiting:
+                    ended[reply_id] = self._hand_back(reply_id)
+                break
+            # More slots are only taken if free at once: a task never holds a slot while it
+            # waits for another.
+            batch = [waiting.pop(0)]
+            while waiting and self._slots.acquire(blocking=False):
+                batch.append(waiting.pop(0))
+            started, error = self._take_batch(batch)
+            ended |= started
+            failure = failure or error
+        if failure is not None:
+            raise failure
+        return [ended.get(reply_id) for reply_id in reply_ids]
+
+    def _slot_wait(self) -> bool:
+        """Wait for a free slot; False, with no slot held, when the process is shutting down
+        (the reply goes back to the queue)."""
         while not self._slots.acquire(timeout=SLOT_WAIT_SECONDS):
             if self.closing:
-                return self._hand_back(reply_id)
+                return False
         if self.closing:
             self._slots.release()
-            return self._hand_back(reply_id)
+            return False
+        return True
+
+    def _take_batch(
+        self, batch: list[int]
+    ) -> tuple[dict[int, concurrent.futures.Future[Ending]], Exception | None]:
+        """Claim the batch (a slot held for each) and start what was claimed; the slots of
+        the rest are given back. Returns the started replies and the first failure."""
+        runs: dict[int, ReplyRun] = {}
+        failure: Exception | None = None
         try:
             with released_connection():
-                run = ReplyRun.claim(reply_id)
-        except BaseException:
-            self._slots.release()
-            raise
-        if run is None:
-            self._slots.release()
-            return None
-        ended: concurrent.futures.Future[Ending] = concurrent.futures.Future()
-        self.loop.call_soon_threadsafe(self._start, run, ended)
-        return ended
+                try:
+                    claimed = replies_claim(batch)
+                except Exception as exc:
+                    # One bad id fails the whole claim: claim the others on their own.
+                    failure, claimed = exc, []
+                    for reply_id in batch if len(batch) > 1 else ():
+                        with contextlib.suppress(Exception):
+                            claimed += replies_claim([reply_id])
+                for reply in claimed:
+                    try:
+                        runs[reply.pk] = ReplyRun.of(reply)
+                    except Exception as exc:
+                        # Claimed but not started: the reaper fails it when its heartbeat
+                        # never comes.
+                        failure = failure or exc
+        finally:
+            for _ in range(len(batch) - len(runs)):
+                self._slots.release()
+        ended: dict[int, concurrent.futures.Future[Ending]] = {}
+        for reply_id, run in runs.items():
+            ended[reply_id] = future = concurrent.futures.Future()
+            self.loop.call_soon_threadsafe(self._start, run, future)
+        return ended, failure
 
     def _hand_back(self, reply_id: int) -> None:
         enqueue_now(GENERATE_TASK, reply_id)
@@ -179,18 +231,10 @@ def get_runner() -> ReplyRunner:
 
 
 def reply_generate(*, reply_ids: Sequence[int]) -> None:
-    """The generation task: claim each reply and hand it to this process's loop. Each reply
-    is taken on its own, so one that fails to be claimed does not keep the others from
-    starting (what failed is raised after; the reaper enqueues a reply left pending)."""
-    runner = get_runner()
-    failure: Exception | None = None
-    for reply_id in reply_ids:
-        try:
-            runner.take(reply_id)
-        except Exception as exc:
-            failure = failure or exc
-    if failure is not None:
-        raise failure
+    """The generation task: claim the replies and hand them to this process's loop. One that
+    fails to be claimed does not keep the others from starting (what failed is raised after;
+    the reaper enqueues a reply left pending)."""
+    get_runner().take_many(reply_ids)
 
 
 def _this_process_runner() -> ReplyRunner | None:

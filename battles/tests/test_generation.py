@@ -100,6 +100,24 @@ def test_a_reply_is_claimed_once_a_second_claim_or_a_finished_reply_is_a_no_op(d
     assert ReplyRun.claim(reply.pk) is None
 
 
+def test_a_tasks_replies_are_claimed_in_one_statement_and_one_read(
+    db, make_model, django_assert_num_queries
+):
+    battle = pending_battle(make_model)
+    a, b = sorted(replies_of(battle), key=lambda r: r.side)
+    Reply.objects.filter(pk=b.pk).update(status="done")
+    other = replies_of(pending_battle(make_model, knobs_a=SLOW))[0]
+
+    with django_assert_num_queries(2):  # and none for what the stream needs to start
+        claimed = records.replies_claim([a.pk, b.pk, other.pk])
+        assert all(r.model.endpoint() and r.turn.prompt for r in claimed)
+
+    assert [r.pk for r in claimed] == [a.pk, other.pk]  # the finished one is not taken
+    assert {r.status for r in claimed} == {"streaming"}
+    assert {r.status for r in Reply.objects.filter(pk__in=[a.pk, other.pk])} == {"streaming"}
+    assert records.replies_claim([a.pk, other.pk]) == []
+
+
 def test_a_task_for_a_reply_already_taken_hands_nothing_to_the_loop(runner, make_model):
     battle = pending_battle(make_model)
     reply = replies_of(battle)[0]
@@ -278,6 +296,23 @@ def test_past_its_cap_a_process_takes_the_next_reply_only_when_one_ends(
     first.refresh_from_db()
     second.refresh_from_db()
     assert second.started_at >= first.finished_at, "the second reply waited for a free slot"
+
+
+def test_a_task_with_more_replies_than_free_slots_starts_them_as_slots_free_up(
+    transactional_db, make_model
+):
+    runner = ReplyRunner(hub=get_hub(), capacity=1, loop=loop.get_loop())
+    battle = pending_battle(make_model, knobs_a="ttft=0.2&tps=100&tokens=20")
+    first, second = sorted(replies_of(battle), key=lambda r: r.side)
+    try:
+        ended = runner.take_many([first.pk, second.pk])  # returns once both are started
+        assert [future.result(timeout=30).status for future in ended] == ["done", "done"]
+    finally:
+        runner.db.shutdown()
+
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert second.started_at >= first.finished_at, "one slot: the second waited for it"
 
 
 def test_a_warm_shutdown_ends_replies_past_the_grace_plainly_with_their_text(runner, make_model):

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import threading
@@ -17,6 +18,25 @@ log = logging.getLogger(__name__)
 
 # Entries kept per stream (approximately): far more than a turn ever writes.
 STREAM_MAXLEN = 100_000
+
+# A batch of events in one command. As a pipeline of an XADD per event and an EXPIRE per
+# stream, redis-py packed every command and read every reply under a timeout of its own,
+# which was the largest share of a generation loop's time with 1,000 replies streaming
+# (benchmarks/load/README.md). KEYS: the streams; ARGV: the TTL, the MAXLEN, then for each
+# event the index of its stream in KEYS, its name and its data.
+PUBLISH_MANY_LUA = """
+local ttl, maxlen = ARGV[1], ARGV[2]
+for i = 3, #ARGV, 3 do
+  redis.call('XADD', KEYS[tonumber(ARGV[i])], 'MAXLEN', '~', maxlen, '*', 'n', ARGV[i + 1],
+             'd', ARGV[i + 2])
+end
+for _, key in ipairs(KEYS) do
+  redis.call('EXPIRE', key, ttl)
+end
+return #KEYS
+"""
+# The name EVALSHA knows the script by (not a security use of SHA-1).
+PUBLISH_MANY_SHA = hashlib.sha1(PUBLISH_MANY_LUA.encode(), usedforsecurity=False).hexdigest()
 
 
 class RedisHub:
@@ -52,14 +72,18 @@ class RedisHub:
     async def publish_many(self, events: Sequence[tuple[str, str, str]]) -> None:
         if not events:
             return
-        pipe = self._async_client().pipeline(transaction=False)
-        keys = {}
+        keys: dict[str, int] = {}  # stream -> its index in KEYS (Lua counts from 1)
+        args: list[str | int] = [self.ttl, STREAM_MAXLEN]
         for stream, name, data in events:
-            key = keys.setdefault(stream, self._key(stream))
-            pipe.xadd(key, {"n": name, "d": data}, maxlen=STREAM_MAXLEN, approximate=True)
-        for key in keys.values():
-            pipe.expire(key, self.ttl)
-        await pipe.execute()
+            index = keys.setdefault(stream, len(keys) + 1)
+            args += (index, name, data)
+        client = self._async_client()
+        names = [self._key(stream) for stream in keys]
+        try:
+            await client.evalsha(PUBLISH_MANY_SHA, len(names), *names, *args)
+        except redis.exceptions.NoScriptError:
+            # Not in this server's script cache yet (a restart, a failover): EVAL caches it.
+            await client.eval(PUBLISH_MANY_LUA, len(names), *names, *args)
 
     def discard(self, stream: str) -> None:
         self._sync.delete(self._key(stream))

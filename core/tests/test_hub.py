@@ -7,6 +7,7 @@ import pytest
 from django.conf import settings
 
 from core.hub import Hub, MemoryHub, RedisHub
+from core.hub import redis as redis_hub
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -114,6 +115,28 @@ def test_streams_of_one_process_share_one_reader_and_idle_ones_time_out_empty(hu
         for subscription in subscriptions:
             subscription.close()
         for name in names:
+            hub.discard(name)
+        await hub.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_batch_is_one_script_that_keeps_each_streams_ttl_and_survives_a_flushed_cache(hub):
+    if not isinstance(hub, RedisHub):
+        pytest.skip("the batch script is the Redis hub's")
+
+    async def main():
+        for name in ("x", "y"):
+            hub.discard(name)
+        hub._sync.script_flush()  # as after a restart: EVALSHA fails, EVAL caches it again
+        await hub.publish_many([("x", "delta-a", "1"), ("y", "delta-b", "2"), ("x", "p", "3")])
+        await hub.publish_many([("y", "turn-end", "")])
+        assert hub._sync.script_exists(redis_hub.PUBLISH_MANY_SHA) == [True]
+        for name, expected in (("x", ["1", "3"]), ("y", ["2", ""])):
+            assert 0 < hub._sync.ttl(hub._key(name)) <= 60
+            subscription = hub.subscribe(name, None)
+            assert await _collect(subscription, len(expected)) == expected
+            subscription.close()
             hub.discard(name)
         await hub.aclose()
 
