@@ -110,10 +110,11 @@ async def turn_events(turn: Turn, *, last_event_id: str | None) -> AsyncIterator
                 if any(e.name == "turn-end" for e in batch):
                     return
                 deltas = {e.name for e in batch if e.name.startswith("delta-")}
-                if guard is None and deltas and started_sides | deltas == {"delta-a", "delta-b"}:
+                if deltas and started_sides | deltas == {"delta-a", "delta-b"}:
                     # Until both sides have begun there is no pause, so the second side's
                     # first delta is not held back behind the first side's; panes and
-                    # turn-end never wait either. (The guard keeps its own tick.)
+                    # turn-end never wait either. With a timing guard too: what it releases
+                    # meanwhile goes out in the next write (its schedule runs on the clock).
                     await asyncio.sleep(DELTA_READ_SECONDS)
                 started_sides |= deltas
                 continue
