@@ -1,5 +1,5 @@
 # The two commands: `make run` (quick start) and `make test` (the whole suite).
-.PHONY: run test install install-test lint worker beat web bench-ratings bench-recompute bench-load bench-client bench-local bench-identity bench-fragility bench-sampling bench-timing test-llm-server screenshots
+.PHONY: run test install install-test install-bench lint worker beat web bench-ratings bench-recompute bench-load bench-client bench-local bench-identity bench-fragility bench-sampling bench-timing test-llm-server screenshots
 
 run: install
 	.venv/bin/python manage.py runarena
@@ -41,15 +41,17 @@ test-llm-server:
 # The llama.cpp wheel install.sh built and cached: the benchmark peers' install reuses it.
 WHEELS ?= $(or $(LLMBATTLER_WHEELS),$(HOME)/.cache/llmbattler/wheels)
 
-bench-ratings: install-test
+# The benchmarks' peers and tools (requirements-bench.txt), with the cached llama.cpp wheel.
+install-bench: install-test
 	.venv/bin/python -m pip install --quiet --find-links $(WHEELS) --only-binary llama-cpp-python -r requirements-bench.txt
+
+bench-ratings: install-bench
 	.venv/bin/python -m benchmarks.ratings
 
 bench-recompute: install-test
 	.venv/bin/python -m benchmarks.recompute
 
-bench-load: install-test
-	.venv/bin/python -m pip install --quiet --find-links $(WHEELS) --only-binary llama-cpp-python -r requirements-bench.txt
+bench-load: install-bench
 	.venv/bin/python -m benchmarks.load
 
 bench-client: install-test
@@ -61,8 +63,7 @@ bench-fragility: install-test
 bench-sampling: install-test
 	.venv/bin/python -m benchmarks.sampling
 
-bench-timing: install-test
-	.venv/bin/python -m pip install --quiet --find-links $(WHEELS) --only-binary llama-cpp-python -r requirements-bench.txt
+bench-timing: install-bench
 	.venv/bin/python -m benchmarks.timing
 
 bench-identity: install-test
