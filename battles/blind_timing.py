@@ -142,7 +142,6 @@ class TimingGuard:
         # Per side: characters of its next event already sent (a cut delta), as the page has them.
         self._partial = dict.fromkeys(SIDES, 0)
         self._tail: deque[Event] = deque()  # the turn's end, released after both sides
-        self._first_begun: float | None = None
         self._together_at: float | None = None
         self._capped = False
         self._pace_from: tuple[float, int] | None = None
@@ -170,8 +169,6 @@ class TimingGuard:
                 state.ended = True
             if (_is_delta(event) or state.ended) and state.begun_at is None:
                 state.begun_at = now
-                if self._first_begun is None:
-                    self._first_begun = now
             if self._skip.get(side, 0) > 0:
                 # Sent before the page reconnected: it counts, but does not go out again.
                 self._skip[side] -= 1
@@ -196,8 +193,9 @@ class TimingGuard:
         if not self.holding:
             return idle
         due: list[float] = []
-        if self._together_at is None and self._first_begun is not None:
-            due.append(self._first_begun + self.cap)
+        first = self._first_begun()
+        if self._together_at is None and first is not None:
+            due.append(first + self.cap)
         pacing = self.mode == "padded" and self._together_at is not None and not self._capped
         if pacing and any(_is_delta(event) for event, _, _ in self._held):
             due.append(self._tick(now) + PACE_TICK_SECONDS)
@@ -256,10 +254,15 @@ class TimingGuard:
                 out.append(Event(id=self._token(), name=event.name, data=event.data))
         return out
 
+    def _first_begun(self) -> float | None:
+        begun = [s.begun_at for s in self.sides.values() if s.begun_at is not None]
+        return min(begun, default=None)
+
     def _both_begun(self, now: float) -> bool:
         if self._together_at is None:
             begun = all(s.begun_at is not None for s in self.sides.values())
-            capped = self._first_begun is not None and now - self._first_begun >= self.cap
+            first = self._first_begun()
+            capped = first is not None and now - first >= self.cap
             if self.mode == "off" or begun or capped:
                 self._together_at = now
                 self._capped = not begun
