@@ -126,13 +126,6 @@ def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _finite_matrix(matrix: np.ndarray) -> list[list[float | None]]:
-    """Nested lists with None for each NaN or infinity (JSON has neither)."""
-    out = matrix.astype(object)
-    out[~np.isfinite(matrix)] = None
-    return out.tolist()
-
-
 def _fingerprint(votes: CategoryVotes, extra: dict) -> str:
     digest = hashlib.sha256(json.dumps(extra, sort_keys=True).encode())
     for array in (votes.model_a, votes.model_b, votes.counts):
@@ -248,10 +241,11 @@ def _recompute_category(
         excluded=excluded,
         excluded_by_model={str(pk): v for pk, v in sorted(votes.excluded_by_model.items())},
         models_order=model_ids,
-        # Four decimals (0.01 points of win rate) are more than the heatmap shows, and half
-        # the text to encode and store of full floats (a 200-model matrix is 40,000 of them).
-        win_rate_matrix=_finite_matrix(np.round(result.win_rate_matrix, 4)) if result else [],
-        battle_count_matrix=result.battle_count_matrix.astype(int).tolist() if result else [],
+        **(
+            Snapshot.matrices_pack(result.win_rate_matrix, result.battle_count_matrix)
+            if result
+            else {}
+        ),
         fingerprint=fingerprint,
     )
     rows = (
@@ -304,6 +298,12 @@ def _snapshots_write(results: list[Snapshot | _Fitted]) -> list[Snapshot]:
                     row.snapshot = result.snapshot
                 rows += result.rows
             SnapshotRow.objects.bulk_create(rows, batch_size=1000)
+            # Only a category's current matrices are shown; a superseded snapshot keeps its
+            # rows (the rating history) but not the two n x n matrices, which would otherwise
+            # grow the table by megabytes an hour under the live board's refreshes.
+            Snapshot.objects.filter(category__in=[r.snapshot.category for r in fitted]).exclude(
+                pk__in=[r.snapshot.pk for r in fitted]
+            ).exclude(win_rate_matrix=b"").update(win_rate_matrix=b"", battle_count_matrix=b"")
             for result in fitted:
                 if result.standings is not None:
                     # What the active sampling policy reads (battles owns that table).
