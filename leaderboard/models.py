@@ -1,5 +1,6 @@
 import datetime as dt
 
+import numpy as np
 from django.db import models
 from django.db.models import Q
 
@@ -21,8 +22,12 @@ class Snapshot(models.Model):
     excluded_by_model = models.JSONField(default=dict)
     duration_ms = models.PositiveIntegerField(default=0)
     models_order = models.JSONField(default=list)  # model ids in matrix order
-    win_rate_matrix = models.JSONField(default=list)
-    battle_count_matrix = models.JSONField(default=list)
+    # The two models_order x models_order matrices as little-endian bytes, row-major (the
+    # rows' model against the columns'): the win rates as float32, NaN where a pair had no
+    # decisive battle, the battle counts as int32. As JSON, writing them was most of a live
+    # refresh's writes (benchmarks/README.md); read them with `win_rates()`/`battle_counts()`.
+    win_rate_matrix = models.BinaryField(default=bytes, blank=True)
+    battle_count_matrix = models.BinaryField(default=bytes, blank=True)
     # Hash of the count table and the parameters: a recompute over unchanged data writes nothing.
     fingerprint = models.CharField(max_length=64, blank=True)
 
@@ -38,6 +43,28 @@ class Snapshot(models.Model):
     @property
     def has_style(self) -> bool:
         return bool(self.params.get("style_control"))
+
+    def win_rates(self) -> np.ndarray:
+        """The win rate of each row model against each column model, ties excluded."""
+        return self._matrix(self.win_rate_matrix, "<f4")
+
+    def battle_counts(self) -> np.ndarray:
+        """The battles between each pair of models."""
+        return self._matrix(self.battle_count_matrix, "<i4")
+
+    def _matrix(self, raw, dtype: str) -> np.ndarray:
+        """Empty (0 x 0) for a snapshot without models or superseded (its matrices cleared)."""
+        raw = bytes(raw or b"")
+        n = len(self.models_order) if raw else 0
+        return np.frombuffer(raw, dtype=dtype).reshape(n, n)
+
+    @staticmethod
+    def matrices_pack(win_rates: np.ndarray, battle_counts: np.ndarray) -> dict[str, bytes]:
+        """The two matrices as the fields store them."""
+        return {
+            "win_rate_matrix": np.ascontiguousarray(win_rates, dtype="<f4").tobytes(),
+            "battle_count_matrix": np.ascontiguousarray(battle_counts, dtype="<i4").tobytes(),
+        }
 
     @property
     def fragility_computed_at(self) -> dt.datetime | None:

@@ -60,6 +60,7 @@ from leaderboard.exclusions import (
 from leaderboard.models import RecomputeLock, Snapshot, SnapshotRow
 from leaderboard.outliers import voters_flag
 from leaderboard.selectors import snapshot_current
+from leaderboard.sql import bytes_update, rows_insert
 from leaderboard.tally import CategoryVotes, VoteTallies
 from leaderboard.timing import stage
 from llm_providers.models import LLMModel
@@ -124,13 +125,6 @@ def _pair_counts(votes: CategoryVotes, model_ids: np.ndarray) -> PairCounts:
 
 def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
-
-
-def _finite_matrix(matrix: np.ndarray) -> list[list[float | None]]:
-    """Nested lists with None for each NaN or infinity (JSON has neither)."""
-    out = matrix.astype(object)
-    out[~np.isfinite(matrix)] = None
-    return out.tolist()
 
 
 def _fingerprint(votes: CategoryVotes, extra: dict) -> str:
@@ -248,46 +242,93 @@ def _recompute_category(
         excluded=excluded,
         excluded_by_model={str(pk): v for pk, v in sorted(votes.excluded_by_model.items())},
         models_order=model_ids,
-        # Four decimals (0.01 points of win rate) are more than the heatmap shows, and half
-        # the text to encode and store of full floats (a 200-model matrix is 40,000 of them).
-        win_rate_matrix=_finite_matrix(np.round(result.win_rate_matrix, 4)) if result else [],
-        battle_count_matrix=result.battle_count_matrix.astype(int).tolist() if result else [],
+        **(
+            Snapshot.matrices_pack(result.win_rate_matrix, result.battle_count_matrix)
+            if result
+            else {}
+        ),
         fingerprint=fingerprint,
     )
-    rows = (
-        [
-            SnapshotRow(
-                model_id=pk,
-                rating=float(result.ratings[i]),
-                lower=_finite(result.lower[i]),
-                upper=_finite(result.upper[i]),
-                rank_ub=int(rank[i]),
-                votes=int(result.battles[i]),
-                wins=float(result.wins[i]),
-                losses=float(result.losses[i]),
-                ties=float(result.ties[i] + result.both_bad[i]),
-                win_rate=float(result.win_rate[i]) if result.wins[i] + result.losses[i] else None,
-                style_rating=float(style_result.ratings[i]) if style_result else None,
-                style_rank_ub=int(style_rank[i]) if style_result else None,
-                swap_with_id=fragile.swap_with.get(i),
-                swap_votes=fragile.swap_votes.get(i),
-            )
-            for pk, i in index.items()
-        ]
-        if result
-        else []
-    )
+    rows = _row_values(result, style_result, rank, style_rank, fragile, model_ids) if result else []
     snapshot.duration_ms = int((time.monotonic() - started) * 1000)
     standings = _standings(result, model_ids) if category == OVERALL and result else None
     return _Fitted(snapshot, rows, standings)
 
 
+# SnapshotRow's fields after `snapshot`, in the order _row_values gives them.
+_ROW_FIELDS = (
+    "model",
+    "rating",
+    "lower",
+    "upper",
+    "rank_ub",
+    "votes",
+    "wins",
+    "losses",
+    "ties",
+    "win_rate",
+    "style_rating",
+    "style_rank_ub",
+    "swap_with",
+    "swap_votes",
+)
+
+
+def _row_values(
+    result: RatingResult,
+    style_result: RatingResult | None,
+    rank: np.ndarray,
+    style_rank: np.ndarray | None,
+    fragile: _BoardFragility,
+    model_ids: list[int],
+) -> list[tuple]:
+    """Each model's SnapshotRow values (_ROW_FIELDS) as plain tuples: a refresh writes a
+    few thousand rows, and building a model instance for each cost more than writing them."""
+    decided = (result.wins + result.losses).tolist()
+    win_rate = result.win_rate.tolist()
+    ties = (result.ties + result.both_bad).tolist()
+    style_ratings = style_result.ratings.tolist() if style_result is not None else None
+    style_ranks = style_rank.tolist() if style_rank is not None else None
+    return [
+        (
+            pk,
+            rating,
+            _finite(lower),
+            _finite(upper),
+            rank_ub,
+            votes,
+            wins,
+            losses,
+            ties[i],
+            win_rate[i] if decided[i] else None,
+            style_ratings[i] if style_ratings is not None else None,
+            style_ranks[i] if style_ranks is not None else None,
+            fragile.swap_with.get(i),
+            fragile.swap_votes.get(i),
+        )
+        for i, (pk, rating, lower, upper, rank_ub, votes, wins, losses) in enumerate(
+            zip(
+                model_ids,
+                result.ratings.tolist(),
+                result.lower.tolist(),
+                result.upper.tolist(),
+                rank.tolist(),
+                result.battles.astype(np.int64).tolist(),
+                result.wins.tolist(),
+                result.losses.tolist(),
+                strict=True,
+            )
+        )
+    ]
+
+
 @dataclass(frozen=True)
 class _Fitted:
-    """A category's new snapshot and rows, not written yet (_snapshots_write)."""
+    """A category's new snapshot and rows (_ROW_FIELDS values), not written yet
+    (_snapshots_write)."""
 
     snapshot: Snapshot
-    rows: list[SnapshotRow]
+    rows: list[tuple]
     standings: dict[int, tuple[float, float]] | None  # the overall board's, for sampling
 
 
@@ -297,13 +338,36 @@ def _snapshots_write(results: list[Snapshot | _Fitted]) -> list[Snapshot]:
     fitted = [result for result in results if isinstance(result, _Fitted)]
     if fitted:
         with stage("write snapshots"), transaction.atomic():
+            # The matrices go in after the rest, as bytes (sql.bytes_update).
+            matrices = [
+                (
+                    result.snapshot,
+                    result.snapshot.win_rate_matrix,
+                    result.snapshot.battle_count_matrix,
+                )
+                for result in fitted
+            ]
+            for snapshot, _, _ in matrices:
+                snapshot.win_rate_matrix = snapshot.battle_count_matrix = b""
             Snapshot.objects.bulk_create([result.snapshot for result in fitted])
-            rows = []
-            for result in fitted:
-                for row in result.rows:
-                    row.snapshot = result.snapshot
-                rows += result.rows
-            SnapshotRow.objects.bulk_create(rows, batch_size=1000)
+            for snapshot, win_rates, battle_counts in matrices:
+                snapshot.win_rate_matrix, snapshot.battle_count_matrix = win_rates, battle_counts
+            bytes_update(
+                Snapshot,
+                ("win_rate_matrix", "battle_count_matrix"),
+                [(snapshot.pk, rates, counts) for snapshot, rates, counts in matrices if rates],
+            )
+            rows_insert(
+                SnapshotRow,
+                ("snapshot", *_ROW_FIELDS),
+                [(result.snapshot.pk, *row) for result in fitted for row in result.rows],
+            )
+            # Only a category's current matrices are shown; a superseded snapshot keeps its
+            # rows (the rating history) but not the two n x n matrices, which would otherwise
+            # grow the table by megabytes an hour under the live board's refreshes.
+            Snapshot.objects.filter(category__in=[r.snapshot.category for r in fitted]).exclude(
+                pk__in=[r.snapshot.pk for r in fitted]
+            ).exclude(win_rate_matrix=b"").update(win_rate_matrix=b"", battle_count_matrix=b"")
             for result in fitted:
                 if result.standings is not None:
                     # What the active sampling policy reads (battles owns that table).

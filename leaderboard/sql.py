@@ -41,6 +41,55 @@ def execute_binary(sql: str, params) -> None:
         cursor.execute(sql, params)
 
 
+def rows_insert(model, fields: tuple[str, ...], rows: list[tuple]) -> None:
+    """Insert `rows` (values in `fields` order; a foreign key by its id) into `model`'s table:
+    on PostgreSQL with COPY, which takes a few thousand rows in milliseconds where an INSERT
+    of them spends most of its time on the client building the statement; elsewhere with
+    bulk_create. Nothing is returned: the rows get no ids back."""
+    if not rows:
+        return
+    meta = model._meta
+    columns = [meta.get_field(name).column for name in fields]
+    if connection.vendor != "postgresql":
+        attnames = [meta.get_field(name).attname for name in fields]
+        model.objects.bulk_create(
+            [model(**dict(zip(attnames, row, strict=True))) for row in rows], batch_size=500
+        )
+        return
+    table = connection.ops.quote_name(meta.db_table)
+    names = ", ".join(connection.ops.quote_name(column) for column in columns)
+    with (
+        connection.cursor() as cursor,
+        cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)
+
+
+def bytes_update(model, fields: tuple[str, ...], rows: list[tuple]) -> None:
+    """Set binary `fields` of existing rows, each given as (pk, bytes...): on PostgreSQL in
+    one statement whose bytes travel as they are (a client-bound UPDATE sends them as hex
+    text, twice their size, which the server then parses); elsewhere a query per row."""
+    if not rows:
+        return
+    meta = model._meta
+    if connection.vendor != "postgresql":
+        for pk, *values in rows:
+            model.objects.filter(pk=pk).update(**dict(zip(fields, values, strict=True)))
+        return
+    quote = connection.ops.quote_name
+    columns = [quote(meta.get_field(name).column) for name in fields]
+    each = "(%s::bigint, " + ", ".join(["%b::bytea"] * len(fields)) + ")"
+    assignments = ", ".join(f"{column} = v.c{i}" for i, column in enumerate(columns))
+    named = ", ".join(f"c{i}" for i in range(len(columns)))
+    execute_binary(
+        f"UPDATE {quote(meta.db_table)} AS t SET {assignments} "  # noqa: S608 (names from the model)
+        f"FROM (VALUES {', '.join([each] * len(rows))}) AS v(pk, {named}) "
+        f"WHERE t.{quote(meta.pk.column)} = v.pk",
+        [value for row in rows for value in row],
+    )
+
+
 def _server_bound():
     """A cursor on the default connection that binds on the server (Django's bind on the
     client, which can neither send nor ask for binary values)."""

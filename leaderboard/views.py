@@ -1,5 +1,7 @@
 import csv
+import math
 
+import numpy as np
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -100,8 +102,11 @@ def _plots(snapshot, rows, category: str) -> dict:
     picked = [order[row.model_id] for row in shown if row.model_id in order]
     labels = [row.model.name for row in shown if row.model_id in order]
 
-    def sub(matrix):
-        return [[matrix[i][j] for j in picked] for i in picked] if matrix else []
+    def sub(matrix: np.ndarray) -> list[list[float | None]]:
+        if not matrix.size:
+            return []
+        part = matrix[np.ix_(picked, picked)].tolist()
+        return [[None if math.isnan(value) else value for value in row] for row in part]
 
     top = rows[:HISTORY_MODELS]
     history = selectors.rating_history(category=category, model_ids=[r.model_id for r in top])
@@ -109,13 +114,13 @@ def _plots(snapshot, rows, category: str) -> dict:
         "ci": plots.ci_bars(shown),
         "win_rate": plots.heatmap(
             labels,
-            sub(snapshot.win_rate_matrix),
+            sub(snapshot.win_rates()),
             kind="win_rate",
             title="Win rate of the row model against the column model (ties excluded)",
         ),
         "battles": plots.heatmap(
             labels,
-            sub(snapshot.battle_count_matrix),
+            sub(snapshot.battle_counts()),
             kind="count",
             title="Battles between each pair of models",
         ),

@@ -1,5 +1,6 @@
 """The migrations that moved FlaggedVoter and shared the vote columns keep the data."""
 
+import numpy as np
 import pytest
 from django.contrib.auth.models import Permission
 from django.contrib.contenttypes.models import ContentType
@@ -54,3 +55,42 @@ def test_flagged_voters_keep_their_rows_and_permissions_when_they_move_to_the_le
 
 def test_the_models_of_battles_and_the_leaderboard_match_their_migrations(db):
     call_command("makemigrations", "battles", "leaderboard", "--check", "--dry-run")
+
+
+BEFORE_BINARY_MATRICES = [("leaderboard", "0011_tally_blocks")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_latest_snapshot_matrices_become_arrays_and_come_back_as_json():
+    executor = _migrate(BEFORE_BINARY_MATRICES)
+    try:
+        old = executor.loader.project_state(BEFORE_BINARY_MATRICES).apps
+        Snapshot = old.get_model("leaderboard", "Snapshot")
+        common = {"category": "overall", "method": "bt", "models_order": [7, 9]}
+        superseded = Snapshot.objects.create(
+            **common,
+            win_rate_matrix=[[None, 0.5], [0.5, None]],
+            battle_count_matrix=[[0, 2], [2, 0]],
+        )
+        latest = Snapshot.objects.create(
+            **common,
+            win_rate_matrix=[[None, 0.625], [0.375, None]],
+            battle_count_matrix=[[0, 8], [8, 0]],
+        )
+        _migrate(None)
+        from leaderboard.models import Snapshot as Current
+
+        converted = Current.objects.get(pk=latest.pk)
+        rates = converted.win_rates()
+        assert np.isnan(rates[0, 0]) and np.isnan(rates[1, 1])
+        assert (rates[0, 1], rates[1, 0]) == (0.625, 0.375)
+        assert converted.battle_counts().tolist() == [[0, 8], [8, 0]]
+        assert bytes(Current.objects.get(pk=superseded.pk).win_rate_matrix) == b""
+
+        executor = _migrate(BEFORE_BINARY_MATRICES)
+        back = executor.loader.project_state(BEFORE_BINARY_MATRICES).apps
+        restored = back.get_model("leaderboard", "Snapshot").objects.get(pk=latest.pk)
+        assert restored.win_rate_matrix == [[None, 0.625], [0.375, None]]
+        assert restored.battle_count_matrix == [[0, 8], [8, 0]]
+    finally:
+        _migrate(None)

@@ -1,5 +1,6 @@
 import threading
 
+import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
@@ -46,6 +47,23 @@ def test_a_new_vote_gives_a_new_snapshot(rated, make_vote):
     second = recompute.ratings_recompute()
     assert second.pk != first.pk
     assert second.vote_count == first.vote_count + 1
+
+
+def test_only_the_latest_snapshot_keeps_its_matrices(rated, make_vote):
+    first = recompute.ratings_recompute()
+    alpha, bravo, charlie = rated
+    at = {pk: i for i, pk in enumerate(first.models_order)}
+    assert first.battle_counts()[at[alpha.pk], at[charlie.pk]] == 14 + 4 + 2
+    make_vote(alpha, bravo, "b")
+    second = recompute.ratings_recompute()
+    order = second.models_order
+    counts = second.battle_counts()
+    assert counts[order.index(alpha.pk), order.index(bravo.pk)] == 12 + 4 + 8 + 1
+    rates = second.win_rates()
+    assert np.isnan(rates[0, 0]) and 0 < rates[order.index(alpha.pk), order.index(bravo.pk)] < 1
+    first.refresh_from_db()
+    assert first.battle_counts().size == 0 and first.win_rates().size == 0
+    assert first.rows.count() == 3  # the rating history stays
 
 
 def test_the_aggregation_costs_the_same_queries_for_any_number_of_votes(three_models, make_votes):
