@@ -252,7 +252,7 @@ def _recompute_category(
     rows = _row_values(result, style_result, rank, style_rank, fragile, model_ids) if result else []
     snapshot.duration_ms = int((time.monotonic() - started) * 1000)
     standings = _standings(result, model_ids) if category == OVERALL and result else None
-    return _Fitted(snapshot, rows, standings)
+    return _Fitted(snapshot, rows, standings, superseded=latest.pk if latest else None)
 
 
 # SnapshotRow's fields after `snapshot`, in the order _row_values gives them.
@@ -330,6 +330,7 @@ class _Fitted:
     snapshot: Snapshot
     rows: list[tuple]
     standings: dict[int, tuple[float, float]] | None  # the overall board's, for sampling
+    superseded: int | None = None  # the category's current snapshot until this one
 
 
 def _snapshots_write(results: list[Snapshot | _Fitted]) -> list[Snapshot]:
@@ -365,9 +366,11 @@ def _snapshots_write(results: list[Snapshot | _Fitted]) -> list[Snapshot]:
             # Only a category's current matrices are shown; a superseded snapshot keeps its
             # rows (the rating history) but not the two n x n matrices, which would otherwise
             # grow the table by megabytes an hour under the live board's refreshes.
-            Snapshot.objects.filter(category__in=[r.snapshot.category for r in fitted]).exclude(
-                pk__in=[r.snapshot.pk for r in fitted]
-            ).exclude(win_rate_matrix=b"").update(win_rate_matrix=b"", battle_count_matrix=b"")
+            # (The one each replaces is all there is to clear: the older ones were cleared when
+            # it was written, and the recompute's lease lets one writer at a time.)
+            Snapshot.objects.filter(
+                pk__in=[r.superseded for r in fitted if r.superseded is not None]
+            ).update(win_rate_matrix=b"", battle_count_matrix=b"")
             for result in fitted:
                 if result.standings is not None:
                     # What the active sampling policy reads (battles owns that table).
