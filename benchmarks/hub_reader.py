@@ -15,6 +15,7 @@ own CPU comes from INFO (the server may be shared: take it as a hint).
 
 import argparse
 import asyncio
+import faulthandler
 import multiprocessing
 import os
 import statistics
@@ -142,12 +143,15 @@ def main() -> None:
         f"{'Redis µs/event':>16}{'p50 ms':>9}{'p95 ms':>9}{'load':>7}"
     )
     for subs in args.subs:
+        # A level that hangs says where, instead of holding the machine.
+        faulthandler.dump_traceback_later(WARMUP_SECONDS + args.seconds + 120, exit=True)
         row = run_level(args.redis, subs, args.active, args.rate, args.seconds)
         print(
             f"{row['subs']:>6}{row['events']:>9}{row['cpu_share']:>14.1%}{row['cpu_us']:>14.1f}"
             f"{row['redis_us']:>16.1f}{row['p50']:>9.1f}{row['p95']:>9.1f}"
             f"{os.getloadavg()[0]:>7.2f}"
         )
+    faulthandler.cancel_dump_traceback_later()
 
 
 if __name__ == "__main__":
