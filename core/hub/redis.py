@@ -148,6 +148,10 @@ def _id_key(event_id: bytes) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def _as_sent(response, **options):
+    return response
+
+
 def _position(after: str | None) -> bytes:
     """A subscriber's `after` as a stream id to read from; anything that is not one (no id, a
     stale Last-Event-ID of another form) reads from the start."""
@@ -178,8 +182,10 @@ class _RedisSubscription:
 
     async def get(self, timeout: float) -> list[Event]:
         if not self.events and self.error is None:
+            # Not wait_for, which starts a task per wait: streams wait after every event.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.ready.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self.ready.wait()
         self.ready.clear()
         if self.error is not None:
             error, self.error = self.error, None
@@ -277,9 +283,13 @@ class _SharedReader:
             confirmed = await pubsub.get_message(timeout=self.CONFIRM_SECONDS)
             if confirmed is None or confirmed["type"] != "subscribe":
                 raise redis.exceptions.ConnectionError("the hub's news channel did not answer")
+            # The reads' answers as Redis sends them: redis-py converts them to a dict per
+            # entry, the reader's largest cost once reads named only the streams with news.
+            reads = redis.asyncio.Redis(connection_pool=client.connection_pool)
+            reads.set_response_callback("XREAD", _as_sent)
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._listen(pubsub))
-                tasks.create_task(self._read(client))
+                tasks.create_task(self._read(reads))
         finally:
             self.pubsub = None
             await pubsub.aclose()
@@ -325,8 +335,9 @@ class _SharedReader:
         subs = self.subs.get(key)
         if not subs:
             return  # unsubscribed during the read
+        # Every writer (the script, `publish`) adds an entry's fields in the order n, d.
         events = [
-            Event(id=eid.decode(), name=fields[b"n"].decode(), data=fields[b"d"].decode())
+            Event(id=eid.decode(), name=fields[1].decode(), data=fields[3].decode())
             for eid, fields in entries
         ]
         last = entries[-1][0]
