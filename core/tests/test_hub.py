@@ -104,7 +104,7 @@ def test_one_read_answers_which_flags_are_up(hub):
 
 def test_streams_of_one_process_share_one_reader_and_idle_ones_time_out_empty(hub):
     if not isinstance(hub, RedisHub):
-        pytest.skip("the shared XREAD reader is the Redis hub's")
+        pytest.skip("the shared reader is the Redis hub's")
 
     async def main():
         names = [f"idle-{i}" for i in range(50)]
