@@ -205,8 +205,8 @@ class _SharedReader:
     script as the writes. The reader listens to that channel on a connection of its own and
     reads the named streams it follows, in one `XREAD`, each from where it stopped: a read
     costs what the streams with news hold, not how many streams are open (an `XREAD BLOCK`
-    naming every open stream, positions rebuilt each time, was a fifth of the web's busy
-    time with 500 streams open, benchmarks/load/README.md). A new subscription is news too:
+    naming every open stream, its positions rebuilt each time, cost more with every stream
+    open: benchmarks/load/README.md, eighth round). A new subscription is news too:
     its backlog is read at once. Every SWEEP_SECONDS a read names every followed stream
     anyway: it proves Redis still answers, and bounds how late an event nobody announced
     (written by a worker from before the channel, during a deploy) can be.
