@@ -78,7 +78,7 @@ async def turn_events(turn: Turn, *, last_event_id: str | None) -> AsyncIterator
     resume = resume_point(last_event_id)
     guard = timing_guard(turn, resume)
     # One subscription for the connection: in service mode the process's shared reader
-    # fills it (one XREAD for every open stream of the process).
+    # fills it (one XREAD for the process's streams that have news).
     subscription = hub.subscribe(stream_key, resume.after)
     metrics.SSE_STREAMS_OPEN.inc()
     try:
