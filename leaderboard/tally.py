@@ -716,8 +716,12 @@ class VoteTallies:
         if plan is None:
             jobs["filter plan"] = lambda: filter_plan(cutoff=cutoff)
         elif stored is not None:
-            # A refresh, its filters known: the votes they leave out are read with the counts.
-            jobs["left-out votes"] = lambda: self._left_out_read(plan)
+            # A refresh, its filters known: the votes they leave out are read with the counts,
+            # the hot prompts' and the flagged voters' side by side (each set grows with the
+            # votes: the largest reads of a refresh at millions of votes).
+            self.plan = plan
+            jobs["hot prompts' votes"] = lambda: self._dropped_moves(plan)
+            jobs["flagged voters' votes"] = lambda: self._flagged_moves(plan)
         read = reads.run(jobs) if reads is not None else in_turn(jobs)
         self.plan = plan if plan is not None else read["filter plan"]
         self.reasons = list(exclusion_reasons(source=Vote, plan=self.plan))
@@ -730,8 +734,9 @@ class VoteTallies:
         )
         # The votes the hot-prompt down-sampling drops, worked out once for every read below.
         self._flagged_read: tuple[_Table, _Table] | None = None
-        if "left-out votes" in read:
-            self.dropped_ids, self.dropped, dedup, self._flagged_read = read["left-out votes"]
+        if "hot prompts' votes" in read:
+            self.dropped_ids, self.dropped, dedup = read["hot prompts' votes"]
+            self._flagged_read = read["flagged voters' votes"]
         else:
             self.dropped_ids, self.dropped = self._dropped_read(self.plan)
             dedup = self._move_read(self.dropped) if self.dropped is not None else None
@@ -756,18 +761,21 @@ class VoteTallies:
             scope &= ~dropped
         return scope
 
-    def _left_out_read(self, plan: FilterPlan):
-        """What a known plan leaves out: (dropped ids, their filter, their tables, the
-        flagged voters' tables)."""
-        self.plan = plan
+    def _dropped_moves(self, plan: FilterPlan):
+        """What a known plan's down-sampling leaves out: (dropped ids, their filter, their
+        tables or None)."""
         ids, dropped = self._dropped_read(plan)
-        scope = self._flagged_scope(dropped)
-        return (
-            ids,
-            dropped,
-            self._move_read(dropped) if dropped is not None else None,
-            self._move_read(scope) if scope is not None else None,
+        return ids, dropped, self._move_read(dropped) if dropped is not None else None
+
+    def _flagged_moves(self, plan: FilterPlan):
+        """The tables of the flagged voters' votes a known plan leaves out, or None. Read
+        beside _dropped_moves, so the dropped votes are left out by their query (in the same
+        snapshot of the database: the same votes)."""
+        dropped = (
+            Q(pk__in=dedup_dropped_ids(plan=plan)) if plan.dedup and plan.hot_prompts else None
         )
+        scope = self._flagged_scope(dropped)
+        return self._move_read(scope) if scope is not None else None
 
     def _table(self, *, by_language: bool, **kwargs) -> _Table:
         return _tally_rows(
