@@ -34,6 +34,7 @@ from leaderboard.categories import LANGUAGE_PREFIX, OVERALL, category_filter
 from leaderboard.consistent_reads import ConsistentReads, in_turn
 from leaderboard.exclusions import (
     FilterPlan,
+    dedup_dropped,
     dedup_dropped_ids,
     exclusion_reasons,
     filter_plan,
@@ -719,7 +720,6 @@ class VoteTallies:
             # A refresh, its filters known: the votes they leave out are read with the counts,
             # the hot prompts' and the flagged voters' side by side (each set grows with the
             # votes: the largest reads of a refresh at millions of votes).
-            self.plan = plan
             jobs["hot prompts' votes"] = lambda: self._dropped_moves(plan)
             jobs["flagged voters' votes"] = lambda: self._flagged_moves(plan)
         read = reads.run(jobs) if reads is not None else in_turn(jobs)
@@ -752,9 +752,10 @@ class VoteTallies:
         fetched = list(ids.values_list("pk", flat=True))
         return set(fetched), _listed(ids, "pk", fetched)
 
-    def _flagged_scope(self, dropped: Q | None) -> Q | None:
+    @staticmethod
+    def _flagged_scope(plan: FilterPlan, dropped: Q | None) -> Q | None:
         """The counted votes of flagged voters (not cleared), less the dropped ones."""
-        if not self.plan.voter_flags:
+        if not plan.voter_flags:
             return None
         scope = _listed(flagged_voter_hashes(), "visitor_hash")
         if scope is not None and dropped is not None:
@@ -771,10 +772,7 @@ class VoteTallies:
         """The tables of the flagged voters' votes a known plan leaves out, or None. Read
         beside _dropped_moves, so the dropped votes are left out by their query (in the same
         snapshot of the database: the same votes)."""
-        dropped = (
-            Q(pk__in=dedup_dropped_ids(plan=plan)) if plan.dedup and plan.hot_prompts else None
-        )
-        scope = self._flagged_scope(dropped)
+        scope = self._flagged_scope(plan, dedup_dropped(plan) if plan.dedup else None)
         return self._move_read(scope) if scope is not None else None
 
     def _table(self, *, by_language: bool, **kwargs) -> _Table:
@@ -830,7 +828,7 @@ class VoteTallies:
             tables, self._flagged_read = self._flagged_read, None
             self._move(tables, _FLAGGED)
             return
-        scope = self._flagged_scope(self.dropped)
+        scope = self._flagged_scope(self.plan, self.dropped)
         if scope is not None:
             self._move(self._move_read(scope), _FLAGGED)
 
