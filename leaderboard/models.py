@@ -59,12 +59,12 @@ class Snapshot(models.Model):
         return np.frombuffer(raw, dtype=dtype).reshape(n, n)
 
     @staticmethod
-    def matrices_pack(win_rates: np.ndarray, battle_counts: np.ndarray) -> dict[str, bytes]:
-        """The two matrices as the fields store them."""
-        return {
-            "win_rate_matrix": np.ascontiguousarray(win_rates, dtype="<f4").tobytes(),
-            "battle_count_matrix": np.ascontiguousarray(battle_counts, dtype="<i4").tobytes(),
-        }
+    def matrices_pack(win_rates: np.ndarray, battle_counts: np.ndarray) -> tuple[bytes, bytes]:
+        """The two matrices as the fields (win_rate_matrix, battle_count_matrix) store them."""
+        return (
+            np.ascontiguousarray(win_rates, dtype="<f4").tobytes(),
+            np.ascontiguousarray(battle_counts, dtype="<i4").tobytes(),
+        )
 
     @property
     def fragility_computed_at(self) -> dt.datetime | None:

@@ -242,17 +242,17 @@ def _recompute_category(
         excluded=excluded,
         excluded_by_model={str(pk): v for pk, v in sorted(votes.excluded_by_model.items())},
         models_order=model_ids,
-        **(
-            Snapshot.matrices_pack(result.win_rate_matrix, result.battle_count_matrix)
-            if result
-            else {}
-        ),
         fingerprint=fingerprint,
     )
     rows = _row_values(result, style_result, rank, style_rank, fragile, model_ids) if result else []
     snapshot.duration_ms = int((time.monotonic() - started) * 1000)
     standings = _standings(result, model_ids) if category == OVERALL and result else None
-    return _Fitted(snapshot, rows, standings, superseded=latest.pk if latest else None)
+    matrices = (
+        Snapshot.matrices_pack(result.win_rate_matrix, result.battle_count_matrix)
+        if result
+        else None
+    )
+    return _Fitted(snapshot, rows, standings, matrices, latest.pk if latest else None)
 
 
 # SnapshotRow's fields after `snapshot`, in the order _row_values gives them.
@@ -330,7 +330,10 @@ class _Fitted:
     snapshot: Snapshot
     rows: list[tuple]
     standings: dict[int, tuple[float, float]] | None  # the overall board's, for sampling
-    superseded: int | None = None  # the category's current snapshot until this one
+    # (win_rate_matrix, battle_count_matrix) as bytes (Snapshot.matrices_pack), written
+    # after the snapshot (sql.bytes_update); None without a fit.
+    matrices: tuple[bytes, bytes] | None
+    superseded: int | None  # the category's current snapshot until this one
 
 
 def _snapshots_write(results: list[Snapshot | _Fitted]) -> list[Snapshot]:
@@ -339,25 +342,17 @@ def _snapshots_write(results: list[Snapshot | _Fitted]) -> list[Snapshot]:
     fitted = [result for result in results if isinstance(result, _Fitted)]
     if fitted:
         with stage("write snapshots"), transaction.atomic():
-            # The matrices go in after the rest, as bytes (sql.bytes_update).
-            matrices = [
-                (
-                    result.snapshot,
-                    result.snapshot.win_rate_matrix,
-                    result.snapshot.battle_count_matrix,
-                )
-                for result in fitted
-            ]
-            for snapshot, _, _ in matrices:
-                snapshot.win_rate_matrix = snapshot.battle_count_matrix = b""
             Snapshot.objects.bulk_create([result.snapshot for result in fitted])
-            for snapshot, win_rates, battle_counts in matrices:
-                snapshot.win_rate_matrix, snapshot.battle_count_matrix = win_rates, battle_counts
+            with_matrices = [result for result in fitted if result.matrices]
             bytes_update(
                 Snapshot,
                 ("win_rate_matrix", "battle_count_matrix"),
-                [(snapshot.pk, rates, counts) for snapshot, rates, counts in matrices if rates],
+                [(result.snapshot.pk, *result.matrices) for result in with_matrices],
             )
+            for result in with_matrices:
+                result.snapshot.win_rate_matrix, result.snapshot.battle_count_matrix = (
+                    result.matrices
+                )
             rows_insert(
                 SnapshotRow,
                 ("snapshot", *_ROW_FIELDS),
@@ -365,9 +360,9 @@ def _snapshots_write(results: list[Snapshot | _Fitted]) -> list[Snapshot]:
             )
             # Only a category's current matrices are shown; a superseded snapshot keeps its
             # rows (the rating history) but not the two n x n matrices, which would otherwise
-            # grow the table by megabytes an hour under the live board's refreshes.
-            # (The one each replaces is all there is to clear: the older ones were cleared when
-            # it was written, and the recompute's lease lets one writer at a time.)
+            # grow the table by gigabytes a day under the live board's refreshes. The one each
+            # replaces is all there is to clear: the older ones were cleared when it was
+            # written, and the recompute's lease lets one writer at a time.
             Snapshot.objects.filter(
                 pk__in=[r.superseded for r in fitted if r.superseded is not None]
             ).update(win_rate_matrix=b"", battle_count_matrix=b"")

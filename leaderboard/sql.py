@@ -49,15 +49,15 @@ def rows_insert(model, fields: tuple[str, ...], rows: list[tuple]) -> None:
     if not rows:
         return
     meta = model._meta
-    columns = [meta.get_field(name).column for name in fields]
     if connection.vendor != "postgresql":
         attnames = [meta.get_field(name).attname for name in fields]
         model.objects.bulk_create(
             [model(**dict(zip(attnames, row, strict=True))) for row in rows], batch_size=500
         )
         return
-    table = connection.ops.quote_name(meta.db_table)
-    names = ", ".join(connection.ops.quote_name(column) for column in columns)
+    quote = connection.ops.quote_name
+    table = quote(meta.db_table)
+    names = ", ".join(quote(meta.get_field(name).column) for name in fields)
     with (
         connection.cursor() as cursor,
         cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy,
