@@ -15,8 +15,10 @@ small:
 - votes folded but dated after the cut-off (an imported dump's future time stamp), taken out.
 
 The hot prompts' dropped votes and the flagged voters' votes are then moved by VoteTallies as
-in every recompute. So, at one cut-off and with one filter plan, the counts from the stored
-rows equal a tally of every vote (tested with random votes, flags, late flags and folds).
+in every recompute; in a refresh, from blocks of their own kept while the filters that pick
+them stay the same (StoredTallies.left_out), read with the same three additions. So, at one
+cut-off and with one filter plan, the counts from the stored rows equal a tally of every vote
+(tested with random votes, flags, late flags, out-of-order votes and folds).
 
 Folding (`tallies_fold`): under the recompute's lease, the votes with ids in (folded, settled]
 are grouped into one new block per vote table and kind, and the folded id moves up, in one
@@ -35,6 +37,7 @@ rows edited by hand) is logged and repaired by folding every vote again.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -52,6 +55,7 @@ from leaderboard.tally import (
     _STYLE_TERMS,
     CHOICES,
     LABELS,
+    LeftOutScope,
     _Table,
     _tally_rows,
     row_reasons_any,
@@ -60,6 +64,8 @@ from leaderboard.tally import (
 log = logging.getLogger(__name__)
 
 SOURCES = {"vote": Vote, "imported": ImportedVote}
+# The vote table a refresh's filters (hot prompts, flagged voters) leave votes out of.
+LEFT_OUT_SOURCE = "vote"
 FOLD_NAME = "ratings"
 PAIRS, LANGUAGES = "pairs", "languages"
 # The stored layout, what a change of it folds every vote again for.
@@ -113,7 +119,7 @@ def _integers_read(data: bytes, rows: int, columns: int) -> np.ndarray:
     return np.frombuffer(data, dtype=f"{_LE}i{size}").reshape(rows, columns)
 
 
-def block_encode(label: str, kind: str, table: _Table) -> TallyBlock:
+def block_encode(label: str, kind: str, table: _Table, *, scope: str = "") -> TallyBlock:
     """A table of totals (every row under "", as _Table.totals gives) as a block."""
     if kind == PAIRS:
         labels: list[str] = []
@@ -128,6 +134,7 @@ def block_encode(label: str, kind: str, table: _Table) -> TallyBlock:
     return TallyBlock(
         source=label,
         kind=kind,
+        scope=scope,
         rows=len(table),
         labels=labels,
         keys=_integers(keys),
@@ -165,14 +172,15 @@ def block_decode(block: TallyBlock) -> _Table:
 
 def _block_save(block: TallyBlock) -> None:
     """Insert a block, its arrays bound as binary (sql.execute_binary)."""
-    fields = ("source", "kind", "rows", "labels", "keys", "counts", "ids", "sums")
+    fields = ("source", "kind", "scope", "rows", "labels", "keys", "counts", "ids", "sums")
     table = connection.ops.quote_name(TallyBlock._meta.db_table)
     execute_binary(
         f"INSERT INTO {table} ({', '.join(fields)}) "  # noqa: S608 (names, not values)
-        "VALUES (%s, %s, %s, %s, %b, %b, %b, %b)",
+        "VALUES (%s, %s, %s, %s, %s, %b, %b, %b, %b)",
         [
             block.source,
             block.kind,
+            block.scope,
             block.rows,
             json.dumps(block.labels),
             block.keys,
@@ -183,10 +191,10 @@ def _block_save(block: TallyBlock) -> None:
     )
 
 
-def _blocks(kind: str, width: int, *, source: str | None = None) -> _Table:
-    """Every stored block of a kind, added up (both vote tables unless `source`: the keys do
-    not say which)."""
-    blocks = TallyBlock.objects.filter(kind=kind).order_by("pk")
+def _blocks(kind: str, width: int, *, source: str | None = None, scope: str = "") -> _Table:
+    """Every stored block of a kind and scope (the folded votes unless given), added up (both
+    vote tables unless `source`: the keys do not say which)."""
+    blocks = TallyBlock.objects.filter(kind=kind, scope=scope).order_by("pk")
     if source is not None:
         blocks = blocks.filter(source=source)
     fields = ("kind", "rows", "labels", "keys", "counts", "ids", "sums")
@@ -212,7 +220,8 @@ def tallies_merge(*, above: int = 1) -> int:
     merged = 0
     with transaction.atomic():
         crowded = (
-            TallyBlock.objects.values("source", "kind")
+            TallyBlock.objects.filter(scope="")
+            .values("source", "kind")
             .annotate(blocks=Count("pk"))
             .filter(blocks__gt=above)
             .order_by()
@@ -220,7 +229,7 @@ def tallies_merge(*, above: int = 1) -> int:
         for group in list(crowded):
             label, kind = group["source"], group["kind"]
             table = _blocks(kind, _width(kind), source=label)
-            TallyBlock.objects.filter(source=label, kind=kind).delete()
+            TallyBlock.objects.filter(source=label, kind=kind, scope="").delete()
             _block_save(block_encode(label, kind, table))
             merged += group["blocks"]
     return merged
@@ -306,6 +315,119 @@ class StoredTallies:
         stored = _blocks(LANGUAGES, LANGUAGE_WIDTH)
         parts = self._read(by_language=True, cutoff=cutoff, style=False)
         return _Table.combined([(stored, 1.0), *parts], LANGUAGE_WIDTH)
+
+    def left_out(
+        self, scope: LeftOutScope, *, cutoff: dt.datetime, style: bool, languages: bool
+    ) -> tuple[tuple[_Table, _Table | None], list[TallyBlock]]:
+        """The arena votes in `scope` up to the cut-off, with their reasons, as the two tables
+        (the languages' if `languages`), and the blocks to save (TallyBlock, under the
+        recompute's lease: tallies_left_out_save) if none stored applied.
+
+        Stored: the scope's votes with ids up to some `upto`, every one under "", in blocks
+        named "<reason> <upto> <digest>", the digest of what decides the scope up to `upto`
+        (scope.digest) and of the stored layout. While the digest is the same, those votes
+        are the same (the vote tables only grow; a vote that commits below the folded id is
+        found by the full recompute's check, which folds every vote again and so drops these
+        blocks too), and the blocks are read with what they do not say, as `_read` does:
+        the scope's votes above `upto`, the row-level reasons now, the future votes. Else
+        the scope's votes up to the folded id are read once more, without reasons, and
+        returned to be stored: once per change of the filters (the hourly full recompute's
+        hot prompts and flagged voters, a staff decision on a flag), not at every refresh."""
+        prefix = f"{scope.reason} "
+        found = (
+            TallyBlock.objects.filter(source=LEFT_OUT_SOURCE, scope__startswith=prefix)
+            .values_list("scope", flat=True)
+            .first()
+        )
+        upto = int(found.split()[1]) if found else -1
+
+        def name(upto: int) -> str:
+            digest = hashlib.sha256(json.dumps(fold_params(), sort_keys=True).encode())
+            digest.update(scope.digest(upto).encode())
+            return f"{prefix}{upto} {digest.hexdigest()[:40]}"
+
+        kinds = (PAIRS, LANGUAGES)
+        saved: list[TallyBlock] = []
+        if found is not None and found == name(upto):
+            needed = kinds if languages else (PAIRS,)
+            stored = {
+                kind: _blocks(kind, _width(kind), source=LEFT_OUT_SOURCE, scope=found)
+                for kind in needed
+            }
+        else:
+            log.info("left-out votes (%s): their filter changed, read in full", scope.reason)
+            upto = self.folded.get(LEFT_OUT_SOURCE, 0)
+            below = scope.at(0, upto)
+            stored = {}
+            for kind in kinds:
+                table = (
+                    _raw(Vote, by_language=kind == LANGUAGES, scope=below, reasons=False).totals()
+                    if below is not None
+                    else _Table.empty(key_columns=3 if kind == PAIRS else 4, width=_width(kind))
+                )
+                stored[kind] = table
+                saved.append(block_encode(LEFT_OUT_SOURCE, kind, table, scope=name(upto)))
+        tables = [
+            self._left_out_read(
+                scope, stored[kind], upto, by_language=kind == LANGUAGES, cutoff=cutoff, style=style
+            )
+            for kind in (kinds if languages else (PAIRS,))
+        ]
+        return (tables[0], tables[1] if languages else None), saved
+
+    @staticmethod
+    def _left_out_read(
+        scope: LeftOutScope,
+        stored: _Table,
+        upto: int,
+        *,
+        by_language: bool,
+        cutoff: dt.datetime,
+        style: bool,
+    ) -> _Table:
+        """The stored totals of the scope up to `upto`, with what they do not say (see _read)."""
+        style = style and not by_language
+
+        def read(where: Q | None, *, reasons: bool, until=cutoff) -> _Table | None:
+            if where is None:
+                return None
+            return _tally_rows(
+                cutoff=until,
+                by_language=by_language,
+                style=style,
+                sources=(Vote,),
+                scope=where,
+                reasons=reasons,
+            )
+
+        below = scope.at(0, upto)
+        reasons = row_reasons_any(Vote)
+        corrections = (
+            read(below & reasons, reasons=True)
+            if below is not None and reasons is not None
+            else None
+        )
+        future = Q(created_at__gt=cutoff)
+        parts = [
+            (stored, 1.0),
+            (read(scope.at(upto, None), reasons=True), 1.0),  # the votes above upto
+            (corrections.reassigned() if corrections is not None else None, 1.0),
+            (read(below & future if below is not None else None, reasons=False, until=None), -1.0),
+        ]
+        width = LANGUAGE_WIDTH if by_language else (FIXED_WIDTH if style else _COUNTS)
+        return _Table.combined([(table, sign) for table, sign in parts if table is not None], width)
+
+
+def tallies_left_out_save(blocks: list[TallyBlock]) -> None:
+    """Store the left-out blocks a refresh read afresh (StoredTallies.left_out), in place of
+    those of the same reason. Run under the recompute's lease."""
+    with transaction.atomic():
+        for reason in {block.scope.split()[0] for block in blocks}:
+            TallyBlock.objects.filter(
+                source=LEFT_OUT_SOURCE, scope__startswith=f"{reason} "
+            ).delete()
+        for block in blocks:
+            _block_save(block)
 
 
 def tables_differences(expected: _Table, got: _Table, *, width: int) -> list[tuple]:

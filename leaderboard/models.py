@@ -236,6 +236,9 @@ class TallyBlock(models.Model):
 
     source = models.CharField(max_length=8)  # "vote" or "imported"
     kind = models.CharField(max_length=9)  # "pairs" or "languages"
+    # "" for the folded votes; else the votes a refresh's filters leave out, under one reason
+    # ("<reason> <id> <digest>": aggregates.StoredTallies.left_out).
+    scope = models.CharField(max_length=100, blank=True, default="")
     rows = models.PositiveIntegerField()
     labels = models.JSONField(default=list, blank=True)
     keys = models.BinaryField()

@@ -32,6 +32,7 @@ from leaderboard.aggregates import (
     StoredTallies,
     tallies_compare,
     tallies_fold,
+    tallies_left_out_save,
     tallies_merge,
     tallies_ready,
 )
@@ -509,6 +510,9 @@ def _tallies_stored(*, cutoff: dt.datetime, style: bool) -> tuple[FilterPlan, Vo
         if plan.voter_flags:
             with stage("flagged voters' votes"):
                 tallies.flags_apply()
+    if tallies.left_out_blocks:
+        with stage("store left-out votes"):
+            tallies_left_out_save(tallies.left_out_blocks)
     return plan, tallies
 
 

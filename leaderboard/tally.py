@@ -17,6 +17,7 @@ test's sorted walk (VoterVotes).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
 import operator
 import threading
@@ -34,7 +35,6 @@ from leaderboard.categories import LANGUAGE_PREFIX, OVERALL, category_filter
 from leaderboard.consistent_reads import ConsistentReads, in_turn
 from leaderboard.exclusions import (
     FilterPlan,
-    dedup_dropped,
     dedup_dropped_ids,
     exclusion_reasons,
     filter_plan,
@@ -219,6 +219,27 @@ def _fixed_rows_table(rows: list[tuple], reason_codes: np.ndarray, *, width: int
     return _Table(keys, out, grouped=True)
 
 
+@dataclass(frozen=True)
+class LeftOutScope:
+    """The arena votes a known filter plan leaves out under one reason: `at(low, high)` is
+    their filter among the ids in (low, high] (no upper end if high is None; None where it
+    holds no vote), `digest(upto)` a digest of what decides which votes with ids up to
+    `upto` it holds (aggregates.StoredTallies.left_out keeps their counts while it holds)."""
+
+    reason: str
+    at: Callable[[int, int | None], Q | None]
+    digest: Callable[[int], str]
+
+
+def _ids_between(low: int, high: int | None) -> Q:
+    between = Q(pk__gt=low)
+    return between & Q(pk__lte=high) if high is not None else between
+
+
+def _ids_digest(ids: np.ndarray, upto: int) -> bytes:
+    return np.ascontiguousarray(ids[ids <= upto], dtype="<i8").tobytes()
+
+
 class StoredCounts(Protocol):
     """Where VoteTallies takes its two count tables from instead of reading every vote
     (aggregates.StoredTallies)."""
@@ -226,6 +247,10 @@ class StoredCounts(Protocol):
     def fixed(self, *, cutoff: dt.datetime, style: bool) -> _Table: ...
 
     def by_language(self, *, cutoff: dt.datetime) -> _Table: ...
+
+    def left_out(
+        self, scope: LeftOutScope, *, cutoff: dt.datetime, style: bool, languages: bool
+    ) -> tuple[tuple[_Table, _Table | None], list]: ...
 
 
 def _per_model(
@@ -718,10 +743,11 @@ class VoteTallies:
             jobs["filter plan"] = lambda: filter_plan(cutoff=cutoff)
         elif stored is not None:
             # A refresh, its filters known: the votes they leave out are read with the counts,
-            # the hot prompts' and the flagged voters' side by side (each set grows with the
-            # votes: the largest reads of a refresh at millions of votes).
-            jobs["hot prompts' votes"] = lambda: self._dropped_moves(plan)
-            jobs["flagged voters' votes"] = lambda: self._flagged_moves(plan)
+            # the hot prompts' and the flagged voters' side by side, each from the counts
+            # stored while the filters stay the same (each set grows with the votes: read
+            # in full, the largest reads of a refresh at millions of votes).
+            jobs["hot prompts' votes"] = lambda: self._dropped_moves(plan, stored)
+            jobs["flagged voters' votes"] = lambda: self._flagged_moves(plan, stored)
         read = reads.run(jobs) if reads is not None else in_turn(jobs)
         self.plan = plan if plan is not None else read["filter plan"]
         self.reasons = list(exclusion_reasons(source=Vote, plan=self.plan))
@@ -734,9 +760,12 @@ class VoteTallies:
         )
         # The votes the hot-prompt down-sampling drops, worked out once for every read below.
         self._flagged_read: tuple[_Table, _Table] | None = None
+        # Left-out counts read afresh, to store (aggregates.tallies_left_out_save).
+        self.left_out_blocks: list = []
         if "hot prompts' votes" in read:
-            self.dropped_ids, self.dropped, dedup = read["hot prompts' votes"]
-            self._flagged_read = read["flagged voters' votes"]
+            self.dropped_ids, self.dropped, dedup, saved = read["hot prompts' votes"]
+            self._flagged_read, flagged_saved = read["flagged voters' votes"]
+            self.left_out_blocks = [*saved, *flagged_saved]
         else:
             self.dropped_ids, self.dropped = self._dropped_read(self.plan)
             dedup = self._move_read(self.dropped) if self.dropped is not None else None
@@ -762,18 +791,59 @@ class VoteTallies:
             scope &= ~dropped
         return scope
 
-    def _dropped_moves(self, plan: FilterPlan):
+    def _dropped_moves(self, plan: FilterPlan, stored: StoredCounts):
         """What a known plan's down-sampling leaves out: (dropped ids, their filter, their
-        tables or None)."""
+        tables or None, blocks to store)."""
         ids, dropped = self._dropped_read(plan)
-        return ids, dropped, self._move_read(dropped) if dropped is not None else None
+        if dropped is None:
+            return ids, None, None, []
+        ordered = np.sort(np.fromiter(ids, dtype=np.int64, count=len(ids)))
 
-    def _flagged_moves(self, plan: FilterPlan):
-        """The tables of the flagged voters' votes a known plan leaves out, or None. Read
-        beside _dropped_moves, so the dropped votes are left out by their query (in the same
-        snapshot of the database: the same votes)."""
-        scope = self._flagged_scope(plan, dedup_dropped(plan) if plan.dedup else None)
-        return self._move_read(scope) if scope is not None else None
+        def at(low: int, high: int | None) -> Q | None:
+            inside = ordered[(ordered > low) & ((ordered <= high) if high is not None else True)]
+            if not inside.size:
+                return None
+            return _listed(dedup_dropped_ids(plan=plan), "pk", inside.tolist()) & _ids_between(
+                low, high
+            )
+
+        scope = LeftOutScope(
+            _DEDUP, at, lambda upto: hashlib.sha256(_ids_digest(ordered, upto)).hexdigest()
+        )
+        tables, saved = self._left_out(scope, stored)
+        return ids, dropped, tables, saved
+
+    def _flagged_moves(self, plan: FilterPlan, stored: StoredCounts):
+        """The tables of the flagged voters' votes a known plan leaves out, or None, and the
+        blocks to store. Read beside _dropped_moves: the dropped ids are read here too (in the
+        same snapshot of the database: the same votes)."""
+        if not plan.voter_flags:
+            return None, []
+        hashes = sorted(flagged_voter_hashes().values_list("visitor_hash", flat=True))
+        voters = _listed(flagged_voter_hashes(), "visitor_hash", hashes)
+        if voters is None:
+            return None, []
+        dropped = self._dropped_read(plan)[0] if plan.dedup else set()
+        ordered = np.sort(np.fromiter(dropped, dtype=np.int64, count=len(dropped)))
+
+        def at(low: int, high: int | None) -> Q:
+            inside = ordered[(ordered > low) & ((ordered <= high) if high is not None else True)]
+            where = voters & _ids_between(low, high)
+            if not inside.size:
+                return where
+            return where & ~_listed(dedup_dropped_ids(plan=plan), "pk", inside.tolist())
+
+        def digest(upto: int) -> str:
+            found = hashlib.sha256("\n".join(hashes).encode())
+            found.update(_ids_digest(ordered, upto))
+            return found.hexdigest()
+
+        return self._left_out(LeftOutScope(_FLAGGED, at, digest), stored)
+
+    def _left_out(self, scope: LeftOutScope, stored: StoredCounts):
+        return stored.left_out(
+            scope, cutoff=self.cutoff, style=self.style, languages=self.languages_read
+        )
 
     def _table(self, *, by_language: bool, **kwargs) -> _Table:
         return _tally_rows(
