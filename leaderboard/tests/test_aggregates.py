@@ -318,3 +318,48 @@ def test_the_full_recompute_repairs_a_stored_block_edited_by_hand(rated, caplog)
         recompute.ratings_recompute_all(settled=_settled())
     assert "differ from the votes in 1 rows" in caplog.text
     assert_same_tallies(FilterPlan(cutoff=timezone.now()))
+
+
+def test_a_refresh_reads_the_left_out_votes_in_full_only_when_their_filters_change(
+    make_model, make_vote, caplog
+):
+    a, b = make_model("Left"), make_model("Right")
+    for _ in range(5):
+        make_vote(a, b, "a", visitor_hash="suspect", prompt_hash="hot")
+    for i in range(4):
+        make_vote(a, b, "b", visitor_hash=f"voter{i}", prompt_hash=f"prompt{i}")
+    FlaggedVoter.objects.create(visitor_hash="suspect", e_value=40.0, votes_tested=5, votes_total=5)
+    aggregates.tallies_fold(settled=_settled())
+    caplog.set_level("INFO", logger="leaderboard.aggregates")
+
+    def read_in_full(**changes) -> set[str]:
+        caplog.clear()
+        plan = FilterPlan(
+            cutoff=timezone.now(),
+            dedup=True,
+            dedup_threshold=2.0,
+            hot_prompts=("hot",),
+            voter_flags=True,
+        )
+        assert_same_tallies(plan)  # and stores what was read in full
+        return {
+            record.args[0] for record in caplog.records if "read in full" in record.getMessage()
+        }
+
+    assert read_in_full() == {"prompt_dedup", "voter_flagged"}
+    assert TallyBlock.objects.exclude(scope="").count() == 4  # pairs and languages of each
+    # New votes of both sets, above the stored id: read on their own.
+    make_vote(a, b, "tie", visitor_hash="suspect", prompt_hash="hot", flagged_invalid=True)
+    assert read_in_full() == set()
+    # A late flag on a stored vote: a row-level reason, read on its own too.
+    Vote.objects.filter(visitor_hash="suspect").order_by("pk").update(identity_leak=True)
+    assert read_in_full() == set()
+    # Another flagged voter: that set is read again; the hot prompt's is not.
+    FlaggedVoter.objects.create(visitor_hash="voter1", e_value=40.0, votes_tested=5, votes_total=5)
+    assert read_in_full() == {"voter_flagged"}
+    # A vote on the hot prompt dated before the others: its first votes change.
+    early = make_vote(a, b, "b", visitor_hash="voter2", prompt_hash="hot")
+    Vote.objects.filter(pk=early.pk).update(created_at=timezone.now() - dt.timedelta(days=1))
+    aggregates.tallies_fold(settled=_settled())
+    assert read_in_full() == {"prompt_dedup", "voter_flagged"}
+    assert read_in_full() == set()
