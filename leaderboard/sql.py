@@ -3,6 +3,23 @@ aggregate the ORM cannot write (a GROUP BY over an annotated subquery, window co
 
 import psycopg
 from django.db import connection
+from django.db.models import Field, Lookup
+
+
+@Field.register_lookup
+class InArray(Lookup):
+    """`field__in_array=[...]`: `field = ANY(%s)`, the list as one array parameter
+    (PostgreSQL). Django's `__in` prepares and places a parameter per value: 3 ms for 2,000
+    ids and 34 ms for 10,000 per query, and the refresh's left-out votes are picked by lists
+    that grow with the votes (tally._listed)."""
+
+    lookup_name = "in_array"
+    prepare_rhs = False
+
+    def as_sql(self, compiler, connection):
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        db_type = self.lhs.output_field.cast_db_type(connection)
+        return f"{lhs} = ANY(%s::{db_type}[])", [*lhs_params, list(self.rhs)]
 
 
 def compiled(queryset) -> tuple[str, tuple]:

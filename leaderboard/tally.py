@@ -240,6 +240,19 @@ def _ids_digest(ids: np.ndarray, upto: int) -> bytes:
     return np.ascontiguousarray(ids[ids <= upto], dtype="<i8").tobytes()
 
 
+class _Once:
+    """A value made on first use, once, whichever thread asks first (the others wait)."""
+
+    def __init__(self, make: Callable[[], object]):
+        self._make, self._lock, self._made = make, threading.Lock(), False
+
+    def __call__(self):
+        with self._lock:
+            if not self._made:
+                self._value, self._made = self._make(), True
+        return self._value
+
+
 class StoredCounts(Protocol):
     """Where VoteTallies takes its two count tables from instead of reading every vote
     (aggregates.StoredTallies)."""
@@ -600,7 +613,7 @@ def _listed(values, field: str, fetched: list | None = None) -> Q | None:
         return None if empty else Q(**{f"{field}__in": values})
     if fetched is None:
         fetched = list(values.values_list(field, flat=True))
-    return Q(**{f"{field}__in": fetched}) if fetched else None
+    return Q(**{f"{field}__in_array": fetched}) if fetched else None
 
 
 @dataclass
@@ -746,8 +759,10 @@ class VoteTallies:
             # the hot prompts' and the flagged voters' side by side, each from the counts
             # stored while the filters stay the same (each set grows with the votes: read
             # in full, the largest reads of a refresh at millions of votes).
-            jobs["hot prompts' votes"] = lambda: self._dropped_moves(plan, stored)
-            jobs["flagged voters' votes"] = lambda: self._flagged_moves(plan, stored)
+            # Both need the dropped ids: read once, by whichever asks first.
+            dropped_once = _Once(lambda: self._dropped_read(plan))
+            jobs["hot prompts' votes"] = lambda: self._dropped_moves(dropped_once, plan, stored)
+            jobs["flagged voters' votes"] = lambda: self._flagged_moves(dropped_once, plan, stored)
         read = reads.run(jobs) if reads is not None else in_turn(jobs)
         self.plan = plan if plan is not None else read["filter plan"]
         self.reasons = list(exclusion_reasons(source=Vote, plan=self.plan))
@@ -791,10 +806,10 @@ class VoteTallies:
             scope &= ~dropped
         return scope
 
-    def _dropped_moves(self, plan: FilterPlan, stored: StoredCounts):
+    def _dropped_moves(self, dropped_read: _Once, plan: FilterPlan, stored: StoredCounts):
         """What a known plan's down-sampling leaves out: (dropped ids, their filter, their
         tables or None, blocks to store)."""
-        ids, dropped = self._dropped_read(plan)
+        ids, dropped = dropped_read()
         if dropped is None:
             return ids, None, None, []
         ordered = np.sort(np.fromiter(ids, dtype=np.int64, count=len(ids)))
@@ -813,17 +828,16 @@ class VoteTallies:
         tables, saved = self._left_out(scope, stored)
         return ids, dropped, tables, saved
 
-    def _flagged_moves(self, plan: FilterPlan, stored: StoredCounts):
+    def _flagged_moves(self, dropped_read: _Once, plan: FilterPlan, stored: StoredCounts):
         """The tables of the flagged voters' votes a known plan leaves out, or None, and the
-        blocks to store. Read beside _dropped_moves: the dropped ids are read here too (in the
-        same snapshot of the database: the same votes)."""
+        blocks to store. Read beside _dropped_moves, in the same snapshot of the database."""
         if not plan.voter_flags:
             return None, []
         hashes = sorted(flagged_voter_hashes().values_list("visitor_hash", flat=True))
         voters = _listed(flagged_voter_hashes(), "visitor_hash", hashes)
         if voters is None:
             return None, []
-        dropped = self._dropped_read(plan)[0] if plan.dedup else set()
+        dropped = dropped_read()[0]
         ordered = np.sort(np.fromiter(dropped, dtype=np.int64, count=len(dropped)))
 
         def at(low: int, high: int | None) -> Q:
