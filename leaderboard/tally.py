@@ -276,13 +276,18 @@ def _per_model(
     if not left_out.any():
         return out
     # Summed per (model, reason) by array operations: a row per pair and reason is tens of
-    # thousands of rows at 200 models, for each of a dozen categories.
+    # thousands of rows at 200 models, for each of a dozen categories. Model ids and reason
+    # codes are small integers: one bincount over (model, reason) packed into one.
     pks = np.concatenate([model_a[left_out], model_b[left_out]])
     codes = np.tile(reasons[left_out], 2)
-    keys, at = np.unique(np.stack([pks, codes]), axis=1, return_inverse=True)
-    totals = np.rint(np.bincount(at.ravel(), weights=np.tile(votes[left_out], 2))).astype(np.int64)
-    for pk, reason, n in zip(keys[0].tolist(), LABELS.names(keys[1]), totals.tolist(), strict=True):
-        out.setdefault(pk, {})[reason] = n
+    low, span = int(pks.min()), int(codes.max()) + 1
+    totals = np.rint(
+        np.bincount((pks - low) * span + codes, weights=np.tile(votes[left_out], 2))
+    ).astype(np.int64)
+    found = np.flatnonzero(totals)
+    names = LABELS.names(found % span)
+    for packed, reason, n in zip(found.tolist(), names, totals[found].tolist(), strict=True):
+        out.setdefault(packed // span + low, {})[reason] = n
     return out
 
 
@@ -982,10 +987,12 @@ class VoteTallies:
         counts = np.rint(table.values[picked, offset : offset + 4]).reshape(-1, 4)
         excluded = dict.fromkeys(self.reasons, 0)
         votes = counts.sum(axis=1)
-        for code in set(np.unique(reasons).tolist()) - {0}:
-            excluded[LABELS.names([code])[0]] += int(votes[reasons == code].sum())
+        per_reason = np.rint(np.bincount(reasons, weights=votes)).astype(np.int64)
+        for code in np.flatnonzero(per_reason).tolist():
+            if code:
+                excluded[LABELS.names([code])[0]] += int(per_reason[code])
+        # The table is sorted by (…, model_a, model_b, reason), so these are in pair order.
         keep = np.flatnonzero((reasons == 0) & (votes > 0))
-        keep = keep[np.lexsort((model_b[keep], model_a[keep]))]
         result = CategoryVotes(model_a[keep], model_b[keep], counts[keep], excluded)
         result.excluded_by_model = _per_model(model_a, model_b, reasons, votes)
         if self.style and key == OVERALL:
