@@ -50,7 +50,7 @@ from django.db.models import Count, Q
 from battles.features import STYLE_FEATURES
 from battles.models import Vote
 from leaderboard.models import ImportedVote, TallyBlock, TallyFold
-from leaderboard.sql import compiled, execute_binary, fetch_binary
+from leaderboard.sql import commit_without_waiting, compiled, execute_binary, fetch_binary
 from leaderboard.tally import (
     _STYLE_TERMS,
     CHOICES,
@@ -239,6 +239,7 @@ def tallies_fold(*, settled: dict[str, int]) -> dict[str, int]:
     """Fold the votes with ids up to `settled` (per vote table) into the stored blocks; the
     folded ids. Run under the recompute's lease."""
     with transaction.atomic():
+        commit_without_waiting()
         state, _ = TallyFold.objects.get_or_create(name=FOLD_NAME)
         folded = dict(state.folded)
         if state.params != fold_params():
@@ -422,6 +423,7 @@ def tallies_left_out_save(blocks: list[TallyBlock]) -> None:
     """Store the left-out blocks a refresh read afresh (StoredTallies.left_out), in place of
     those of the same reason. Run under the recompute's lease."""
     with transaction.atomic():
+        commit_without_waiting()
         for reason in {block.scope.split()[0] for block in blocks}:
             TallyBlock.objects.filter(
                 source=LEFT_OUT_SOURCE, scope__startswith=f"{reason} "

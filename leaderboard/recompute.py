@@ -61,7 +61,7 @@ from leaderboard.exclusions import (
 from leaderboard.models import RecomputeLock, Snapshot, SnapshotRow
 from leaderboard.outliers import voters_flag
 from leaderboard.selectors import snapshot_current
-from leaderboard.sql import bytes_update, rows_insert
+from leaderboard.sql import bytes_update, commit_without_waiting, rows_insert
 from leaderboard.tally import CategoryVotes, VoteTallies
 from leaderboard.timing import stage
 from llm_providers.models import LLMModel
@@ -343,6 +343,7 @@ def _snapshots_write(results: list[Snapshot | _Fitted]) -> list[Snapshot]:
     fitted = [result for result in results if isinstance(result, _Fitted)]
     if fitted:
         with stage("write snapshots"), transaction.atomic():
+            commit_without_waiting()
             Snapshot.objects.bulk_create([result.snapshot for result in fitted])
             with_matrices = [result for result in fitted if result.matrices]
             bytes_update(
