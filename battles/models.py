@@ -214,6 +214,29 @@ class Reply(models.Model):
         return parts
 
 
+# Every column the ratings' tally reads of a vote (leaderboard.tally), id first: the key of the
+# indexes over the few votes a refresh reads among millions, so that it reads them from the
+# index alone (no visit to the table's pages: 165 -> 17 ms for 20,000 such votes among
+# 10,000,000 on PostgreSQL; benchmarks/README.md).
+TALLY_COLUMNS = [
+    "id",
+    "model_a",
+    "model_b",
+    "choice",
+    "turns",
+    "prompt_chars",
+    "has_code",
+    "language",
+    "style_length",
+    "style_headers",
+    "style_lists",
+    "style_bold",
+    "identity_leak",
+    "flagged_invalid",
+    "created_at",
+]
+
+
 class AbstractVote(models.Model):
     """The columns the ratings read, shared by this app's Vote and leaderboard.ImportedVote.
 
@@ -266,18 +289,24 @@ class Vote(AbstractVote):
     ip_hash = models.CharField(max_length=32, blank=True, db_index=True)
     # sha256 of the normalised visitor prompts of every turn, for down-sampling prompts that are
     # asked over and over (leaderboard.exclusions); blank for votes older than the column.
-    prompt_hash = models.CharField(max_length=64, blank=True, db_index=True)
+    # Indexed with the time and id (Meta): the down-sampling's order within a prompt.
+    prompt_hash = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta(AbstractVote.Meta):
         indexes = [
             # The few votes left out for a row-level reason: a leaderboard refresh reads them
-            # among millions (leaderboard.aggregates).
+            # among millions (leaderboard.aggregates), from this index alone.
             models.Index(
-                fields=["id"],
+                fields=TALLY_COLUMNS,
                 condition=Q(identity_leak=True) | Q(flagged_invalid=True),
-                name="vote_left_out",
-            )
+                name="vote_left_out_tally",
+            ),
+            # A prompt's votes in the down-sampling's order (time, then id), read from the
+            # index alone: the hot prompts' dropped votes are worked out at every refresh
+            # (144 -> 8 ms for 10,000 of them among 10,000,000 votes). Also serves lookups and
+            # counts by prompt.
+            models.Index(fields=["prompt_hash", "created_at", "id"], name="vote_prompt_order"),
         ]
 
     def __str__(self) -> str:

@@ -4,7 +4,7 @@ import numpy as np
 from django.db import models
 from django.db.models import Q
 
-from battles.models import AbstractVote
+from battles.models import TALLY_COLUMNS, AbstractVote
 from llm_providers.models import LLMModel
 
 
@@ -145,9 +145,9 @@ class ImportedVote(AbstractVote):
         indexes = [
             # As battles.Vote's: the few votes a refresh reads among millions (aggregates.py).
             models.Index(
-                fields=["id"],
+                fields=TALLY_COLUMNS,
                 condition=Q(identity_leak=True) | Q(flagged_invalid=True),
-                name="importedvote_left_out",
+                name="importedvote_left_out_tally",
             )
         ]
 
