@@ -6,12 +6,31 @@ from django.db import connection
 from django.db.models import Field, Lookup
 
 
+class Listed:
+    """Values for `field__in_array` (PostgreSQL), sent as one array literal.
+
+    Django's `__in` prepares and places a parameter per value: 3 ms for 2,000 ids and 34 ms
+    for 10,000 per query, and the refresh's left-out votes are picked by lists that grow with
+    the votes (tally._listed). A plain list given to a lookup is still walked value by value
+    by Django (looking for expressions) and by psycopg (dumping each), 13 ms per query at
+    10,000 ids; this holder is passed through untouched and written as one text literal."""
+
+    def __init__(self, values):
+        self.values = list(values)
+
+    def literal(self) -> str:
+        def quoted(value) -> str:
+            if isinstance(value, int):
+                return str(value)
+            text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+            return f'"{text}"'
+
+        return "{" + ",".join(map(quoted, self.values)) + "}"
+
+
 @Field.register_lookup
 class InArray(Lookup):
-    """`field__in_array=[...]`: `field = ANY(%s)`, the list as one array parameter
-    (PostgreSQL). Django's `__in` prepares and places a parameter per value: 3 ms for 2,000
-    ids and 34 ms for 10,000 per query, and the refresh's left-out votes are picked by lists
-    that grow with the votes (tally._listed)."""
+    """`field__in_array=Listed([...])`: `field = ANY(%s)`, the values as one array literal."""
 
     lookup_name = "in_array"
     prepare_rhs = False
@@ -19,7 +38,7 @@ class InArray(Lookup):
     def as_sql(self, compiler, connection):
         lhs, lhs_params = self.process_lhs(compiler, connection)
         db_type = self.lhs.output_field.cast_db_type(connection)
-        return f"{lhs} = ANY(%s::{db_type}[])", [*lhs_params, list(self.rhs)]
+        return f"{lhs} = ANY(%s::{db_type}[])", [*lhs_params, self.rhs.literal()]
 
 
 def compiled(queryset) -> tuple[str, tuple]:

@@ -41,7 +41,7 @@ from leaderboard.exclusions import (
     flagged_voter_hashes,
 )
 from leaderboard.models import ImportedVote
-from leaderboard.sql import compiled, fetch
+from leaderboard.sql import Listed, compiled, fetch
 
 # The vote tables the ratings read, through the columns of battles.AbstractVote.
 VOTE_SOURCES = (Vote, ImportedVote)
@@ -632,7 +632,7 @@ def _listed(values, field: str, fetched: list | None = None) -> Q | None:
         return None if empty else Q(**{f"{field}__in": values})
     if fetched is None:
         fetched = list(values.values_list(field, flat=True))
-    return Q(**{f"{field}__in_array": fetched}) if fetched else None
+    return Q(**{f"{field}__in_array": Listed(fetched)}) if fetched else None
 
 
 @dataclass
