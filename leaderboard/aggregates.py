@@ -282,28 +282,14 @@ class StoredTallies:
         parts: list[tuple[_Table, float]] = []
         for label, source in SOURCES.items():
             folded = self.folded.get(label, 0)
-
-            def read(scope: Q, *, reasons: bool, until=cutoff, source=source) -> _Table:
-                return _tally_rows(
-                    cutoff=until,
-                    by_language=by_language,
-                    style=style and not by_language,
-                    sources=(source,),
-                    scope=scope,
-                    reasons=reasons,
-                )
-
-            # The tail, with its reasons.
-            parts.append((read(Q(pk__gt=folded), reasons=True), 1.0))
-            if not folded:
-                continue
-            # Folded votes with a row-level reason now: from counted to that reason.
-            reasons = row_reasons_any(source)
-            if reasons is not None:
-                parts.append((read(Q(pk__lte=folded) & reasons, reasons=True).reassigned(), 1.0))
-            # Folded votes dated after the cut-off.
-            future = Q(pk__lte=folded, created_at__gt=cutoff)
-            parts.append((read(future, reasons=False, until=None), -1.0))
+            parts += _unsaid(
+                source,
+                below=Q(pk__lte=folded) if folded else None,
+                above=Q(pk__gt=folded),  # the tail
+                by_language=by_language,
+                cutoff=cutoff,
+                style=style,
+            )
         return parts
 
     def fixed(self, *, cutoff: dt.datetime, style: bool) -> _Table:
@@ -386,37 +372,52 @@ class StoredTallies:
         cutoff: dt.datetime,
         style: bool,
     ) -> _Table:
-        """The stored totals of the scope up to `upto`, with what they do not say (see _read)."""
-        style = style and not by_language
-
-        def read(where: Q | None, *, reasons: bool, until=cutoff) -> _Table | None:
-            if where is None:
-                return None
-            return _tally_rows(
-                cutoff=until,
-                by_language=by_language,
-                style=style,
-                sources=(Vote,),
-                scope=where,
-                reasons=reasons,
-            )
-
-        below = scope.at(0, upto)
-        reasons = row_reasons_any(Vote)
-        corrections = (
-            read(below & reasons, reasons=True)
-            if below is not None and reasons is not None
-            else None
+        """The stored totals of the scope up to `upto`, with what they do not say."""
+        unsaid = _unsaid(
+            Vote,
+            below=scope.at(0, upto),
+            above=scope.at(upto, None),
+            by_language=by_language,
+            cutoff=cutoff,
+            style=style,
         )
-        future = Q(created_at__gt=cutoff)
-        parts = [
-            (stored, 1.0),
-            (read(scope.at(upto, None), reasons=True), 1.0),  # the votes above upto
-            (corrections.reassigned() if corrections is not None else None, 1.0),
-            (read(below & future if below is not None else None, reasons=False, until=None), -1.0),
-        ]
         width = LANGUAGE_WIDTH if by_language else (FIXED_WIDTH if style else _COUNTS)
-        return _Table.combined([(table, sign) for table, sign in parts if table is not None], width)
+        return _Table.combined([(stored, 1.0), *unsaid], width)
+
+
+def _unsaid(
+    source,
+    *,
+    below: Q | None,
+    above: Q | None,
+    by_language: bool,
+    cutoff: dt.datetime,
+    style: bool,
+) -> list[tuple[_Table, float]]:
+    """What stored totals of `source`'s votes in `below` (every vote under "", whatever its
+    date) do not say, as signed tables: the votes in `above`, with their reasons; those in
+    `below` with a row-level reason now, moved from counted to that reason; those in `below`
+    dated after the cut-off, taken out. (None: no such votes.)"""
+
+    def read(where: Q, *, reasons: bool, until=cutoff) -> _Table:
+        return _tally_rows(
+            cutoff=until,
+            by_language=by_language,
+            style=style and not by_language,
+            sources=(source,),
+            scope=where,
+            reasons=reasons,
+        )
+
+    parts: list[tuple[_Table, float]] = []
+    if above is not None:
+        parts.append((read(above, reasons=True), 1.0))
+    if below is not None:
+        reasons = row_reasons_any(source)
+        if reasons is not None:
+            parts.append((read(below & reasons, reasons=True).reassigned(), 1.0))
+        parts.append((read(below & Q(created_at__gt=cutoff), reasons=False, until=None), -1.0))
+    return parts
 
 
 def tallies_left_out_save(blocks: list[TallyBlock]) -> None:
