@@ -14,8 +14,10 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,6 +105,12 @@ def _lock_release(token: str) -> None:
 # --- the recompute ---------------------------------------------------------------------------
 
 
+# Threads for the categories' fits: numpy releases the interpreter in its array loops, so two
+# fits run side by side nearly twice as fast on two cores (the 13 fits of a refresh at 2M
+# votes: 0.35 -> 0.25 s on this machine under load; benchmarks/README.md).
+FIT_THREADS = min(2, os.cpu_count() or 1)
+
+
 def _options(*, bootstrap: int, anchor: int | None) -> RatingOptions:
     return RatingOptions(
         anchor=anchor,
@@ -150,6 +158,26 @@ def _anchor_index(index: dict[int, int]) -> int | None:
 # --- the recompute, per category -------------------------------------------------------------
 
 
+@dataclass
+class _Prepared:
+    """A category whose counts changed: what its fit needs and what its snapshot is made of."""
+
+    category: str
+    votes: CategoryVotes
+    model_ids: list[int]
+    index: dict[int, int]
+    anchor: int | None
+    options: RatingOptions
+    params: dict
+    fingerprint: str
+    latest: Snapshot | None
+    style: bool
+    counts: PairCounts
+    cutoff: dt.datetime
+    fragility_fresh: bool
+    seconds: float  # this category's own time so far (the fits may run beside others)
+
+
 def _recompute_category(
     *,
     category: str,
@@ -164,9 +192,55 @@ def _recompute_category(
     but not written (_snapshots_write). With `fragility_fresh` off (the live board's
     refresh), the overall board's rank fragility is not computed but carried from the latest
     snapshot (_fragility_carried)."""
-    started = time.monotonic()
+    return _recompute_categories(
+        [
+            dict(
+                category=category,
+                votes=votes,
+                bootstrap=bootstrap,
+                style=style,
+                cutoff=cutoff,
+                plan=plan,
+                fragility_fresh=fragility_fresh,
+            )
+        ]
+    )[0]
+
+
+def _recompute_categories(jobs: list[dict]) -> list[Snapshot | _Fitted]:
+    """_recompute_category for each job (its keyword arguments). The fits, numpy alone, run
+    side by side on up to FIT_THREADS threads (the twelve fits of a refresh were a third of
+    it, one after the other); what reads the database runs here, one category after the
+    other."""
+    prepared = [_category_prepare(**job) for job in jobs]
+    fitting = [item for item in prepared if isinstance(item, _Prepared)]
+    with _blas_one_thread():
+        if len(fitting) > 1 and FIT_THREADS > 1:
+            with ThreadPoolExecutor(FIT_THREADS, thread_name_prefix="fit") as pool:
+                fits = list(pool.map(_category_fit, fitting))
+        else:
+            fits = [_category_fit(item) for item in fitting]
+    fitted = dict(zip(map(id, fitting), fits, strict=True))
+    return [
+        _category_finish(item, fitted[id(item)]) if isinstance(item, _Prepared) else item
+        for item in prepared
+    ]
+
+
+def _category_prepare(
+    *,
+    category: str,
+    votes: CategoryVotes,
+    bootstrap: int,
+    style: bool,
+    cutoff: dt.datetime,
+    plan: FilterPlan,
+    fragility_fresh: bool = True,
+) -> Snapshot | _Prepared:
+    """The category's latest snapshot if its counts did not change, else what its fit needs."""
+    started = time.perf_counter()
     style = style and votes.style_x is not None
-    counted, excluded = votes.counted, votes.excluded
+    excluded = votes.excluded
     ids = np.union1d(votes.model_a, votes.model_b).astype(np.int64)
     model_ids = [int(pk) for pk in ids]
     index = {pk: i for i, pk in enumerate(model_ids)}
@@ -193,21 +267,51 @@ def _recompute_category(
     stale = fragility_fresh and latest is not None and latest.params.get("fragility_carried")
     if latest is not None and latest.fingerprint == fingerprint and not stale:
         return latest
+    return _Prepared(
+        category=category,
+        votes=votes,
+        model_ids=model_ids,
+        index=index,
+        anchor=anchor,
+        options=options,
+        params=params,
+        fingerprint=fingerprint,
+        latest=latest,
+        style=style,
+        counts=_pair_counts(votes, ids),
+        cutoff=cutoff,
+        fragility_fresh=fragility_fresh,
+        seconds=time.perf_counter() - started,
+    )
 
-    n = len(model_ids)
-    counts = _pair_counts(votes, ids)
-    style_result = None
-    with _blas_one_thread():
+
+def _category_fit(item: _Prepared) -> tuple[RatingResult | None, RatingResult | None]:
+    """(the fit, the style-controlled fit or None): numpy only, safe beside other fits."""
+    started = time.perf_counter()
+    n = len(item.model_ids)
+    result = style_result = None
+    if n:
         with stage("fit"):
-            result = fit(counts, n, options) if n else None
-        if style and n:
+            result = fit(item.counts, n, item.options)
+        if item.style:
             with stage("style fit"):
                 style_result = fit(
-                    counts,
+                    item.counts,
                     n,
-                    RatingOptions(anchor=anchor, both_bad_as_tie=options.both_bad_as_tie),
-                    style=StyleSums(votes.style_x, votes.style_xx),
+                    RatingOptions(anchor=item.anchor, both_bad_as_tie=item.options.both_bad_as_tie),
+                    style=StyleSums(item.votes.style_x, item.votes.style_xx),
                 )
+    item.seconds += time.perf_counter() - started
+    return result, style_result
+
+
+def _category_finish(
+    item: _Prepared, fits: tuple[RatingResult | None, RatingResult | None]
+) -> _Fitted:
+    """The category's new snapshot and rows from its fits."""
+    started = time.perf_counter()
+    result, style_result = fits
+    params, category, model_ids = item.params, item.category, item.model_ids
     if style_result is not None:
         params["style_coefs"] = dict(
             zip(STYLE_FEATURES, style_result.style_coefs.tolist(), strict=True)
@@ -223,12 +327,12 @@ def _recompute_category(
     # at 50 models, several at 200: `make bench-fragility`), too much to repeat per category,
     # or at every refresh of the live board, which carries the last full run's figures.
     if result is not None and category == OVERALL:
-        if fragility_fresh:
+        if item.fragility_fresh:
             with _blas_one_thread(), stage("fragility"):
-                fragile = _fragility(counts, result, model_ids, options)
-            params["fragility_at"] = cutoff.isoformat()
+                fragile = _fragility(item.counts, result, model_ids, item.options)
+            params["fragility_at"] = item.cutoff.isoformat()
         else:
-            fragile, computed_at = _fragility_carried(latest, index)
+            fragile, computed_at = _fragility_carried(item.latest, item.index)
             params["fragility_carried"] = True
             params["fragility_at"] = computed_at
         params["fragility"] = True
@@ -236,24 +340,25 @@ def _recompute_category(
 
     snapshot = Snapshot(
         category=category,
-        method=result.method if result else f"bradley-terry/{options.ci}",
+        method=result.method if result else f"bradley-terry/{item.options.ci}",
         params=params,
-        data_cutoff=cutoff,
-        vote_count=counted,
-        excluded=excluded,
-        excluded_by_model={str(pk): v for pk, v in sorted(votes.excluded_by_model.items())},
+        data_cutoff=item.cutoff,
+        vote_count=item.votes.counted,
+        excluded=item.votes.excluded,
+        excluded_by_model={str(pk): v for pk, v in sorted(item.votes.excluded_by_model.items())},
         models_order=model_ids,
-        fingerprint=fingerprint,
+        fingerprint=item.fingerprint,
     )
     rows = _row_values(result, style_result, rank, style_rank, fragile, model_ids) if result else []
-    snapshot.duration_ms = int((time.monotonic() - started) * 1000)
+    item.seconds += time.perf_counter() - started
+    snapshot.duration_ms = int(item.seconds * 1000)
     standings = _standings(result, model_ids) if category == OVERALL and result else None
     matrices = (
         Snapshot.matrices_pack(result.win_rate_matrix, result.battle_count_matrix)
         if result
         else None
     )
-    return _Fitted(snapshot, rows, standings, matrices, latest.pk if latest else None)
+    return _Fitted(snapshot, rows, standings, matrices, item.latest.pk if item.latest else None)
 
 
 # SnapshotRow's fields after `snapshot`, in the order _row_values gives them.
@@ -586,18 +691,20 @@ def ratings_recompute_all(
             categories = [c.key for c in fixed_categories()] + [
                 language_category(code) for code in tallies.languages(min_votes=minimum)
             ]
-            results = [
-                _recompute_category(
-                    category=category,
-                    votes=tallies.category(category),
-                    bootstrap=bootstrap,
-                    style=style and category == OVERALL,
-                    cutoff=cutoff,
-                    plan=plan,
-                    fragility_fresh=not from_stored,
-                )
-                for category in categories
-            ]
+            results = _recompute_categories(
+                [
+                    dict(
+                        category=category,
+                        votes=tallies.category(category),
+                        bootstrap=bootstrap,
+                        style=style and category == OVERALL,
+                        cutoff=cutoff,
+                        plan=plan,
+                        fragility_fresh=not from_stored,
+                    )
+                    for category in categories
+                ]
+            )
             # One transaction: a reader sees every category of this cut-off or none of them.
             return _snapshots_write(results)
     finally:

@@ -332,3 +332,26 @@ def test_postgresql_has_the_voter_order_index_and_lz4_matrices(db):
     assert '(visitor_hash COLLATE "C", created_at, id)' in definition
     assert "INCLUDE (model_a_id, model_b_id, choice, identity_leak, flagged_invalid)" in definition
     assert compression == {"win_rate_matrix": "l", "battle_count_matrix": "l"}
+
+
+def test_fits_side_by_side_give_exactly_the_snapshots_of_fits_one_after_the_other(
+    rated, make_votes, monkeypatch
+):
+    alpha, bravo, charlie = rated
+    make_votes(alpha, bravo, "b", 6, turns=2, has_code=True)
+    make_votes(bravo, charlie, "a", 5, turns=2)
+    make_votes(charlie, alpha, "tie", 4, has_code=True)
+
+    def boards(threads: int) -> dict:
+        Snapshot.objects.all().delete()
+        monkeypatch.setattr(recompute, "FIT_THREADS", threads)
+        snapshots = recompute.ratings_recompute_all(style=True)
+        return {
+            (snapshot.category, row.model_id): (row.rating, row.lower, row.upper, row.style_rating)
+            for snapshot in snapshots
+            for row in snapshot.rows.all()
+        }
+
+    one_by_one = boards(1)
+    assert {category for category, _ in one_by_one} >= {"overall", "multi_turn", "code"}
+    assert boards(2) == one_by_one
