@@ -182,7 +182,7 @@ def dedup_dropped_ids(*, plan: FilterPlan):
     )
 
 
-def dedup_dropped(plan: FilterPlan) -> Q | None:
+def _dedup_dropped(plan: FilterPlan) -> Q | None:
     """The votes the down-sampling leaves out, or None when it leaves out none."""
     return Q(pk__in=dedup_dropped_ids(plan=plan)) if plan.hot_prompts else None
 
@@ -208,7 +208,7 @@ def exclusion_reasons(*, source, plan: FilterPlan) -> dict[str, Q | None]:
         reasons["model_status"] = Q(model_a__status__in=statuses) | Q(model_b__status__in=statuses)
     arena = source is Vote
     if plan.dedup:
-        reasons["prompt_dedup"] = dedup_dropped(plan) if arena else None
+        reasons["prompt_dedup"] = _dedup_dropped(plan) if arena else None
     if plan.voter_flags:
         reasons["voter_flagged"] = Q(visitor_hash__in=flagged_voter_hashes()) if arena else None
     return reasons

@@ -240,6 +240,15 @@ def _ids_digest(ids: np.ndarray, upto: int) -> bytes:
     return np.ascontiguousarray(ids[ids <= upto], dtype="<i8").tobytes()
 
 
+def _dropped_between(ordered: np.ndarray, plan: FilterPlan, low: int, high: int | None) -> Q | None:
+    """The dropped votes (`ordered`: their ids, sorted) with ids in (low, high] as a filter,
+    or None if there are none."""
+    inside = ordered[(ordered > low) & ((ordered <= high) if high is not None else True)]
+    if not inside.size:
+        return None
+    return _listed(dedup_dropped_ids(plan=plan), "pk", inside.tolist()) & _ids_between(low, high)
+
+
 class _Once:
     """A value made on first use, once, whichever thread asks first (the others wait)."""
 
@@ -855,16 +864,10 @@ class VoteTallies:
             return ids, None, None, []
         ordered = np.sort(np.fromiter(ids, dtype=np.int64, count=len(ids)))
 
-        def at(low: int, high: int | None) -> Q | None:
-            inside = ordered[(ordered > low) & ((ordered <= high) if high is not None else True)]
-            if not inside.size:
-                return None
-            return _listed(dedup_dropped_ids(plan=plan), "pk", inside.tolist()) & _ids_between(
-                low, high
-            )
-
         scope = LeftOutScope(
-            _DEDUP, at, lambda upto: hashlib.sha256(_ids_digest(ordered, upto)).hexdigest()
+            _DEDUP,
+            lambda low, high: _dropped_between(ordered, plan, low, high),
+            lambda upto: hashlib.sha256(_ids_digest(ordered, upto)).hexdigest(),
         )
         tables, saved = self._left_out(scope, stored)
         return ids, dropped, tables, saved
@@ -882,11 +885,9 @@ class VoteTallies:
         ordered = np.sort(np.fromiter(dropped, dtype=np.int64, count=len(dropped)))
 
         def at(low: int, high: int | None) -> Q:
-            inside = ordered[(ordered > low) & ((ordered <= high) if high is not None else True)]
             where = voters & _ids_between(low, high)
-            if not inside.size:
-                return where
-            return where & ~_listed(dedup_dropped_ids(plan=plan), "pk", inside.tolist())
+            dropped = _dropped_between(ordered, plan, low, high)
+            return where & ~dropped if dropped is not None else where
 
         def digest(upto: int) -> str:
             found = hashlib.sha256("\n".join(hashes).encode())
