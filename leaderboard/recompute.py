@@ -178,33 +178,12 @@ class _Prepared:
     seconds: float  # this category's own time so far (the fits may run beside others)
 
 
-def _recompute_category(
-    *,
-    category: str,
-    votes: CategoryVotes,
-    bootstrap: int,
-    style: bool,
-    cutoff: dt.datetime,
-    plan: FilterPlan,
-    fragility_fresh: bool = True,
-) -> Snapshot | _Fitted:
+def _recompute_category(**job) -> Snapshot | _Fitted:
     """The category's latest snapshot if its counts did not change, else its new one, fitted
-    but not written (_snapshots_write). With `fragility_fresh` off (the live board's
-    refresh), the overall board's rank fragility is not computed but carried from the latest
-    snapshot (_fragility_carried)."""
-    return _recompute_categories(
-        [
-            dict(
-                category=category,
-                votes=votes,
-                bootstrap=bootstrap,
-                style=style,
-                cutoff=cutoff,
-                plan=plan,
-                fragility_fresh=fragility_fresh,
-            )
-        ]
-    )[0]
+    but not written (_snapshots_write). The keyword arguments are _category_prepare's; with
+    `fragility_fresh` off (the live board's refresh), the overall board's rank fragility is
+    not computed but carried from the latest snapshot (_fragility_carried)."""
+    return _recompute_categories([job])[0]
 
 
 def _recompute_categories(jobs: list[dict]) -> list[Snapshot | _Fitted]:
@@ -220,9 +199,9 @@ def _recompute_categories(jobs: list[dict]) -> list[Snapshot | _Fitted]:
                 fits = list(pool.map(_category_fit, fitting))
         else:
             fits = [_category_fit(item) for item in fitting]
-    fitted = dict(zip(map(id, fitting), fits, strict=True))
+    in_order = iter(fits)  # one per fitted category, in their order
     return [
-        _category_finish(item, fitted[id(item)]) if isinstance(item, _Prepared) else item
+        _category_finish(item, next(in_order)) if isinstance(item, _Prepared) else item
         for item in prepared
     ]
 
