@@ -333,32 +333,32 @@ class StoredTallies:
             digest.update(scope.digest(upto).encode())
             return f"{prefix}{upto} {digest.hexdigest()[:40]}"
 
-        kinds = (PAIRS, LANGUAGES)
+        kinds = (PAIRS, LANGUAGES) if languages else (PAIRS,)
         saved: list[TallyBlock] = []
         if found is not None and found == name(upto):
-            needed = kinds if languages else (PAIRS,)
             stored = {
                 kind: _blocks(kind, _width(kind), source=LEFT_OUT_SOURCE, scope=found)
-                for kind in needed
+                for kind in kinds
             }
         else:
             log.info("left-out votes (%s): their filter changed, read in full", scope.reason)
             upto = self.folded.get(LEFT_OUT_SOURCE, 0)
-            below = scope.at(0, upto)
+            below, label = scope.at(0, upto), name(upto)
             stored = {}
-            for kind in kinds:
+            # Both kinds, whatever is asked now: the stored pair serves later reads.
+            for kind in (PAIRS, LANGUAGES):
                 table = (
                     _raw(Vote, by_language=kind == LANGUAGES, scope=below, reasons=False).totals()
                     if below is not None
                     else _Table.empty(key_columns=3 if kind == PAIRS else 4, width=_width(kind))
                 )
                 stored[kind] = table
-                saved.append(block_encode(LEFT_OUT_SOURCE, kind, table, scope=name(upto)))
+                saved.append(block_encode(LEFT_OUT_SOURCE, kind, table, scope=label))
         tables = [
             self._left_out_read(
                 scope, stored[kind], upto, by_language=kind == LANGUAGES, cutoff=cutoff, style=style
             )
-            for kind in (kinds if languages else (PAIRS,))
+            for kind in kinds
         ]
         return (tables[0], tables[1] if languages else None), saved
 
